@@ -1,0 +1,174 @@
+"""The Python API: everything the CLI does, as library calls.
+
+    from cramming import compress, decompress
+    [result] = compress(["The quick brown fox jumps over the lazy dog."], n_vectors=1)
+    result.save("fox.safetensors")
+    assert decompress("fox.safetensors") == result.text
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from . import __version__
+from .decode import greedy_decode
+from .engine import CramResult, Recipe, StepInfo, cram, get_recipe
+from .errors import CrammingError
+from .models import DEFAULT_MODEL, LoadedModel, load_model
+from .vectors import check_compatible, load_vectors, save_vectors
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sha256_ids(ids: Sequence[int]) -> str:
+    return hashlib.sha256(json.dumps(list(ids)).encode()).hexdigest()
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise CrammingError(f"unknown device {device!r}; use auto, cpu or cuda[:i]") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise CrammingError("CUDA was asked for but no GPU is available")
+    return resolved
+
+
+def as_model(model: str | LoadedModel, device: str = "auto") -> LoadedModel:
+    return model if isinstance(model, LoadedModel) else load_model(model, resolve_device(device))
+
+
+def tokenize(lm: LoadedModel, text: str, n_vectors: int = 1, max_tokens: int | None = None) -> tuple[str, list[int]]:
+    """-> (the text that will be crammed, its token ids). With max_tokens, both are cut to the first tokens.
+
+    Raises for texts that cannot round-trip: empty, longer than the context, or not reproduced by the
+    tokenizer itself.
+    """
+    if not text:
+        raise CrammingError("the text is empty")
+    ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if max_tokens is not None:
+        if max_tokens < 1:
+            raise CrammingError(f"--tokens must be at least 1, got {max_tokens}")
+        if len(ids) > max_tokens:
+            ids = ids[:max_tokens]
+            text = lm.tokenizer.decode(ids)
+    if not ids:
+        raise CrammingError("the text has no tokens")
+    limit = lm.max_positions
+    if limit is not None and len(ids) + n_vectors > limit:
+        raise CrammingError(f"the text has {len(ids)} tokens; {lm.name} reads at most {limit} positions, "
+                            f"so with {n_vectors} vector(s) it can take at most {limit - n_vectors} tokens "
+                            f"(cut it with --tokens)")
+    if lm.tokenizer.decode(ids) != text:
+        raise CrammingError("the tokenizer does not reproduce this text (decode(encode(text)) differs), "
+                            "so no round trip can be exact")
+    return text, ids
+
+
+@dataclass
+class Compressed:
+    """A crammed text: its vectors and everything needed to check and reproduce them."""
+
+    text: str
+    result: CramResult
+    recipe: Recipe
+    seed: int
+    model: str
+    model_fingerprint: str
+    tokenizer_fingerprint: str
+    path: Path | None = None
+
+    @property
+    def vectors(self) -> torch.Tensor:
+        return self.result.vectors
+
+    @property
+    def exact(self) -> bool:
+        return self.result.exact
+
+    def metadata(self) -> dict:
+        r = self.result
+        return {
+            "model": self.model, "model_fingerprint": self.model_fingerprint,
+            "tokenizer_fingerprint": self.tokenizer_fingerprint,
+            "n_tokens": str(len(r.token_ids)), "n_vectors": str(r.vectors.shape[0]),
+            "tokens_sha256": sha256_ids(r.token_ids), "text_sha256": sha256_text(self.text),
+            "recipe": self.recipe.to_dict(), "seed": str(self.seed), "steps": str(r.steps),
+            "exact": json.dumps(r.exact), "accuracy": str(r.accuracy), "cramming_version": __version__,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        self.path = save_vectors(path, self.vectors, self.metadata())
+        return self.path
+
+    def summary(self) -> dict:
+        r = self.result
+        return {"tokens": len(r.token_ids), "vectors": r.vectors.shape[0], "steps": r.steps,
+                "seconds": round(r.seconds, 3), "exact": r.exact, "accuracy": r.accuracy, "loss": r.loss,
+                "recipe": self.recipe.name, "path": str(self.path) if self.path else None}
+
+
+def compress(
+    texts: Sequence[str],
+    model: str | LoadedModel = DEFAULT_MODEL,
+    n_vectors: int = 1,
+    recipe: str | Recipe = "default",
+    max_steps: int | None = None,
+    max_tokens: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    on_step: Callable[[StepInfo], None] | None = None,
+) -> list[Compressed]:
+    """Cram each text into its own n_vectors vectors, as one batch, and verify each round trip."""
+    if n_vectors < 1:
+        raise CrammingError(f"the number of vectors must be at least 1, got {n_vectors}")
+    if not texts:
+        raise CrammingError("no text given")
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    lm = as_model(model, device)
+    prepared = [tokenize(lm, t, n_vectors, max_tokens) for t in texts]
+    results = cram(lm.model, [ids for _, ids in prepared], n_vectors, recipe, seed, max_steps, on_step)
+    out = []
+    for (text, _), result in zip(prepared, results):
+        if result.exact:  # the engine compared token ids; the contract is the bytes of the text
+            result.exact = lm.tokenizer.decode(result.decoded_ids) == text
+        out.append(Compressed(text, result, recipe, seed, lm.name, lm.fingerprint, lm.tokenizer_fingerprint))
+    return out
+
+
+def info(path: str | Path) -> dict:
+    """The metadata of a vector file, with JSON values decoded."""
+    vectors, meta = load_vectors(path)
+    decoded = {}
+    for key, value in meta.items():
+        try:
+            decoded[key] = json.loads(value)
+        except json.JSONDecodeError:
+            decoded[key] = value
+    decoded["shape"] = list(vectors.shape)
+    return decoded
+
+
+def decompress(path: str | Path, model: str | LoadedModel | None = None, device: str = "auto") -> str:
+    """Decode a vector file back to its text, checked against the hashes stored in the file."""
+    vectors, meta = load_vectors(path)
+    lm = as_model(model if model is not None else meta["model"], device)
+    check_compatible(meta, lm.fingerprint, lm.tokenizer_fingerprint, lm.name, path)
+    ids = greedy_decode(lm.model, vectors[None], int(meta["n_tokens"]))[0].tolist()
+    text = lm.tokenizer.decode(ids)
+    if sha256_ids(ids) != meta["tokens_sha256"] or sha256_text(text) != meta["text_sha256"]:
+        raise CrammingError(f"{path}: the decoded text does not match the stored hashes "
+                            f"(the vectors were saved from a run that was not exact)")
+    return text
+

@@ -1,0 +1,166 @@
+"""The `cram` command: parses arguments, calls the library, prints. No logic of its own."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import api
+from .atomic import atomic_output
+from .engine import RECIPES, StepInfo, get_recipe
+from .errors import CrammingError
+from .models import ALIASES, DEFAULT_MODEL, alias_status
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Cram texts into a few input vectors of a frozen language model, and decode them back.")
+err = Console(stderr=True)
+
+EXIT_NOT_EXACT = 1
+EXIT_BAD_INPUT = 2
+
+ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Alias, Hugging Face id or local directory.")
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda[:i].")
+
+
+def read_text_file(path: Path) -> str:
+    if str(path) == "-":
+        data = sys.stdin.buffer.read()
+    elif not path.is_file():
+        raise CrammingError(f"no such file: {path}")
+    else:
+        data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CrammingError(f"{path} is not UTF-8 text (invalid byte at offset {e.start})") from None
+
+
+def output_paths(sources: list[str], out: Path | None) -> list[Path]:
+    """One vector file per text: -o is the file for one text, a directory for several."""
+    stems = [Path(s).name if s != "-" else "stdin" for s in sources]
+    if out is None:
+        return [Path(f"{s}.cram.safetensors") for s in stems]
+    if len(sources) == 1:
+        return [out]
+    if len(set(stems)) < len(stems):
+        raise CrammingError("several input files share a name; give them distinct names")
+    return [out / f"{s}.cram.safetensors" for s in stems]
+
+
+def progress_bar(total: int) -> tuple[Progress, callable]:
+    progress = Progress(TextColumn("cramming"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                        TimeElapsedColumn(), console=err, transient=True,
+                        disable=not err.is_terminal)
+    task = progress.add_task("", total=total)
+
+    def on_step(s: StepInfo) -> None:
+        progress.update(task, completed=s.step, description=f"loss {s.loss:.3f} acc {s.accuracy:.3f} "
+                                                             f"done {s.done}/{s.done + s.active}")
+    return progress, on_step
+
+
+@app.command()
+def compress(
+    text: Optional[str] = typer.Argument(None, help="The text to cram (or use -f)."),
+    files: list[Path] = typer.Option([], "--file", "-f", help="Text file(s); several are crammed as one batch."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Vector file (a directory for several texts)."),
+    model: str = ModelOpt,
+    vectors: int = typer.Option(1, "--vectors", "-n", help="Memory vectors per text."),
+    tokens: Optional[int] = typer.Option(None, "--tokens", "-t", help="Keep the first T tokens of each text."),
+    recipe: str = typer.Option("default", "--recipe", help=f"One of: {', '.join(RECIPES)}."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Step budget (default: the recipe's)."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = DeviceOpt,
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per text on stdout."),
+) -> None:
+    """Cram text(s) into memory vectors and verify the round trip. Exit 0 only when every text is exact."""
+    if text is not None and files:
+        raise CrammingError("give a TEXT or -f FILE, not both")
+    if text is None and not files:
+        raise CrammingError("no text given: pass TEXT or -f FILE")
+    sources = [str(f) for f in files] if files else ["text"]
+    texts = [read_text_file(f) for f in files] if files else [text]
+    paths = output_paths(sources, out)
+    budget = max_steps if max_steps is not None else get_recipe(recipe).max_steps
+    progress, on_step = progress_bar(budget)
+    with progress:
+        results = api.compress(texts, model, vectors, recipe, max_steps, tokens, seed, device, on_step)
+    for result, path in zip(results, paths):
+        result.save(path)
+    if as_json:
+        for result in results:
+            print(json.dumps(result.summary()))
+    else:
+        table = Table("path", "tokens", "vectors", "steps", "seconds", "accuracy", "round trip")
+        for r in results:
+            s = r.summary()
+            table.add_row(s["path"], str(s["tokens"]), str(s["vectors"]), str(s["steps"]), f"{s['seconds']:.1f}",
+                          f"{s['accuracy']:.4f}", "[green]exact[/]" if s["exact"] else "[red]not exact[/]")
+        Console().print(table)
+    if not all(r.exact for r in results):
+        print(f"{sum(not r.exact for r in results)} text(s) not exact within {budget} steps; "
+              "best vectors saved (try --max-steps or more --vectors)", file=sys.stderr)
+        raise typer.Exit(EXIT_NOT_EXACT)
+
+
+@app.command()
+def decompress(
+    vec: Path = typer.Argument(..., help="A vector file written by `cram compress`."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Default: the model named in the file."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the text here instead of stdout."),
+    device: str = DeviceOpt,
+) -> None:
+    """Greedy-decode the text from the vectors alone; it is checked against the file's hashes."""
+    text = api.decompress(vec, model, device)
+    data = text.encode("utf-8")
+    if out is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        with atomic_output(out) as tmp:
+            tmp.write_bytes(data)
+
+
+@app.command()
+def info(
+    vec: Path = typer.Argument(..., help="A vector file."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Show a vector file's metadata."""
+    meta = api.info(vec)
+    if as_json:
+        print(json.dumps(meta, indent=2))
+        return
+    table = Table("key", "value", show_header=False)
+    for key, value in meta.items():
+        table.add_row(key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+    Console().print(table)
+
+
+@app.command()
+def models() -> None:
+    """List the model aliases and whether each is ready offline."""
+    table = Table("alias", "status", "model")
+    for alias in ALIASES.values():
+        table.add_row(alias.name + (" (default)" if alias.name == DEFAULT_MODEL else ""), alias_status(alias),
+                      alias.description)
+    Console().print(table)
+    Console().print("Any Hugging Face id or local model directory works too, where a network or a copy exists.")
+
+
+def main() -> None:
+    try:
+        app()
+    except CrammingError as e:
+        print(f"error: {e}", file=sys.stderr)  # plain print: one line, never wrapped
+        sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

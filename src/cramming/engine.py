@@ -1,0 +1,225 @@
+"""The cramming loop: optimize a few input vectors so that a frozen LM regenerates a text.
+
+For each sample i we train `mem_i` of shape [n, d]. The model sees [mem_i ; embed(text_i)] and must predict
+text token t from position n-1+t: the first token comes from the last memory vector, so greedy decoding
+later needs nothing but the vectors. Only the vectors are trained; the model's weights are frozen and no
+weight gradient is computed.
+
+A batch of texts is crammed at once, each sample with its own vectors and its own stopping: a sample whose
+teacher-forced argmax is right everywhere gets a greedy-decode check, and once its round trip is exact its
+vectors are frozen and it leaves the batch, so later steps cost only what the remaining samples need.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+
+from .decode import greedy_decode
+from .errors import CrammingError
+from .models import autocast
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Initialization + optimizer + schedule + stopping rule."""
+
+    name: str
+    lr: float
+    betas: tuple[float, float] = (0.9, 0.9)
+    weight_decay: float = 0.01
+    init: Literal["embedding_std", "uniform"] = "embedding_std"
+    init_scale: float = 1.0  # embedding_std: multiplies randn * std(embeddings); uniform: upper bound
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = 0
+    final_lr: float = 0.0  # cosine only: the learning rate reached at max_steps
+    grad_clip: float | None = None  # per-sample gradient-norm clip
+    max_steps: int = 5000
+    patience: int | None = None  # give up on a sample whose best loss has not improved for this many steps
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+RECIPES: dict[str, Recipe] = {
+    # Kuratov et al. (2025), as published.
+    "paper": Recipe(name="paper", lr=1e-2, init="embedding_std", max_steps=5000, patience=2000),
+    # Tarasov et al. (Progressive Cramming), as published.
+    "progressive": Recipe(name="progressive", lr=0.1, init="uniform", init_scale=0.02, schedule="cosine",
+                          warmup_steps=100, final_lr=1e-3, grad_clip=1.0, max_steps=5000),
+    # Ours: a larger constant step than the paper's with its embedding-scaled init (see benchmarks/).
+    "default": Recipe(name="default", lr=5e-2, init="embedding_std", max_steps=5000),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise CrammingError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+@dataclass
+class CramResult:
+    """One sample's outcome. `vectors` are the exact ones when `exact`, else the best seen."""
+
+    token_ids: list[int]
+    vectors: torch.Tensor  # [n, d], float32, on the CPU
+    exact: bool
+    steps: int  # optimizer steps applied to `vectors`
+    accuracy: float  # teacher-forced argmax accuracy of `vectors`
+    loss: float  # mean cross-entropy (nats per token) of `vectors`
+    seconds: float  # wall time from the start of the batch until this sample finished
+    decoded_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class StepInfo:
+    """What a progress display needs after each step."""
+
+    step: int
+    max_steps: int
+    active: int
+    done: int
+    exact: int
+    loss: float  # mean over active samples
+    accuracy: float  # mean over active samples
+
+
+def init_vectors(recipe: Recipe, n_vectors: int, embedding: torch.Tensor, seed: int) -> torch.Tensor:
+    """Draw the initial [n, d] vectors on the CPU, from the seed alone, so a sample starts the same whether it
+    is crammed alone or in a batch, on any device."""
+    g = torch.Generator().manual_seed(seed)
+    d = embedding.shape[1]
+    if recipe.init == "embedding_std":
+        return torch.randn(n_vectors, d, generator=g) * embedding.float().std().item() * recipe.init_scale
+    return torch.rand(n_vectors, d, generator=g) * recipe.init_scale
+
+
+def lr_factor(recipe: Recipe, step: int, max_steps: int) -> float:
+    """Multiplier of recipe.lr at a step: linear warm-up, then constant or cosine down to final_lr."""
+    if step < recipe.warmup_steps:
+        return (step + 1) / recipe.warmup_steps
+    if recipe.schedule == "constant":
+        return 1.0
+    span = max(1, max_steps - recipe.warmup_steps)
+    progress = min(1.0, (step - recipe.warmup_steps) / span)
+    floor = recipe.final_lr / recipe.lr
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def text_logits(model: torch.nn.Module, mem: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+    """Logits at the positions that predict the text: n-1 .. n+T-2 of [mem ; text] -> [B, T, V].
+
+    logits_to_keep skips the vocabulary projection at the memory positions. No attention mask: samples are
+    right-padded, and under causal attention a real position never sees the padding after it.
+    """
+    T = text_embeds.shape[1]
+    x = torch.cat([mem.to(text_embeds.dtype), text_embeds], dim=1)
+    return model(inputs_embeds=x, use_cache=False, logits_to_keep=T + 1).logits[:, :-1]
+
+
+def cram(
+    model: torch.nn.Module,
+    token_ids: list[list[int]],
+    n_vectors: int = 1,
+    recipe: Recipe = RECIPES["default"],
+    seed: int = 0,
+    max_steps: int | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
+) -> list[CramResult]:
+    if n_vectors < 1:
+        raise CrammingError(f"the number of vectors must be at least 1, got {n_vectors}")
+    if not token_ids or any(len(t) == 0 for t in token_ids):
+        raise CrammingError("cannot cram an empty text")
+    max_steps = recipe.max_steps if max_steps is None else max_steps
+    if max_steps < 0:
+        raise CrammingError(f"max steps must be >= 0, got {max_steps}")
+    embedding = model.get_input_embeddings()
+    device = embedding.weight.device
+    B = len(token_ids)
+    lengths = torch.tensor([len(t) for t in token_ids], device=device)
+    targets = torch.zeros(B, int(lengths.max()), dtype=torch.long, device=device)  # right-padded with id 0
+    for i, ids in enumerate(token_ids):
+        targets[i, : len(ids)] = torch.tensor(ids, device=device)
+    valid = torch.arange(targets.shape[1], device=device)[None, :] < lengths[:, None]
+    with torch.no_grad():
+        text_embeds = embedding(targets)  # constant: the model is frozen
+
+    # One leaf per sample: a finished sample's vectors simply stop receiving gradients.
+    start = init_vectors(recipe, n_vectors, embedding.weight, seed).to(device)
+    mems = [torch.nn.Parameter(start.clone()) for _ in range(B)]
+    optimizer = torch.optim.AdamW(mems, lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(recipe, s, max_steps))
+
+    results: list[CramResult | None] = [None] * B
+    best = [(-1.0, math.inf, start.cpu(), 0)] * B  # (accuracy, loss, vectors, step) per sample
+    lowest_loss, last_improved = [math.inf] * B, [0] * B  # for the patience rule
+    active = list(range(B))
+    t0 = time.perf_counter()
+
+    def finish(i: int, exact: bool, decoded: list[int]) -> None:
+        acc, loss, vectors, step = best[i]
+        results[i] = CramResult(token_ids[i], vectors, exact, step, acc, loss, time.perf_counter() - t0, decoded)
+
+    for step in range(max_steps + 1):  # step = optimizer steps applied so far; the last pass only evaluates
+        idx = torch.tensor(active, device=device)
+        T = int(lengths[idx].max())  # trim padding no active sample needs
+        tgt, ok = targets[idx, :T], valid[idx, :T]
+        mem = torch.stack([mems[i] for i in active])
+        with autocast(device):
+            logits = text_logits(model, mem, text_embeds[idx, :T])
+        ce = F.cross_entropy(logits.float().transpose(1, 2), tgt, reduction="none")
+        losses = (ce * ok).sum(1) / lengths[idx]  # per-sample mean, so samples do not weigh on each other
+        with torch.no_grad():
+            hits = (logits.argmax(-1) == tgt) & ok
+            accs = hits.sum(1) / lengths[idx]
+        if not torch.isfinite(losses).all():
+            raise CrammingError(f"the loss became non-finite at step {step}; try a lower learning rate")
+
+        loss_list, acc_list = losses.tolist(), accs.tolist()
+        snapshot = mem.detach().float().cpu()
+        for j, i in enumerate(active):
+            if (acc_list[j], -loss_list[j]) > (best[i][0], -best[i][1]):
+                best[i] = (acc_list[j], loss_list[j], snapshot[j].clone(), step)
+            if loss_list[j] < lowest_loss[i]:
+                lowest_loss[i], last_improved[i] = loss_list[j], step
+
+        # All argmax right: check the real thing, greedy decoding from the vectors alone.
+        candidates = [j for j, a in enumerate(acc_list) if a == 1.0]
+        if candidates:
+            decoded = greedy_decode(model, mem.detach()[candidates], T)
+            for j, row in zip(candidates, decoded.tolist()):
+                i = active[j]
+                row = row[: len(token_ids[i])]
+                if row == token_ids[i]:
+                    best[i] = (1.0, loss_list[j], snapshot[j].clone(), step)
+                    finish(i, True, row)
+        stalled = [i for i in active if recipe.patience is not None and results[i] is None
+                   and step - last_improved[i] >= recipe.patience]
+        for i in stalled:
+            finish(i, False, [])
+        keep = [j for j, i in enumerate(active) if results[i] is None]
+
+        if on_step is not None:
+            on_step(StepInfo(step, max_steps, len(keep), B - len(keep), sum(r is not None and r.exact for r in results),
+                             sum(loss_list) / len(loss_list), sum(acc_list) / len(acc_list)))
+        if not keep or step == max_steps:
+            break
+        optimizer.zero_grad(set_to_none=True)
+        losses[keep].sum().backward()
+        if recipe.grad_clip is not None:
+            for j in keep:
+                torch.nn.utils.clip_grad_norm_(mems[active[j]], recipe.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        active = [active[j] for j in keep]
+
+    for i in range(B):
+        if results[i] is None:
+            finish(i, False, [])
+    return results  # type: ignore[return-value]

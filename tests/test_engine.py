@@ -1,0 +1,113 @@
+"""The core loop and decoding on a tiny random model: round trip, batching, padding, determinism, schedules."""
+
+import math
+
+import pytest
+import torch
+
+from cramming import CrammingError, compress, cram, greedy_decode, round_trip, tokenize
+from cramming.engine import RECIPES, Recipe, init_vectors, lr_factor, text_logits
+
+SHORT = "the cat sat on the mat"
+LONGER = "a quick brown fox jumps over the lazy dog"
+
+
+def test_round_trip_exact_from_vectors_alone(tiny_lm):
+    [c] = compress([SHORT], tiny_lm, n_vectors=2, max_steps=300)
+    assert c.exact and c.result.accuracy == 1.0
+    assert 0 < c.result.steps < 300
+    rt = round_trip(tiny_lm.model, tiny_lm.tokenizer, c.vectors, c.result.token_ids, SHORT)
+    assert rt.exact and rt.decoded_text == SHORT and rt.first_mismatch is None
+
+
+def test_first_token_is_predicted_from_the_last_vector(tiny_lm):
+    [c] = compress([SHORT], tiny_lm, n_vectors=2, max_steps=300)
+    logits = text_logits(tiny_lm.model, c.vectors[None], torch.zeros(1, 0, tiny_lm.d_model))
+    assert logits.shape[1] == 0  # no text positions asked for: nothing but the vectors are scored
+    first = tiny_lm.model(inputs_embeds=c.vectors[None]).logits[0, -1].argmax().item()
+    assert first == c.result.token_ids[0]
+
+
+def test_batch_equals_single_with_padding(tiny_lm):
+    texts = [SHORT, LONGER]  # different lengths: the shorter one is padded in the batch
+    ids = [tokenize(tiny_lm, t)[1] for t in texts]
+    assert len(ids[0]) != len(ids[1])
+    batch = cram(tiny_lm.model, ids, 2, max_steps=300)
+    for sample, alone in zip(batch, (cram(tiny_lm.model, [i], 2, max_steps=300)[0] for i in ids)):
+        assert sample.exact == alone.exact
+        assert sample.steps == alone.steps
+        assert torch.allclose(sample.vectors, alone.vectors, atol=1e-4)
+
+
+def test_same_seed_same_vectors_other_seed_other_vectors(tiny_lm):
+    ids = [tokenize(tiny_lm, SHORT)[1]]
+    a, b = cram(tiny_lm.model, ids, 2, seed=3, max_steps=50)[0], cram(tiny_lm.model, ids, 2, seed=3, max_steps=50)[0]
+    c = cram(tiny_lm.model, ids, 2, seed=4, max_steps=50)[0]
+    assert torch.equal(a.vectors, b.vectors) and a.steps == b.steps
+    assert not torch.equal(a.vectors, c.vectors)
+
+
+def test_weights_stay_frozen_and_get_no_gradient(tiny_lm):
+    before = {k: v.clone() for k, v in tiny_lm.model.state_dict().items()}
+    cram(tiny_lm.model, [tokenize(tiny_lm, SHORT)[1]], 2, max_steps=20)
+    for name, p in tiny_lm.model.named_parameters():
+        assert not p.requires_grad and p.grad is None, name
+        assert torch.equal(p, before[name]), name
+
+
+def test_budget_exhausted_keeps_best_vectors(tiny_lm):
+    [c] = compress([LONGER], tiny_lm, n_vectors=1, max_steps=3)
+    assert not c.exact and c.result.steps <= 3
+    assert c.result.accuracy < 1.0 and math.isfinite(c.result.loss)
+    logits = text_logits(tiny_lm.model, c.vectors[None], tiny_lm.model.get_input_embeddings()(
+        torch.tensor([c.result.token_ids])))
+    acc = (logits.argmax(-1)[0] == torch.tensor(c.result.token_ids)).float().mean().item()
+    assert acc == pytest.approx(c.result.accuracy)
+
+
+def test_greedy_decode_emits_exactly_n_tokens(tiny_lm):
+    mem = torch.randn(3, 2, tiny_lm.d_model)
+    out = greedy_decode(tiny_lm.model, mem, 7)
+    assert out.shape == (3, 7) and out.dtype == torch.long
+
+
+def test_non_finite_loss_is_an_error(tiny_lm):
+    with pytest.raises(CrammingError, match="non-finite"):
+        compress([SHORT], tiny_lm, n_vectors=1, recipe=Recipe("nan", lr=0.1, init_scale=float("nan")), max_steps=50)
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_vector_count_must_be_positive(tiny_lm, bad):
+    with pytest.raises(CrammingError, match="at least 1"):
+        compress([SHORT], tiny_lm, n_vectors=bad)
+
+
+def test_text_checks(tiny_lm):
+    with pytest.raises(CrammingError, match="empty"):
+        tokenize(tiny_lm, "")
+    with pytest.raises(CrammingError, match="at most 62 tokens"):
+        tokenize(tiny_lm, "zq " * 80, n_vectors=2)
+    text, ids = tokenize(tiny_lm, LONGER, max_tokens=3)
+    assert len(ids) == 3 and LONGER.startswith(text) and text != LONGER
+
+
+def test_init_depends_on_the_recipe():
+    emb = torch.randn(100, 16) * 3.0
+    paper = init_vectors(RECIPES["paper"], 4, emb, seed=0)
+    assert paper.shape == (4, 16) and 1.0 < paper.std().item() < 6.0
+    prog = init_vectors(RECIPES["progressive"], 4, emb, seed=0)
+    assert prog.min() >= 0 and prog.max() < 0.02
+
+
+def test_schedules():
+    prog = RECIPES["progressive"]
+    assert lr_factor(prog, 0, 1000) == pytest.approx(1 / 100)
+    assert lr_factor(prog, 99, 1000) == pytest.approx(1.0)
+    assert lr_factor(prog, 1000, 1000) == pytest.approx(1e-3 / 0.1)
+    assert lr_factor(RECIPES["paper"], 777, 5000) == 1.0
+
+
+def test_paper_recipe_is_as_published():
+    p = RECIPES["paper"]
+    assert (p.lr, p.betas, p.weight_decay, p.init, p.schedule, p.max_steps, p.patience) == (
+        1e-2, (0.9, 0.9), 0.01, "embedding_std", "constant", 5000, 2000)
