@@ -39,6 +39,7 @@ class Recipe:
     warmup_steps: int = 0
     final_lr: float = 0.0  # cosine only: the learning rate reached at max_steps
     grad_clip: float | None = None  # per-sample gradient-norm clip
+    focal_gamma: float = 0.0  # > 0: focal loss, (1 - p)^gamma * CE, which spends the step on tokens still wrong
     max_steps: int = 5000
     patience: int | None = None  # give up on a sample whose best loss has not improved for this many steps
 
@@ -173,8 +174,11 @@ def cram(
         mem = torch.stack([mems[i] for i in active])
         with autocast(device):
             logits = text_logits(model, mem, text_embeds[idx, :T])
-        ce = F.cross_entropy(logits.float().transpose(1, 2), tgt, reduction="none")
-        losses = (ce * ok).sum(1) / lengths[idx]  # per-sample mean, so samples do not weigh on each other
+        ce = F.cross_entropy(logits.float().transpose(1, 2), tgt, reduction="none") * ok
+        losses = ce.sum(1) / lengths[idx]  # per-sample mean, so samples do not weigh on each other
+        if recipe.focal_gamma > 0:
+            ce = (1 - torch.exp(-ce)) ** recipe.focal_gamma * ce
+        objective = ce.sum(1) / lengths[idx]
         with torch.no_grad():
             hits = (logits.argmax(-1) == tgt) & ok
             accs = hits.sum(1) / lengths[idx]
@@ -211,7 +215,7 @@ def cram(
         if not keep or step == max_steps:
             break
         optimizer.zero_grad(set_to_none=True)
-        losses[keep].sum().backward()
+        objective[keep].sum().backward()
         if recipe.grad_clip is not None:
             for j in keep:
                 torch.nn.utils.clip_grad_norm_(mems[active[j]], recipe.grad_clip)

@@ -1,0 +1,45 @@
+"""The real default model (SmolLM2-135M from its PyPI GGUF), through the `cram` command as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cramming import load_model
+from cramming.models import ALIASES, DEFAULT_MODEL, alias_status
+
+pytestmark = pytest.mark.real
+
+TEXT = "The quick brown fox jumps over the lazy dog by the river."  # 13 tokens
+
+
+def cram(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cramming", *args], capture_output=True, text=True, timeout=1800)
+
+
+@pytest.fixture(scope="module")
+def default_lm():
+    return load_model(DEFAULT_MODEL, "cpu")  # converts the GGUF on first use
+
+
+def test_default_model_is_frozen_and_ready_offline(default_lm):
+    assert default_lm.d_model == 576 and default_lm.vocab_size == 49152
+    assert all(not p.requires_grad for p in default_lm.model.parameters())
+    assert default_lm.tokenizer("Hello", add_special_tokens=False)["input_ids"][0] != default_lm.tokenizer.bos_token_id
+    assert alias_status(ALIASES[DEFAULT_MODEL]).startswith("ready (converted")
+    again = load_model(DEFAULT_MODEL, "cpu")
+    assert again.fingerprint == default_lm.fingerprint
+
+
+def test_short_text_round_trip_through_the_cli(default_lm, tmp_path):
+    vec = tmp_path / "fox.safetensors"
+    done = cram("compress", TEXT, "-o", str(vec), "--vectors", "1", "--json")
+    assert done.returncode == 0, done.stderr
+    row = json.loads(done.stdout)
+    assert row["exact"] is True and row["tokens"] == len(default_lm.tokenizer(TEXT)["input_ids"])
+    back = cram("decompress", str(vec))
+    assert back.returncode == 0, back.stderr
+    assert back.stdout == TEXT
+    meta = json.loads(cram("info", str(vec), "--json").stdout)
+    assert meta["model"] == DEFAULT_MODEL and meta["model_fingerprint"] == default_lm.fingerprint
