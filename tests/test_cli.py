@@ -177,3 +177,15 @@ def test_failed_decompress_keeps_existing_output(run_cli, tiny_dir, other_tiny_d
 def test_models_lists_the_default_alias(run_cli):
     code, out, _ = run_cli("models")
     assert code == 0 and b"smollm2-135m" in out and b"default" in out
+
+
+def test_measure_json_has_the_metric_keys(run_cli, tiny_dir):
+    code, out, err = run_cli("measure", "--model", str(tiny_dir), "--vectors", "2", "--max-steps", "300", TEXT, "--json")
+    assert code == 0, err
+    row = json.loads(out)
+    for key in ("ce_without_bits", "ce_with_bits", "information_gain_bits", "information_gain_nats", "token_gain",
+                "accuracy_without", "accuracy_with", "exact", "theoretical_capacity", "utilization", "steps",
+                "seconds", "tokens"):
+        assert key in row, key
+    assert row["exact"] is True and row["accuracy_with"] == 1.0
+    assert row["information_gain_bits"] == pytest.approx(row["ce_without_bits"] - row["ce_with_bits"])

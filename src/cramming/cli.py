@@ -42,6 +42,17 @@ def read_text_file(path: Path) -> str:
         raise CrammingError(f"{path} is not UTF-8 text (invalid byte at offset {e.start})") from None
 
 
+def gather_texts(text: str | None, files: list[Path]) -> tuple[list[str], list[str]]:
+    """-> (a name per text, the texts), from a TEXT argument or -f files."""
+    if text is not None and files:
+        raise CrammingError("give a TEXT or -f FILE, not both")
+    if text is None and not files:
+        raise CrammingError("no text given: pass TEXT or -f FILE")
+    if files:
+        return [str(f) for f in files], [read_text_file(f) for f in files]
+    return ["text"], [text]
+
+
 def output_paths(sources: list[str], out: Path | None) -> list[Path]:
     """One vector file per text: -o is the file for one text, a directory for several."""
     stems = [Path(s).name if s != "-" else "stdin" for s in sources]
@@ -81,12 +92,7 @@ def compress(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per text on stdout."),
 ) -> None:
     """Cram text(s) into memory vectors and verify the round trip. Exit 0 only when every text is exact."""
-    if text is not None and files:
-        raise CrammingError("give a TEXT or -f FILE, not both")
-    if text is None and not files:
-        raise CrammingError("no text given: pass TEXT or -f FILE")
-    sources = [str(f) for f in files] if files else ["text"]
-    texts = [read_text_file(f) for f in files] if files else [text]
+    sources, texts = gather_texts(text, files)
     paths = output_paths(sources, out)
     budget = max_steps if max_steps is not None else get_recipe(recipe).max_steps
     progress, on_step = progress_bar(budget)
@@ -98,16 +104,49 @@ def compress(
         for result in results:
             print(json.dumps(result.summary()))
     else:
-        table = Table("path", "tokens", "vectors", "steps", "seconds", "accuracy", "round trip")
+        table = Table("tokens", "vectors", "steps", "seconds", "accuracy", "round trip", "path")
         for r in results:
             s = r.summary()
-            table.add_row(s["path"], str(s["tokens"]), str(s["vectors"]), str(s["steps"]), f"{s['seconds']:.1f}",
-                          f"{s['accuracy']:.4f}", "[green]exact[/]" if s["exact"] else "[red]not exact[/]")
+            table.add_row(str(s["tokens"]), str(s["vectors"]), str(s["steps"]), f"{s['seconds']:.1f}",
+                          f"{s['accuracy']:.4f}", "[green]exact[/]" if s["exact"] else "[red]not exact[/]", s["path"])
         Console().print(table)
     if not all(r.exact for r in results):
         print(f"{sum(not r.exact for r in results)} text(s) not exact within {budget} steps; "
               "best vectors saved (try --max-steps or more --vectors)", file=sys.stderr)
         raise typer.Exit(EXIT_NOT_EXACT)
+
+
+@app.command()
+def measure(
+    text: Optional[str] = typer.Argument(None, help="The text to cram (or use -f)."),
+    files: list[Path] = typer.Option([], "--file", "-f", help="Text file(s), crammed as one batch."),
+    model: str = ModelOpt,
+    vectors: int = typer.Option(1, "--vectors", "-n", help="Memory vectors per text."),
+    tokens: Optional[int] = typer.Option(None, "--tokens", "-t", help="Keep the first T tokens of each text."),
+    recipe: str = typer.Option("default", "--recipe", help=f"One of: {', '.join(RECIPES)}."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Step budget (default: the recipe's)."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = DeviceOpt,
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per text on stdout."),
+) -> None:
+    """Cram once and print the paper's metrics: cross-entropy with and without vectors, gains, utilization."""
+    _, texts = gather_texts(text, files)
+    lm = api.as_model(model, device)
+    progress, on_step = progress_bar(max_steps if max_steps is not None else get_recipe(recipe).max_steps)
+    with progress:
+        results = api.compress(texts, lm, vectors, recipe, max_steps, tokens, seed, device, on_step)
+    rows = [api.measure(r, lm).to_dict() for r in results]
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+        return
+    table = Table("metric", *[f"text {i + 1}" for i in range(len(rows))])
+    for key in rows[0]:
+        table.add_row(key, *[f"{row[key]:.4g}" if isinstance(row[key], float) else str(row[key]) for row in rows])
+    Console().print(table)
+    if not rows[0]["first_token_scored"]:
+        Console().print("The tokenizer adds no BOS: the first token has no score without vectors and is left "
+                        "out of both cross-entropies and both hit counts.")
 
 
 @app.command()
@@ -139,7 +178,7 @@ def info(
         print(json.dumps(meta, indent=2))
         return
     table = Table("key", "value", show_header=False)
-    for key, value in meta.items():
+    for key, value in sorted(meta.items()):
         table.add_row(key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
     Console().print(table)
 

@@ -124,6 +124,32 @@ def text_logits(model: torch.nn.Module, mem: torch.Tensor, text_embeds: torch.Te
     return model(inputs_embeds=x, use_cache=False, logits_to_keep=T + 1).logits[:, :-1]
 
 
+@torch.no_grad()
+def teacher_forced(model: torch.nn.Module, token_ids: list[int], mem: torch.Tensor | None = None,
+                   bos_id: int | None = None) -> tuple[list[float], list[bool]]:
+    """Per-token cross-entropy (nats) and argmax hits of a text, with [n, d] vectors or without.
+
+    Without vectors the first token is scored from BOS when the tokenizer has one, else it is not scored:
+    the lists then hold T - 1 entries, for tokens 1 .. T-1.
+    """
+    embedding = model.get_input_embeddings()
+    device = embedding.weight.device
+    ids = torch.tensor([token_ids], device=device)
+    if mem is not None:
+        with autocast(device):
+            logits = text_logits(model, mem[None].to(device), embedding(ids))
+        targets = ids
+    else:
+        inputs = torch.cat([torch.tensor([[bos_id]], device=device), ids], 1) if bos_id is not None else ids
+        if inputs.shape[1] < 2:
+            return [], []
+        with autocast(device):
+            logits = model(input_ids=inputs[:, :-1], use_cache=False).logits
+        targets = inputs[:, 1:]
+    nats = F.cross_entropy(logits.float()[0], targets[0], reduction="none")
+    return nats.tolist(), (logits[0].argmax(-1) == targets[0]).tolist()
+
+
 def cram(
     model: torch.nn.Module,
     token_ids: list[list[int]],
