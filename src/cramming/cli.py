@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -17,6 +18,7 @@ from .atomic import atomic_output
 from .engine import RECIPES, StepInfo, get_recipe
 from .errors import CrammingError
 from .models import ALIASES, DEFAULT_MODEL, alias_status
+from .texts import load_samples
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cram texts into a few input vectors of a frozen language model, and decode them back.")
@@ -180,6 +182,28 @@ def info(
     table = Table("key", "value", show_header=False)
     for key, value in sorted(meta.items()):
         table.add_row(key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+    Console().print(table)
+
+
+@app.command()
+def texts(
+    source: str = typer.Argument(..., help="file:PATH, books, recent, random or hf:DATASET[:split]."),
+    n: int = typer.Option(3, "--n", help="Number of samples."),
+    tokens: Optional[int] = typer.Option(None, "--tokens", "-t", help="Tokens per sample (default: whole texts)."),
+    seed: int = typer.Option(0, "--seed"),
+    model: str = ModelOpt,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Show samples of a text source, cut to a number of the model's tokens."""
+    lm = api.as_model(model, "cpu")
+    samples = load_samples(source, n, tokens, lm.tokenizer, seed)
+    if as_json:
+        for sample in samples:
+            print(json.dumps(asdict(sample)))
+        return
+    table = Table("#", "tokens", "text")
+    for sample in samples:
+        table.add_row(str(sample.index), str(sample.n_tokens), sample.text)
     Console().print(table)
 
 

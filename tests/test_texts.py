@@ -1,0 +1,71 @@
+"""Text sources: each one real, seeded, cut to the asked number of tokens."""
+
+import json
+
+import pytest
+
+from cramming import CrammingError
+from cramming.texts import load_samples
+
+
+def ntok(tokenizer, text):
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+@pytest.fixture
+def tok(tiny_lm):
+    return tiny_lm.tokenizer
+
+
+def test_file_sources(tok, tmp_path):
+    doc = "First sentence here. Second one is longer than that. Third ends it all."
+    (tmp_path / "a.txt").write_text(doc)
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in ["one doc", "two docs"]) + "\n")
+    (tmp_path / "a.csv").write_text('id,text\n1,"hello, world"\n2,second row\n')
+    whole = load_samples(f"file:{tmp_path / 'a.jsonl'}", 5, None, tok)
+    assert [s.text for s in whole] == ["one doc", "two docs"]
+    assert [s.text for s in load_samples(f"file:{tmp_path / 'a.csv'}", 2, None, tok)] == ["hello, world", "second row"]
+    cut = load_samples(f"file:{tmp_path / 'a.txt'}", 4, 5, tok, seed=1)
+    assert len(cut) == 4 and all(ntok(tok, s.text) == 5 for s in cut)
+    tails = [doc[doc.index(w):] for w in ("First", "Second", "Third")]
+    assert all(any(t.startswith(s.text) for t in tails) for s in cut)  # passages start at a sentence
+
+
+def test_file_source_errors(tok, tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"no_text": 1}\n')
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    for spec, pattern in [("file:" + str(tmp_path / "nope.txt"), "no such file"),
+                          ("file:" + str(tmp_path / "bad.jsonl"), "'text' field"),
+                          ("file:" + str(tmp_path / "bad.csv"), "'text' column"),
+                          ("gutenberg", "unknown text source")]:
+        with pytest.raises(CrammingError, match=pattern):
+            load_samples(spec, 1, 8, tok)
+
+
+@pytest.mark.parametrize("source", ["books", "recent", "random"])
+def test_named_sources_are_seeded_and_cut(tok, source):
+    a = load_samples(source, 3, 24, tok, seed=0)
+    assert [s.text for s in a] == [s.text for s in load_samples(source, 3, 24, tok, seed=0)]
+    assert [s.text for s in a] != [s.text for s in load_samples(source, 3, 24, tok, seed=1)]
+    assert len({s.text for s in a}) == 3
+    assert all(ntok(tok, s.text) == 24 for s in a)
+
+
+def test_random_text_is_words_joined_by_spaces(tok):
+    [s] = load_samples("random", 1, 40, tok)
+    words = s.text.split(" ")
+    assert len(words) >= 4 and all(w.isalpha() for w in words)
+
+
+def test_recent_leads_mention_2025_or_2026():
+    from cramming.texts import recent_documents
+
+    docs = recent_documents()
+    assert len(docs) > 50 and all("2025" in d or "2026" in d for d in docs)
+
+
+def test_texts_command(run_cli, tiny_dir):
+    code, out, err = run_cli("texts", "books", "--n", "2", "--tokens", "16", "--model", str(tiny_dir), "--json")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 2 and all(r["n_tokens"] == 16 and r["source"] == "books" for r in rows)
