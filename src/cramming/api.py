@@ -129,6 +129,7 @@ def compress(
     seed: int = 0,
     device: str = "auto",
     on_step: Callable[[StepInfo], None] | None = None,
+    warm_start: list[torch.Tensor | None] | None = None,
 ) -> list[Compressed]:
     """Cram each text into its own n_vectors vectors, as one batch, and verify each round trip."""
     if n_vectors < 1:
@@ -138,7 +139,7 @@ def compress(
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     lm = as_model(model, device)
     prepared = [tokenize(lm, t, n_vectors, max_tokens) for t in texts]
-    results = cram(lm.model, [ids for _, ids in prepared], n_vectors, recipe, seed, max_steps, on_step)
+    results = cram(lm.model, [ids for _, ids in prepared], n_vectors, recipe, seed, max_steps, on_step, warm_start)
     out = []
     for (text, _), result in zip(prepared, results):
         if result.exact:  # the engine compared token ids; the contract is the bytes of the text

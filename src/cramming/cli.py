@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from dataclasses import asdict
@@ -18,6 +19,9 @@ from .atomic import atomic_output
 from .engine import RECIPES, StepInfo, get_recipe
 from .errors import CrammingError
 from .models import ALIASES, DEFAULT_MODEL, alias_status
+from .capacity import STRATEGIES, search
+from .runner import Spec, run_local
+from .store import KEY, METRICS, Store
 from .texts import load_samples
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -205,6 +209,86 @@ def texts(
     for sample in samples:
         table.add_row(str(sample.index), str(sample.n_tokens), sample.text)
     Console().print(table)
+
+
+@app.command()
+def capacity(
+    source: str = typer.Option("books", "--source", help="file:PATH, books, recent, random or hf:DATASET."),
+    samples: int = typer.Option(5, "--samples", help="Number of passages."),
+    vectors: str = typer.Option("1", "--vectors", "-n", help="Comma-separated vector counts, e.g. 1,2,4."),
+    strategy: str = typer.Option("bisect", "--strategy", help="grid (paper), bisect or progressive."),
+    max_tokens: int = typer.Option(128, "--max-tokens", help="Passage length: the most tokens searched."),
+    model: str = ModelOpt,
+    recipe: str = typer.Option("default", "--recipe", help=f"One of: {', '.join(RECIPES)}."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Step budget per try."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = DeviceOpt,
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per vector count."),
+) -> None:
+    """Search how many tokens N vectors hold, on passages of a text source."""
+    try:
+        counts = [int(v) for v in vectors.split(",")]
+    except ValueError:
+        raise CrammingError(f"--vectors takes comma-separated integers, got {vectors!r}") from None
+    if strategy not in STRATEGIES:
+        raise CrammingError(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+    lm = api.as_model(model, device)
+    texts = [s.text for s in load_samples(source, samples, max_tokens, lm.tokenizer, seed)]
+    for n in counts:
+        if n < 1:
+            raise CrammingError(f"the number of vectors must be at least 1, got {n}")
+        found = search(strategy, lm, texts, n, recipe=recipe, max_steps=max_steps, seed=seed).summary()
+        if as_json:
+            print(json.dumps(found), flush=True)
+        else:
+            Console().print(f"{n} vector(s), {strategy}: capacity mean {found['capacity_mean']:.1f} "
+                            f"(min {found['capacity_min']}, max {found['capacity_max']}) over {samples} samples; "
+                            f"token gain {found['token_gain']}, information gain {found['information_gain_bits']} bits")
+
+
+@app.command()
+def run(
+    spec_path: Path = typer.Argument(..., metavar="SPEC.toml", help="The experiment grid."),
+    db: Path = typer.Option(Path("results.sqlite"), "--db", help="SQLite results file (created if missing)."),
+    device: str = DeviceOpt,
+) -> None:
+    """Run an experiment grid; finished rows are skipped, so rerunning resumes."""
+    spec = Spec.from_toml(spec_path)
+    store = Store(db)
+    total = sum(1 for _ in spec.tasks())
+    remaining = total - len({k.astuple() for k in spec.tasks()} & store.done())
+    progress = Progress(TextColumn("tasks"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                        TimeElapsedColumn(), console=err, disable=not err.is_terminal)
+    bar = progress.add_task("", total=total, completed=total - remaining)
+
+    def on_task(key, metrics) -> None:
+        progress.advance(bar)
+        progress.update(bar, description=f"{key.source} L={key.length} n={key.vectors} #{key.sample}: "
+                                         f"{'exact' if metrics['exact'] else 'not exact'} in {metrics['steps']} steps")
+    with progress:
+        added = run_local(spec, store, device, on_task)
+    store.close()
+    print(f"{added} row(s) added, {total - remaining} already done, {total} in the grid; results in {db}",
+          file=sys.stderr)
+
+
+@app.command()
+def results(
+    db: Path = typer.Option(Path("results.sqlite"), "--db", help="SQLite results file."),
+    fmt: str = typer.Option("csv", "--format", help="csv or json."),
+) -> None:
+    """Export the stored rows: the task key and every metric."""
+    if not db.is_file():
+        raise CrammingError(f"no such results file: {db}")
+    if fmt not in ("csv", "json"):
+        raise CrammingError(f"unknown format {fmt!r}; use csv or json")
+    rows = Store(db).rows()
+    if fmt == "json":
+        print(json.dumps(rows, indent=1))
+        return
+    writer = csv.DictWriter(sys.stdout, fieldnames=[*KEY, *METRICS], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
 
 
 @app.command()

@@ -76,6 +76,7 @@ class CramResult:
     loss: float  # mean cross-entropy (nats per token) of `vectors`
     seconds: float  # wall time from the start of the batch until this sample finished
     decoded_ids: list[int] = field(default_factory=list)
+    history: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, accuracy) per step
 
 
 @dataclass
@@ -158,7 +159,10 @@ def cram(
     seed: int = 0,
     max_steps: int | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
+    warm_start: list[torch.Tensor | None] | None = None,
 ) -> list[CramResult]:
+    """Cram each token list into its own [n_vectors, d] vectors. warm_start gives a sample's starting vectors
+    (e.g. the solution for a shorter prefix) in place of the recipe's initialization."""
     if n_vectors < 1:
         raise CrammingError(f"the number of vectors must be at least 1, got {n_vectors}")
     if not token_ids or any(len(t) == 0 for t in token_ids):
@@ -178,20 +182,25 @@ def cram(
         text_embeds = embedding(targets)  # constant: the model is frozen
 
     # One leaf per sample: a finished sample's vectors simply stop receiving gradients.
-    start = init_vectors(recipe, n_vectors, embedding.weight, seed).to(device)
-    mems = [torch.nn.Parameter(start.clone()) for _ in range(B)]
+    fresh = init_vectors(recipe, n_vectors, embedding.weight, seed)
+    starts = [w.detach().float().cpu() if w is not None else fresh for w in (warm_start or [None] * B)]
+    if any(s.shape != fresh.shape for s in starts):
+        raise CrammingError(f"warm-start vectors must have shape {tuple(fresh.shape)}")
+    mems = [torch.nn.Parameter(s.clone().to(device)) for s in starts]
     optimizer = torch.optim.AdamW(mems, lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(recipe, s, max_steps))
 
     results: list[CramResult | None] = [None] * B
-    best = [(-1.0, math.inf, start.cpu(), 0)] * B  # (accuracy, loss, vectors, step) per sample
+    histories: list[list[tuple[int, float, float]]] = [[] for _ in range(B)]
+    best = [(-1.0, math.inf, s, 0) for s in starts]  # (accuracy, loss, vectors, step) per sample
     lowest_loss, last_improved = [math.inf] * B, [0] * B  # for the patience rule
     active = list(range(B))
     t0 = time.perf_counter()
 
     def finish(i: int, exact: bool, decoded: list[int]) -> None:
         acc, loss, vectors, step = best[i]
-        results[i] = CramResult(token_ids[i], vectors, exact, step, acc, loss, time.perf_counter() - t0, decoded)
+        results[i] = CramResult(token_ids[i], vectors, exact, step, acc, loss, time.perf_counter() - t0, decoded,
+                                histories[i])
 
     for step in range(max_steps + 1):  # step = optimizer steps applied so far; the last pass only evaluates
         idx = torch.tensor(active, device=device)
@@ -214,6 +223,7 @@ def cram(
         loss_list, acc_list = losses.tolist(), accs.tolist()
         snapshot = mem.detach().float().cpu()
         for j, i in enumerate(active):
+            histories[i].append((step, loss_list[j], acc_list[j]))
             if (acc_list[j], -loss_list[j]) > (best[i][0], -best[i][1]):
                 best[i] = (acc_list[j], loss_list[j], snapshot[j].clone(), step)
             if loss_list[j] < lowest_loss[i]:

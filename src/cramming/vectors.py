@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from .atomic import atomic_output
 from .errors import CrammingError
@@ -18,12 +18,17 @@ REQUIRED = ("format", "model", "model_fingerprint", "tokenizer_fingerprint", "n_
             "tokens_sha256", "text_sha256")
 
 
-def save_vectors(path: str | Path, vectors: torch.Tensor, metadata: dict) -> Path:
-    """Write atomically (temporary file, then rename): a crash never leaves a half-written vector file."""
+def vector_bytes(vectors: torch.Tensor, metadata: dict) -> bytes:
+    """The vector file's bytes: safetensors with string metadata (non-strings JSON-encoded)."""
     meta = {"format": FORMAT}
     meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
+    return save({TENSOR: vectors.detach().float().cpu().contiguous()}, metadata=meta)
+
+
+def save_vectors(path: str | Path, vectors: torch.Tensor, metadata: dict) -> Path:
+    """Write atomically (temporary file, then rename): a crash never leaves a half-written vector file."""
     with atomic_output(path) as tmp:
-        save_file({TENSOR: vectors.detach().float().cpu().contiguous()}, str(tmp), metadata=meta)
+        tmp.write_bytes(vector_bytes(vectors, metadata))
     return Path(path)
 
 

@@ -1,0 +1,116 @@
+"""How many tokens N vectors hold: three search strategies over prefixes of fixed passages.
+
+- grid: the paper's. Cram every sample at each length of a grid; the capacity is the largest length whose
+  mean teacher-forced accuracy is >= 0.99 ("decoding capacity"), one number for all samples.
+- bisect: ours. Per sample, the largest length whose greedy round trip is exact, found by bisection; each
+  try starts from the vectors of the longest prefix already known to be exact.
+- progressive: grow the target by a fixed number of tokens, warm-starting from the previous solution,
+  until a length fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .api import Compressed, Measurement, compress, measure
+from .engine import Recipe
+from .errors import CrammingError
+from .models import LoadedModel
+
+PAPER_CRITERION = 0.99
+PAPER_GRID = (8, 16, 32, 48, 64, 80, 96, 128, 160, 192, 256, 384, 512)
+
+
+@dataclass
+class Capacity:
+    vectors: int
+    strategy: str
+    per_sample: list[int]  # tokens held, per sample (grid: the same group value for each)
+    measurements: list[Measurement | None]  # per sample, at its capacity (None where nothing fit)
+    tried: dict[int, float] = field(default_factory=dict)  # grid only: length -> mean teacher-forced accuracy
+
+    def summary(self) -> dict:
+        caps = self.per_sample
+        found = [m for m in self.measurements if m is not None]
+        mean = lambda key: sum(getattr(m, key) for m in found) / len(found) if found else None  # noqa: E731
+        return {"vectors": self.vectors, "strategy": self.strategy, "capacity_mean": sum(caps) / len(caps),
+                "capacity_min": min(caps), "capacity_max": max(caps), "per_sample": caps,
+                "token_gain": mean("token_gain"), "information_gain_bits": mean("information_gain_bits"),
+                "utilization": mean("utilization"), "exact": sum(m.exact for m in found), "samples": len(caps),
+                **({"grid_accuracy": self.tried} if self.tried else {})}
+
+
+def _cram(lm: LoadedModel, texts: list[str], lengths: list[int], n: int, recipe: str | Recipe, max_steps: int | None,
+          seed: int, warm: list[torch.Tensor | None] | None = None) -> list[Compressed]:
+    """Cram each text cut to its own length (one batch)."""
+    ids = [lm.tokenizer(t, add_special_tokens=False)["input_ids"][:L] for t, L in zip(texts, lengths)]
+    prefixes = [lm.tokenizer.decode(i) for i in ids]
+    return compress(prefixes, lm, n, recipe, max_steps, None, seed, warm_start=warm)
+
+
+def grid(lm: LoadedModel, texts: list[str], n: int, recipe: str | Recipe = "default", max_steps: int | None = None,
+         seed: int = 0, lengths: tuple[int, ...] = PAPER_GRID) -> Capacity:
+    """The paper's criterion; stops at the first length that fails it."""
+    best: tuple[int, list[Compressed] | None] = (0, None)
+    tried = {}
+    for L in lengths:
+        results = _cram(lm, texts, [L] * len(texts), n, recipe, max_steps, seed)
+        tried[L] = sum(r.result.accuracy for r in results) / len(results)
+        if tried[L] < PAPER_CRITERION:
+            break
+        best = (L, results)
+    L, results = best
+    return Capacity(n, "grid", [L] * len(texts), [measure(r, lm) for r in results] if results else [None] * len(texts),
+                    tried)
+
+
+def bisect(lm: LoadedModel, texts: list[str], n: int, recipe: str | Recipe = "default", max_steps: int | None = None,
+           seed: int = 0, tolerance: int = 1) -> Capacity:
+    """Per sample, the largest exact prefix length, to within `tolerance` tokens."""
+    hi = [len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts]  # first length assumed to fail
+    lo = [0] * len(texts)
+    best: list[Compressed | None] = [None] * len(texts)
+    while True:
+        open_ = [i for i in range(len(texts)) if hi[i] - lo[i] > tolerance]
+        if not open_:
+            break
+        mids = [(lo[i] + hi[i]) // 2 for i in open_]
+        warm = [best[i].vectors if best[i] is not None else None for i in open_]
+        for i, mid, r in zip(open_, mids, _cram(lm, [texts[i] for i in open_], mids, n, recipe, max_steps, seed, warm)):
+            if r.exact:
+                lo[i], best[i] = mid, r
+            else:
+                hi[i] = mid
+    return Capacity(n, "bisect", lo, [measure(b, lm) if b is not None else None for b in best])
+
+
+def progressive(lm: LoadedModel, texts: list[str], n: int, recipe: str | Recipe = "default",
+                max_steps: int | None = None, seed: int = 0, step: int = 8) -> Capacity:
+    """Grow each sample's target by `step` tokens from its last exact solution until one fails."""
+    limits = [len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    held = [0] * len(texts)
+    best: list[Compressed | None] = [None] * len(texts)
+    growing = [i for i in range(len(texts))]
+    while growing:
+        lengths = [min(held[i] + step, limits[i]) for i in growing]
+        warm = [best[i].vectors if best[i] is not None else None for i in growing]
+        results = _cram(lm, [texts[i] for i in growing], lengths, n, recipe, max_steps, seed, warm)
+        still = []
+        for i, L, r in zip(growing, lengths, results):
+            if r.exact:
+                held[i], best[i] = L, r
+                if L < limits[i]:
+                    still.append(i)
+        growing = still
+    return Capacity(n, "progressive", held, [measure(b, lm) if b is not None else None for b in best])
+
+
+STRATEGIES = {"grid": grid, "bisect": bisect, "progressive": progressive}
+
+
+def search(strategy: str, lm: LoadedModel, texts: list[str], n: int, **kwargs) -> Capacity:
+    if strategy not in STRATEGIES:
+        raise CrammingError(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+    return STRATEGIES[strategy](lm, texts, n, **kwargs)

@@ -1,0 +1,58 @@
+"""Capacity search strategies on the tiny model."""
+
+import json
+
+import pytest
+
+from cramming import CrammingError
+from cramming.capacity import PAPER_CRITERION, bisect, grid, progressive, search
+
+TEXTS = ["to be or not to be that is the question whether tis nobler in the mind",
+         "the cat sat on the mat and the dog sat on the log all that glitters is not gold"]
+
+
+def ntok(lm, text):
+    return len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def test_bisect_finds_an_exact_length_per_sample(tiny_lm):
+    cap = bisect(tiny_lm, TEXTS, 1, max_steps=150)
+    assert len(cap.per_sample) == 2
+    for c, m, text in zip(cap.per_sample, cap.measurements, TEXTS):
+        assert 0 < c <= ntok(tiny_lm, text)
+        assert m.exact and m.tokens == c and m.accuracy_with == 1.0
+    s = cap.summary()
+    assert s["capacity_min"] == min(cap.per_sample) and s["capacity_max"] == max(cap.per_sample)
+    assert s["exact"] == 2
+
+
+def test_grid_uses_the_paper_criterion(tiny_lm):
+    cap = grid(tiny_lm, TEXTS, 1, max_steps=150, lengths=(2, 4, 8, 16, 24))
+    L = cap.per_sample[0]
+    assert cap.per_sample == [L, L] and L in (0, 2, 4, 8, 16, 24)
+    assert all(acc >= PAPER_CRITERION for length, acc in cap.tried.items() if length <= L)
+    assert max(cap.tried) == L or cap.tried[max(cap.tried)] < PAPER_CRITERION
+    assert all(m.tokens == L for m in cap.measurements if m is not None)
+
+
+def test_progressive_grows_from_the_last_solution(tiny_lm):
+    cap = progressive(tiny_lm, TEXTS, 2, max_steps=150, step=4)
+    for c, m, text in zip(cap.per_sample, cap.measurements, TEXTS):
+        assert c > 0 and (c % 4 == 0 or c == ntok(tiny_lm, text))
+        assert m.exact and m.tokens == c
+
+
+def test_unknown_strategy(tiny_lm):
+    with pytest.raises(CrammingError, match="unknown strategy"):
+        search("guess", tiny_lm, TEXTS, 1)
+
+
+def test_capacity_command(run_cli, tiny_dir, tmp_path):
+    (tmp_path / "t.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in TEXTS))
+    code, out, err = run_cli("capacity", "--source", f"file:{tmp_path / 't.jsonl'}", "--samples", "2",
+                             "--vectors", "1,2", "--strategy", "bisect", "--max-tokens", "10", "--max-steps", "150",
+                             "--model", str(tiny_dir), "--json")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["vectors"] for r in rows] == [1, 2]
+    assert all(0 < r["capacity_mean"] <= 10 and r["samples"] == 2 for r in rows)

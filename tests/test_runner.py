@@ -1,0 +1,114 @@
+"""Experiment grids on the tiny model: a real SQLite file, resume after kill -9, concurrent runs."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cramming import CrammingError
+from cramming.runner import Spec, run_local, thin
+from cramming.store import KEY, Store
+
+TEXTS = ["the cat sat on the mat and the dog sat on the log", "to be or not to be that is the question",
+         "all that glitters is not gold", "a quick brown fox jumps over the lazy dog"]
+
+
+@pytest.fixture
+def spec_file(tmp_path, tiny_dir):
+    def make(samples=2, lengths=(4, 6), vectors=(2,), seeds=(0,), max_steps=300):
+        (tmp_path / "texts.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in TEXTS) + "\n")
+        path = tmp_path / "spec.toml"
+        path.write_text(f'models = ["{tiny_dir}"]\nsources = ["file:{tmp_path / "texts.jsonl"}"]\n'
+                        f"lengths = {list(lengths)}\nvectors = {list(vectors)}\nrecipes = [\"default\"]\n"
+                        f"samples = {samples}\nseeds = {list(seeds)}\nmax_steps = {max_steps}\n")
+        return path
+    return make
+
+
+def cram(*args):
+    return subprocess.Popen([sys.executable, "-m", "cramming", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def comparable(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_grid_runs_once_and_rerun_skips(spec_file, tmp_path):
+    spec = Spec.from_toml(spec_file())
+    store = Store(tmp_path / "r.sqlite")
+    assert run_local(spec, store, "cpu") == 4
+    rows = store.rows()
+    assert len(rows) == 4 and all(r["tokens"] == r["length"] for r in rows)
+    assert all(r["exact"] and r["accuracy_with"] == 1.0 for r in rows)
+    assert run_local(spec, store, "cpu") == 0 and len(store.rows()) == 4
+    history = json.loads(store.db.execute("SELECT history FROM results LIMIT 1").fetchone()[0])
+    assert history and history[0][0] == 0 and history[-1][2] == 1.0
+
+
+def test_spec_errors(tmp_path):
+    bad = tmp_path / "bad.toml"
+    for text, pattern in [("models = [", "not valid TOML"), ('models = ["m"]\nsources = ["books"]\nlengths = [8]\n'
+                                                              "colour = 1", "unknown key"),
+                          ('models = ["m"]\nsources = ["books"]\nlengths = []', "non-empty"),
+                          ('models = ["m"]\nsources = ["books"]\nlengths = [8]\nrecipes = ["x"]', "unknown recipe")]:
+        bad.write_text(text)
+        with pytest.raises(CrammingError, match=pattern):
+            Spec.from_toml(bad)
+
+
+def test_thin_keeps_the_ends():
+    h = [(i, 1.0 / (i + 1), i / 999) for i in range(1000)]
+    t = thin(h, 50)
+    assert len(t) == 50 and t[0] == h[0] and t[-1] == h[-1]
+
+
+def test_kill_9_then_resume_gives_the_same_rows(spec_file, tmp_path):
+    spec = spec_file(samples=4, lengths=(5, 7, 9))
+    reference = tmp_path / "reference.sqlite"
+    assert cram("run", spec, "--db", reference).wait() == 0
+    db = tmp_path / "killed.sqlite"
+    proc = cram("run", spec, "--db", db)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.05)
+        if db.exists() and sqlite3.connect(db).execute("SELECT count(*) FROM results").fetchone()[0] >= 2:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = Store(db).rows()
+    assert 2 <= len(partial) < 12
+    done = cram("run", spec, "--db", db)
+    assert done.wait() == 0, done.stderr.read()
+    assert f"{len(partial)} already done" in done.stderr.read()
+    assert comparable(Store(db).rows()) == comparable(Store(reference).rows())
+    assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_two_runs_on_one_database_at_once(spec_file, tmp_path):
+    spec, db = spec_file(samples=3), tmp_path / "shared.sqlite"
+    procs = [cram("run", spec, "--db", db) for _ in range(2)]
+    assert [p.wait() for p in procs] == [0, 0]
+    rows = Store(db).rows()
+    assert len(rows) == 6 and len({tuple(r[k] for k in KEY) for r in rows}) == 6
+    assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_results_export(run_cli, spec_file, tmp_path):
+    db = tmp_path / "r.sqlite"
+    assert run_cli("run", str(spec_file()), "--db", str(db))[0] == 0
+    code, out, _ = run_cli("results", "--db", str(db), "--format", "json")
+    rows = json.loads(out)
+    assert code == 0 and len(rows) == 4
+    for key in ("model", "source", "sample", "length", "vectors", "recipe", "seed", "information_gain_bits", "exact"):
+        assert key in rows[0]
+    code, out, _ = run_cli("results", "--db", str(db))
+    lines = out.decode().strip().splitlines()
+    assert code == 0 and lines[0].startswith("model,source,sample,length") and len(lines) == 5
+    code, _, err = run_cli("results", "--db", str(tmp_path / "none.sqlite"))
+    assert code == 2 and "no such results file" in err
