@@ -26,9 +26,9 @@ def build_tiny_model(path: Path, seed: int = 0, corpus: list[str] = CORPUS, voca
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+                                  special_tokens=["<s>"], show_progress=False)
     tok.train_from_iterator(corpus, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>")  # a BOS it does not add
     torch.manual_seed(seed)
     # A wide init (0.2, not 0.02) makes the random model sensitive enough to its input that two vectors
     # hold a short text within tens of steps.

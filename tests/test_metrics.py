@@ -40,15 +40,15 @@ def test_measure_by_hand(tiny_lm):
     [c] = compress(["to be or not to be"], tiny_lm, n_vectors=2, max_steps=300)
     m = measure(c, tiny_lm)
     ids = c.result.token_ids
-    embeds = tiny_lm.model.get_input_embeddings()(torch.tensor([ids]))
-    x = torch.cat([c.vectors[None], embeds], 1)
+    embeds = tiny_lm.model.get_input_embeddings()(torch.tensor([[c.lead] + ids]))
+    x = torch.cat([c.vectors[None], embeds], 1)  # [2 vectors ; lead ; text]
     logp_with = tiny_lm.model(inputs_embeds=x).logits[0].log_softmax(-1)
     logp_without = tiny_lm.model(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
     T = len(ids)
-    # Position 1 + t (after the 2 vectors) predicts token t; the baseline scores tokens 1 .. T-1.
-    ce_with = -sum(logp_with[1 + t, ids[t]].item() for t in range(1, T))
+    # Position 2 + t (the lead is at 2) predicts token t; the baseline scores tokens 1 .. T-1.
+    ce_with = -sum(logp_with[2 + t, ids[t]].item() for t in range(1, T))
     ce_without = -sum(logp_without[t - 1, ids[t]].item() for t in range(1, T))
-    hits_with = sum(logp_with[1 + t].argmax().item() == ids[t] for t in range(1, T))
+    hits_with = sum(logp_with[2 + t].argmax().item() == ids[t] for t in range(1, T))
     hits_without = sum(logp_without[t - 1].argmax().item() == ids[t] for t in range(1, T))
     assert m.exact and m.tokens == T and m.scored_tokens == T - 1 and not m.first_token_scored
     assert m.ce_with_bits == pytest.approx(ce_with / math.log(2), rel=1e-4)
