@@ -190,3 +190,11 @@ def test_measure_json_has_the_metric_keys(run_cli, tiny_dir):
         assert key in row, key
     assert row["exact"] is True and row["accuracy_with"] == 1.0
     assert row["information_gain_bits"] == pytest.approx(row["ce_without_bits"] - row["ce_with_bits"])
+
+
+def test_vector_files_get_the_usual_mode(run_cli, tiny_dir, tmp_path):
+    vec = tmp_path / "m.safetensors"
+    assert compress(run_cli, tiny_dir, TEXT, "-o", str(vec))[0] == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert vec.stat().st_mode & 0o777 == 0o666 & ~umask

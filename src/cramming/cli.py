@@ -110,7 +110,8 @@ def compress(
         for result in results:
             print(json.dumps(result.summary()))
     else:
-        table = Table("tokens", "vectors", "steps", "seconds", "accuracy", "round trip", "path")
+        table = Table("tokens", "vectors", "steps", "seconds", "accuracy", "round trip")
+        table.add_column("path", overflow="fold")
         for r in results:
             s = r.summary()
             table.add_row(str(s["tokens"]), str(s["vectors"]), str(s["steps"]), f"{s['seconds']:.1f}",
