@@ -57,7 +57,7 @@ def test_metadata(run_cli, tiny_dir, tiny_lm, tmp_path):
     assert meta["tokenizer_fingerprint"] == tiny_lm.tokenizer_fingerprint
     assert meta["n_vectors"] == 2 and meta["shape"] == [2, tiny_lm.d_model] and meta["seed"] == 5
     assert meta["recipe"]["name"] == "default" and meta["exact"] is True
-    assert meta["lead_token_id"] == tiny_lm.tokenizer.bos_token_id
+    assert meta["prefix_token_id"] == tiny_lm.tokenizer.bos_token_id
     assert len(meta["text_sha256"]) == 64 and len(meta["tokens_sha256"]) == 64 and meta["cramming_version"]
 
 

@@ -40,12 +40,12 @@ def test_measure_by_hand(tiny_lm):
     [c] = compress(["to be or not to be"], tiny_lm, n_vectors=2, max_steps=300)
     m = measure(c, tiny_lm)
     ids = c.result.token_ids
-    embeds = tiny_lm.model.get_input_embeddings()(torch.tensor([[c.lead] + ids]))
-    x = torch.cat([c.vectors[None], embeds], 1)  # [2 vectors ; lead ; text]
+    embed = tiny_lm.model.get_input_embeddings()
+    x = torch.cat([embed(torch.tensor([[c.prefix]])), c.vectors[None], embed(torch.tensor([ids]))], 1)
     logp_with = tiny_lm.model(inputs_embeds=x).logits[0].log_softmax(-1)
     logp_without = tiny_lm.model(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
     T = len(ids)
-    # Position 2 + t (the lead is at 2) predicts token t; the baseline scores tokens 1 .. T-1.
+    # [prefix ; 2 vectors ; text]: position 2 + t predicts token t; the baseline scores tokens 1 .. T-1.
     ce_with = -sum(logp_with[2 + t, ids[t]].item() for t in range(1, T))
     ce_without = -sum(logp_without[t - 1, ids[t]].item() for t in range(1, T))
     hits_with = sum(logp_with[2 + t].argmax().item() == ids[t] for t in range(1, T))

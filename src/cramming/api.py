@@ -76,9 +76,9 @@ def tokenize(lm: LoadedModel, text: str, n_vectors: int = 1, max_tokens: int | N
     return text, ids
 
 
-def lead_token(tokenizer, recipe: Recipe) -> int | None:
-    """The token placed after the vectors: the tokenizer's BOS, else its EOS; None if the recipe uses none."""
-    if not recipe.lead_token:
+def prefix_token(tokenizer, recipe: Recipe) -> int | None:
+    """The token placed before the vectors: the tokenizer's BOS, else its EOS; None if the recipe uses none."""
+    if not recipe.prefix_token:
         return None
     return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
 
@@ -94,7 +94,7 @@ class Compressed:
     model: str
     model_fingerprint: str
     tokenizer_fingerprint: str
-    lead: int | None = None
+    prefix: int | None = None
     path: Path | None = None
 
     @property
@@ -114,7 +114,7 @@ class Compressed:
             "tokens_sha256": sha256_ids(r.token_ids), "text_sha256": sha256_text(self.text),
             "recipe": self.recipe.to_dict(), "seed": str(self.seed), "steps": str(r.steps),
             "exact": json.dumps(r.exact), "accuracy": str(r.accuracy), "cramming_version": __version__,
-            "lead_token_id": json.dumps(self.lead),
+            "prefix_token_id": json.dumps(self.prefix),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -148,14 +148,14 @@ def compress(
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     lm = as_model(model, device)
     prepared = [tokenize(lm, t, n_vectors, max_tokens) for t in texts]
-    lead = lead_token(lm.tokenizer, recipe)
+    prefix = prefix_token(lm.tokenizer, recipe)
     results = cram(lm.model, [ids for _, ids in prepared], n_vectors, recipe, seed, max_steps, on_step, warm_start,
-                   lead)
+                   prefix)
     out = []
     for (text, _), result in zip(prepared, results):
         if result.exact:  # the engine compared token ids; the contract is the bytes of the text
             result.exact = lm.tokenizer.decode(result.decoded_ids) == text
-        out.append(Compressed(text, result, recipe, seed, lm.name, lm.fingerprint, lm.tokenizer_fingerprint, lead))
+        out.append(Compressed(text, result, recipe, seed, lm.name, lm.fingerprint, lm.tokenizer_fingerprint, prefix))
     return out
 
 
@@ -194,7 +194,7 @@ def measure(compressed: Compressed, lm: LoadedModel) -> Measurement:
     ids, r = compressed.result.token_ids, compressed.result
     bos = lm.tokenizer.bos_token_id if getattr(lm.tokenizer, "add_bos_token", False) else None
     nats_without, hits_without = teacher_forced(lm.model, ids, None, bos)
-    nats_with, hits_with = teacher_forced(lm.model, ids, r.vectors, None, compressed.lead)
+    nats_with, hits_with = teacher_forced(lm.model, ids, r.vectors, None, compressed.prefix)
     skip = len(ids) - len(nats_without)  # 1 when the first token has no baseline score
     ce_without = metrics.summed_cross_entropy(nats_without)
     ce_with = metrics.summed_cross_entropy(nats_with[skip:])
@@ -228,8 +228,8 @@ def decompress(path: str | Path, model: str | LoadedModel | None = None, device:
     vectors, meta = load_vectors(path)
     lm = as_model(model if model is not None else meta["model"], device)
     check_compatible(meta, lm.fingerprint, lm.tokenizer_fingerprint, lm.name, path)
-    lead = json.loads(meta.get("lead_token_id", "null"))
-    ids = greedy_decode(lm.model, vectors[None], int(meta["n_tokens"]), lead)[0].tolist()
+    prefix = json.loads(meta.get("prefix_token_id", "null"))
+    ids = greedy_decode(lm.model, vectors[None], int(meta["n_tokens"]), prefix)[0].tolist()
     text = lm.tokenizer.decode(ids)
     if sha256_ids(ids) != meta["tokens_sha256"] or sha256_text(text) != meta["text_sha256"]:
         raise CrammingError(f"{path}: the decoded text does not match the stored hashes "

@@ -11,27 +11,28 @@ import torch
 from .models import autocast
 
 
-def with_lead(model: torch.nn.Module, mem: torch.Tensor, lead: int | None) -> torch.Tensor:
-    """The model's input before the text: the [B, n, d] vectors, then the fixed lead token if there is one.
+def with_prefix(model: torch.nn.Module, mem: torch.Tensor, prefix: int | None) -> torch.Tensor:
+    """The model's input before the text: the fixed prefix token if there is one, then the [B, n, d] vectors.
 
-    Why a lead token: the first position of a causal LM is its attention sink, whose output barely depends
-    on its input. Asked to predict the first text token from there, one vector spends thousands of steps on
-    that one token (see README). A constant token after the vectors (the model's BOS, which is what the
-    paper's Llama runs had there) predicts it instead; it carries no information about the text, so the
-    vectors alone still decode it.
+    Why a prefix token: the first position of a causal LM is its attention sink. Whatever sits there is
+    attended to by every later position for lack of anything better, and its own output barely depends on
+    its input. A single vector in that seat must both be the sink and carry the text, and SmolLM2 then
+    stalls with one token wrong for thousands of steps. One constant token in front (the tokenizer's BOS,
+    as a Llama sees at the start of every input) takes the sink's seat; it carries nothing about the text,
+    so the vectors still decode alone, and the last vector still predicts the first text token.
     """
     embedding = model.get_input_embeddings()
     mem = mem.to(device=embedding.weight.device, dtype=embedding.weight.dtype)
-    if lead is None:
+    if prefix is None:
         return mem
-    token = embedding(torch.full((mem.shape[0], 1), lead, device=mem.device))
-    return torch.cat([mem, token], dim=1)
+    token = embedding(torch.full((mem.shape[0], 1), prefix, device=mem.device))
+    return torch.cat([token, mem], dim=1)
 
 
 @torch.no_grad()
-def greedy_decode(model: torch.nn.Module, mem: torch.Tensor, n_tokens: int, lead: int | None = None) -> torch.Tensor:
-    """Feed [B, n, d] vectors (and the lead token, if any; no prompt), then take the argmax token n_tokens times
-    -> [B, n_tokens].
+def greedy_decode(model: torch.nn.Module, mem: torch.Tensor, n_tokens: int, prefix: int | None = None) -> torch.Tensor:
+    """Feed [B, n, d] vectors (after the prefix token, if any; no prompt), then take the argmax token n_tokens
+    times -> [B, n_tokens].
 
     Exactly n_tokens: no stop on EOS, since the text's own length is known from the vector file.
     """
@@ -39,7 +40,7 @@ def greedy_decode(model: torch.nn.Module, mem: torch.Tensor, n_tokens: int, lead
     device = embedding.weight.device
     # transformers 5 renamed past_key_values to cache; accept both.
     cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    x, cache, out = with_lead(model, mem, lead), None, []
+    x, cache, out = with_prefix(model, mem, prefix), None, []
     with autocast(device):
         for _ in range(n_tokens):
             step = model(inputs_embeds=x, use_cache=True, logits_to_keep=1, **{cache_arg: cache})
@@ -59,9 +60,9 @@ class RoundTrip:
 
 
 def round_trip(model: torch.nn.Module, tokenizer, mem: torch.Tensor, token_ids: list[int], text: str,
-               lead: int | None = None) -> RoundTrip:
+               prefix: int | None = None) -> RoundTrip:
     """Decode [n, d] vectors back to text and compare ids and bytes with the original."""
-    decoded = greedy_decode(model, mem[None], len(token_ids), lead)[0].tolist()
+    decoded = greedy_decode(model, mem[None], len(token_ids), prefix)[0].tolist()
     decoded_text = tokenizer.decode(decoded)
     mismatch = next((k for k, (a, b) in enumerate(zip(decoded, token_ids)) if a != b), None)
     exact = mismatch is None and decoded_text.encode("utf-8") == text.encode("utf-8")

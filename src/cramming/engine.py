@@ -20,7 +20,7 @@ from typing import Callable, Literal
 import torch
 import torch.nn.functional as F
 
-from .decode import greedy_decode, with_lead
+from .decode import greedy_decode, with_prefix
 from .errors import CrammingError
 from .models import autocast
 
@@ -39,7 +39,7 @@ class Recipe:
     warmup_steps: int = 0
     final_lr: float = 0.0  # cosine only: the learning rate reached at max_steps
     grad_clip: float | None = None  # per-sample gradient-norm clip
-    lead_token: bool = False  # a fixed token (BOS, else EOS) after the vectors predicts the first text token
+    prefix_token: bool = False  # a fixed token (BOS, else EOS) before the vectors takes the attention sink's seat
     focal_gamma: float = 0.0  # > 0: focal loss, (1 - p)^gamma * CE, which spends the step on tokens still wrong
     max_steps: int = 5000
     patience: int | None = None  # give up on a sample whose best loss has not improved for this many steps
@@ -54,8 +54,8 @@ RECIPES: dict[str, Recipe] = {
     # Tarasov et al. (Progressive Cramming), as published.
     "progressive": Recipe(name="progressive", lr=0.1, init="uniform", init_scale=0.02, schedule="cosine",
                           warmup_steps=100, final_lr=1e-3, grad_clip=1.0, max_steps=5000),
-    # Ours: the paper's init and optimizer, a 5x larger step, and a lead token after the vectors (see README).
-    "default": Recipe(name="default", lr=5e-2, init="embedding_std", lead_token=True, max_steps=5000),
+    # Ours: the paper's init and optimizer, a 5x larger step, and a BOS token before the vectors (see README).
+    "default": Recipe(name="default", lr=5e-2, init="embedding_std", prefix_token=True, max_steps=5000),
 }
 
 
@@ -116,20 +116,20 @@ def lr_factor(recipe: Recipe, step: int, max_steps: int) -> float:
 
 
 def text_logits(model: torch.nn.Module, mem: torch.Tensor, text_embeds: torch.Tensor,
-                lead: int | None = None) -> torch.Tensor:
-    """Logits at the T positions that predict the text, the last T of [mem ; lead ; text] but one -> [B, T, V].
+                prefix: int | None = None) -> torch.Tensor:
+    """Logits at the T positions that predict the text, the last T of [prefix ; mem ; text] but one -> [B, T, V].
 
     logits_to_keep skips the vocabulary projection at the memory positions. No attention mask: samples are
     right-padded, and under causal attention a real position never sees the padding after it.
     """
     T = text_embeds.shape[1]
-    x = torch.cat([with_lead(model, mem, lead).to(text_embeds.dtype), text_embeds], dim=1)
+    x = torch.cat([with_prefix(model, mem, prefix).to(text_embeds.dtype), text_embeds], dim=1)
     return model(inputs_embeds=x, use_cache=False, logits_to_keep=T + 1).logits[:, :-1]
 
 
 @torch.no_grad()
 def teacher_forced(model: torch.nn.Module, token_ids: list[int], mem: torch.Tensor | None = None,
-                   bos_id: int | None = None, lead: int | None = None) -> tuple[list[float], list[bool]]:
+                   bos_id: int | None = None, prefix: int | None = None) -> tuple[list[float], list[bool]]:
     """Per-token cross-entropy (nats) and argmax hits of a text, with [n, d] vectors or without.
 
     Without vectors the first token is scored from BOS when the tokenizer has one, else it is not scored:
@@ -140,7 +140,7 @@ def teacher_forced(model: torch.nn.Module, token_ids: list[int], mem: torch.Tens
     ids = torch.tensor([token_ids], device=device)
     if mem is not None:
         with autocast(device):
-            logits = text_logits(model, mem[None].to(device), embedding(ids), lead)
+            logits = text_logits(model, mem[None].to(device), embedding(ids), prefix)
         targets = ids
     else:
         inputs = torch.cat([torch.tensor([[bos_id]], device=device), ids], 1) if bos_id is not None else ids
@@ -162,17 +162,17 @@ def cram(
     max_steps: int | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
     warm_start: list[torch.Tensor | None] | None = None,
-    lead: int | None = None,
+    prefix: int | None = None,
 ) -> list[CramResult]:
     """Cram each token list into its own [n_vectors, d] vectors. warm_start gives a sample's starting vectors
-    (e.g. the solution for a shorter prefix) in place of the recipe's initialization. lead is the token id
-    placed after the vectors when the recipe asks for one."""
+    (e.g. the solution for a shorter prefix) in place of the recipe's initialization. prefix is the token id
+    placed before the vectors when the recipe asks for one."""
     if n_vectors < 1:
         raise CrammingError(f"the number of vectors must be at least 1, got {n_vectors}")
     if not token_ids or any(len(t) == 0 for t in token_ids):
         raise CrammingError("cannot cram an empty text")
-    if recipe.lead_token and lead is None:
-        raise CrammingError(f"recipe {recipe.name!r} puts a lead token after the vectors, but none was given "
+    if recipe.prefix_token and prefix is None:
+        raise CrammingError(f"recipe {recipe.name!r} puts a prefix token before the vectors, but none was given "
                             "(the tokenizer has neither a BOS nor an EOS token)")
     max_steps = recipe.max_steps if max_steps is None else max_steps
     if max_steps < 0:
@@ -215,7 +215,7 @@ def cram(
         tgt, ok = targets[idx, :T], valid[idx, :T]
         mem = torch.stack([mems[i] for i in active])
         with autocast(device):
-            logits = text_logits(model, mem, text_embeds[idx, :T], lead)
+            logits = text_logits(model, mem, text_embeds[idx, :T], prefix)
         ce = F.cross_entropy(logits.float().transpose(1, 2), tgt, reduction="none") * ok
         losses = ce.sum(1) / lengths[idx]  # per-sample mean, so samples do not weigh on each other
         if recipe.focal_gamma > 0:
@@ -239,7 +239,7 @@ def cram(
         # All argmax right: check the real thing, greedy decoding from the vectors alone.
         candidates = [j for j, a in enumerate(acc_list) if a == 1.0]
         if candidates:
-            decoded = greedy_decode(model, mem.detach()[candidates], T, lead)
+            decoded = greedy_decode(model, mem.detach()[candidates], T, prefix)
             for j, row in zip(candidates, decoded.tolist()):
                 i = active[j]
                 row = row[: len(token_ids[i])]
