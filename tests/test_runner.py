@@ -35,6 +35,14 @@ def cram(*args):
                             stderr=subprocess.PIPE, text=True)
 
 
+def count_rows(db) -> int:
+    """Rows so far; 0 while the other process has created the file but not yet the table."""
+    try:
+        return sqlite3.connect(db).execute("SELECT count(*) FROM results").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
 def comparable(rows):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
@@ -77,7 +85,7 @@ def test_kill_9_then_resume_gives_the_same_rows(spec_file, tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline:
         time.sleep(0.05)
-        if db.exists() and sqlite3.connect(db).execute("SELECT count(*) FROM results").fetchone()[0] >= 2:
+        if db.exists() and count_rows(db) >= 2:
             break
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
