@@ -181,7 +181,8 @@ def test_models_lists_the_default_alias(run_cli):
 
 
 def test_measure_json_has_the_metric_keys(run_cli, tiny_dir):
-    code, out, err = run_cli("measure", "--model", str(tiny_dir), "--vectors", "2", "--max-steps", "300", TEXT, "--json")
+    code, out, err = run_cli("measure", "--model", str(tiny_dir), "--vectors", "2", "--max-steps", "300", TEXT,
+                             "--json")
     assert code == 0, err
     row = json.loads(out)
     for key in ("ce_without_bits", "ce_with_bits", "information_gain_bits", "information_gain_nats", "token_gain",

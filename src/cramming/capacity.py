@@ -69,7 +69,8 @@ def grid(lm: LoadedModel, texts: list[str], n: int, recipe: str | Recipe = "defa
 def bisect(lm: LoadedModel, texts: list[str], n: int, recipe: str | Recipe = "default", max_steps: int | None = None,
            seed: int = 0, tolerance: int = 1) -> Capacity:
     """Per sample, the largest exact prefix length, to within `tolerance` tokens."""
-    hi = [len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts]  # first length assumed to fail
+    # One past each passage's length: the first length assumed to fail.
+    hi = [len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts]
     lo = [0] * len(texts)
     best: list[Compressed | None] = [None] * len(texts)
     while True:

@@ -33,6 +33,14 @@ EXIT_BAD_INPUT = 2
 
 ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Alias, Hugging Face id or local directory.")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda[:i].")
+TextArg = typer.Argument(None, help="The text to cram (or use -f).")
+FilesOpt = typer.Option([], "--file", "-f", help="Text file(s); several are crammed as one batch.")
+VectorsOpt = typer.Option(1, "--vectors", "-n", help="Memory vectors per text.")
+TokensOpt = typer.Option(None, "--tokens", "-t", help="Keep the first T tokens of each text.")
+RecipeOpt = typer.Option("default", "--recipe", help=f"One of: {', '.join(RECIPES)}.")
+MaxStepsOpt = typer.Option(None, "--max-steps", help="Step budget (default: the recipe's).")
+SeedOpt = typer.Option(0, "--seed")
+JsonOpt = typer.Option(False, "--json", help="One JSON object per text on stdout.")
 
 
 def read_text_file(path: Path) -> str:
@@ -83,27 +91,35 @@ def progress_bar(total: int) -> tuple[Progress, callable]:
     return progress, on_step
 
 
+def step_budget(recipe: str, max_steps: int | None) -> int:
+    return max_steps if max_steps is not None else get_recipe(recipe).max_steps
+
+
+def cram_with_progress(texts: list[str], model, vectors: int, recipe: str, max_steps: int | None,
+                       tokens: int | None, seed: int, device: str) -> list[api.Compressed]:
+    progress, on_step = progress_bar(step_budget(recipe, max_steps))
+    with progress:
+        return api.compress(texts, model, vectors, recipe, max_steps, tokens, seed, device, on_step)
+
+
 @app.command()
 def compress(
-    text: Optional[str] = typer.Argument(None, help="The text to cram (or use -f)."),
-    files: list[Path] = typer.Option([], "--file", "-f", help="Text file(s); several are crammed as one batch."),
+    text: Optional[str] = TextArg,
+    files: list[Path] = FilesOpt,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Vector file (a directory for several texts)."),
     model: str = ModelOpt,
-    vectors: int = typer.Option(1, "--vectors", "-n", help="Memory vectors per text."),
-    tokens: Optional[int] = typer.Option(None, "--tokens", "-t", help="Keep the first T tokens of each text."),
-    recipe: str = typer.Option("default", "--recipe", help=f"One of: {', '.join(RECIPES)}."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Step budget (default: the recipe's)."),
-    seed: int = typer.Option(0, "--seed"),
+    vectors: int = VectorsOpt,
+    tokens: Optional[int] = TokensOpt,
+    recipe: str = RecipeOpt,
+    max_steps: Optional[int] = MaxStepsOpt,
+    seed: int = SeedOpt,
     device: str = DeviceOpt,
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per text on stdout."),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Cram text(s) into memory vectors and verify the round trip. Exit 0 only when every text is exact."""
     sources, texts = gather_texts(text, files)
     paths = output_paths(sources, out)
-    budget = max_steps if max_steps is not None else get_recipe(recipe).max_steps
-    progress, on_step = progress_bar(budget)
-    with progress:
-        results = api.compress(texts, model, vectors, recipe, max_steps, tokens, seed, device, on_step)
+    results = cram_with_progress(texts, model, vectors, recipe, max_steps, tokens, seed, device)
     for result, path in zip(results, paths):
         result.save(path)
     if as_json:
@@ -118,30 +134,28 @@ def compress(
                           f"{s['accuracy']:.4f}", "[green]exact[/]" if s["exact"] else "[red]not exact[/]", s["path"])
         Console().print(table)
     if not all(r.exact for r in results):
-        print(f"{sum(not r.exact for r in results)} text(s) not exact within {budget} steps; "
+        print(f"{sum(not r.exact for r in results)} text(s) not exact within {step_budget(recipe, max_steps)} steps; "
               "best vectors saved (try --max-steps or more --vectors)", file=sys.stderr)
         raise typer.Exit(EXIT_NOT_EXACT)
 
 
 @app.command()
 def measure(
-    text: Optional[str] = typer.Argument(None, help="The text to cram (or use -f)."),
-    files: list[Path] = typer.Option([], "--file", "-f", help="Text file(s), crammed as one batch."),
+    text: Optional[str] = TextArg,
+    files: list[Path] = FilesOpt,
     model: str = ModelOpt,
-    vectors: int = typer.Option(1, "--vectors", "-n", help="Memory vectors per text."),
-    tokens: Optional[int] = typer.Option(None, "--tokens", "-t", help="Keep the first T tokens of each text."),
-    recipe: str = typer.Option("default", "--recipe", help=f"One of: {', '.join(RECIPES)}."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Step budget (default: the recipe's)."),
-    seed: int = typer.Option(0, "--seed"),
+    vectors: int = VectorsOpt,
+    tokens: Optional[int] = TokensOpt,
+    recipe: str = RecipeOpt,
+    max_steps: Optional[int] = MaxStepsOpt,
+    seed: int = SeedOpt,
     device: str = DeviceOpt,
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per text on stdout."),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Cram once and print the paper's metrics: cross-entropy with and without vectors, gains, utilization."""
     _, texts = gather_texts(text, files)
     lm = api.as_model(model, device)
-    progress, on_step = progress_bar(max_steps if max_steps is not None else get_recipe(recipe).max_steps)
-    with progress:
-        results = api.compress(texts, lm, vectors, recipe, max_steps, tokens, seed, device, on_step)
+    results = cram_with_progress(texts, lm, vectors, recipe, max_steps, tokens, seed, device)
     rows = [api.measure(r, lm).to_dict() for r in results]
     if as_json:
         for row in rows:
@@ -220,9 +234,9 @@ def capacity(
     strategy: str = typer.Option("bisect", "--strategy", help="grid (paper), bisect or progressive."),
     max_tokens: int = typer.Option(128, "--max-tokens", help="Passage length: the most tokens searched."),
     model: str = ModelOpt,
-    recipe: str = typer.Option("default", "--recipe", help=f"One of: {', '.join(RECIPES)}."),
+    recipe: str = RecipeOpt,
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Step budget per try."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = SeedOpt,
     device: str = DeviceOpt,
     as_json: bool = typer.Option(False, "--json", help="One JSON object per vector count."),
 ) -> None:

@@ -55,7 +55,8 @@ class Spec:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise CrammingError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+            raise CrammingError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; "
+                                f"known: {', '.join(sorted(known))}")
         try:
             spec = cls(**data)
         except TypeError as err:
