@@ -69,3 +69,9 @@ def test_texts_command(run_cli, tiny_dir):
     assert code == 0, err
     rows = [json.loads(line) for line in out.splitlines()]
     assert len(rows) == 2 and all(r["n_tokens"] == 16 and r["source"] == "books" for r in rows)
+
+
+def test_hf_source_says_what_it_needs(tok):
+    """Offline, or without the datasets library, an hf: source fails with one clear message."""
+    with pytest.raises(CrammingError, match="datasets library|could not load dataset"):
+        load_samples("hf:pg19:test", 1, 16, tok)
