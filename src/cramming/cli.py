@@ -247,11 +247,11 @@ def capacity(
         raise CrammingError(f"--vectors takes comma-separated integers, got {vectors!r}") from None
     if strategy not in STRATEGIES:
         raise CrammingError(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+    if any(n < 1 for n in counts):
+        raise CrammingError(f"the number of vectors must be at least 1, got {vectors}")
     lm = api.as_model(model, device)
     texts = [s.text for s in load_samples(source, samples, max_tokens, lm.tokenizer, seed)]
     for n in counts:
-        if n < 1:
-            raise CrammingError(f"the number of vectors must be at least 1, got {n}")
         found = search(strategy, lm, texts, n, recipe=recipe, max_steps=max_steps, seed=seed).summary()
         if as_json:
             print(json.dumps(found), flush=True)

@@ -40,7 +40,6 @@ class Recipe:
     final_lr: float = 0.0  # cosine only: the learning rate reached at max_steps
     grad_clip: float | None = None  # per-sample gradient-norm clip
     prefix_token: bool = False  # a fixed token (BOS, else EOS) before the vectors takes the attention sink's seat
-    focal_gamma: float = 0.0  # > 0: focal loss, (1 - p)^gamma * CE, which spends the step on tokens still wrong
     max_steps: int = 5000
     patience: int | None = None  # give up on a sample whose best loss has not improved for this many steps
 
@@ -218,9 +217,6 @@ def cram(
             logits = text_logits(model, mem, text_embeds[idx, :T], prefix)
         ce = F.cross_entropy(logits.float().transpose(1, 2), tgt, reduction="none") * ok
         losses = ce.sum(1) / lengths[idx]  # per-sample mean, so samples do not weigh on each other
-        if recipe.focal_gamma > 0:
-            ce = (1 - torch.exp(-ce)) ** recipe.focal_gamma * ce
-        objective = ce.sum(1) / lengths[idx]
         with torch.no_grad():
             hits = (logits.argmax(-1) == tgt) & ok
             accs = hits.sum(1) / lengths[idx]
@@ -258,7 +254,7 @@ def cram(
         if not keep or step == max_steps:
             break
         optimizer.zero_grad(set_to_none=True)
-        objective[keep].sum().backward()
+        losses[keep].sum().backward()
         if recipe.grad_clip is not None:
             for j in keep:
                 torch.nn.utils.clip_grad_norm_(mems[active[j]], recipe.grad_clip)
