@@ -307,6 +307,18 @@ def results(
 
 
 @app.command()
+def report(
+    db: Path = typer.Option(Path("results.sqlite"), "--db", help="SQLite results file."),
+    out: Path = typer.Option(Path("report"), "-o", "--out", help="Directory for index.html, report.md and PNGs."),
+) -> None:
+    """Write the paper's table and figures from stored results, beside the published numbers."""
+    from .report import build_report  # matplotlib loads only when a report is asked for
+
+    written = build_report(db, out)
+    print(f"wrote {written.html} and {written.markdown} with {len(written.figures)} figures")
+
+
+@app.command()
 def models() -> None:
     """List the model aliases and whether each is ready offline."""
     table = Table("alias", "status", "model")

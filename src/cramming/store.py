@@ -81,5 +81,11 @@ class Store:
             out.append(d)
         return out
 
+    def history(self, key: dict) -> list[list[float]]:
+        """The thinned per-step history [(step, loss, accuracy), ...] of the row with this key."""
+        row = self.db.execute(f"SELECT history FROM results WHERE {' AND '.join(f'{k} = ?' for k in KEY)}",
+                              tuple(key[k] for k in KEY)).fetchone()
+        return json.loads(row[0]) if row else []
+
     def close(self) -> None:
         self.db.close()

@@ -1,0 +1,329 @@
+"""Reports: the paper's table and figures, from a results store, beside the published numbers.
+
+    build_report("results.sqlite", "report/")  ->  report/index.html, report/report.md, report/*.png
+
+The published rows come from the CSV files of Kuratov et al. shipped in cramming/reference (Table 1 and
+Figure 4). Their information gain is in nats; ours is reported in bits with nats beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import math
+import statistics
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .atomic import atomic_output  # noqa: E402
+from .capacity import PAPER_CRITERION  # noqa: E402
+from .errors import CrammingError  # noqa: E402
+from .store import Store  # noqa: E402
+
+HISTORY_SAMPLES = 4  # samples drawn in the loss/accuracy-over-steps figure
+PUBLISHED_SOURCES = {"pg19": "PG-19 (books)", "random": "random words"}
+
+
+@dataclass
+class Figure:
+    name: str  # file stem
+    title: str
+    caption: str
+    figure: plt.Figure
+
+
+@dataclass
+class Report:
+    table: list[dict]  # ours, one entry per (model, source, vectors)
+    published: list[dict]  # paper_models.csv, one entry per (model, source)
+    figures: list[Figure]
+    html: Path
+    markdown: Path
+
+
+def reference(name: str) -> list[dict]:
+    """A published CSV shipped with the package, its numbers as floats (empty cells as None)."""
+    text = resources.files("cramming").joinpath("reference", name).read_text(encoding="utf-8")
+    return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(text.splitlines())]
+
+
+def _number(value: str) -> float | str | None:
+    if value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per (model, source, vectors): the paper's decoding capacity, our exact capacity, and the gains.
+
+    decoding capacity: the largest stored length whose mean teacher-forced accuracy over its samples is
+    >= 0.99 (the paper's criterion). exact capacity: per sample, the largest length whose round trip was
+    exact, averaged over samples. Gains are means over the samples at the decoding-capacity length.
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["source"], r["vectors"]), []).append(r)
+    out = []
+    for (model, source, vectors), rs in sorted(groups.items()):
+        by_length: dict[int, list[dict]] = {}
+        for r in rs:
+            by_length.setdefault(r["length"], []).append(r)
+        passing = [L for L, g in by_length.items() if statistics.mean(r["accuracy_with"] for r in g) >= PAPER_CRITERION]
+        decoding = max(passing, default=0)
+        samples = sorted({r["sample"] for r in rs})
+        exact = [max((r["length"] for r in rs if r["sample"] == s and r["exact"]), default=0) for s in samples]
+        at = by_length.get(decoding, [])
+        mean = (lambda key: statistics.mean(r[key] for r in at)) if at else (lambda key: None)
+        theoretical = rs[0]["theoretical_capacity"]
+        out.append({
+            "model": model, "source": source, "vectors": vectors, "samples": len(samples),
+            "lengths": sorted(by_length), "decoding_capacity": decoding, "exact_capacity": statistics.mean(exact),
+            "token_gain": mean("token_gain"), "information_gain_bits": mean("information_gain_bits"),
+            "information_gain_nats": mean("information_gain_nats"), "theoretical_capacity": theoretical,
+            "utilization": mean("utilization"),
+        })
+    return out
+
+
+def published_rows() -> list[dict]:
+    """paper_models.csv as one row per (model, source), gains in nats and bits."""
+    out = []
+    for m in reference("paper_models.csv"):
+        for key, source in PUBLISHED_SOURCES.items():
+            nats = m[f"{key}_information_gain"]
+            out.append({"model": m["model"], "source": source, "vectors": 1,
+                        "decoding_capacity": m[f"{key}_max_tokens"], "token_gain": m[f"{key}_token_gain"],
+                        "information_gain_nats": nats, "information_gain_bits": nats / math.log(2),
+                        "theoretical_capacity": m["theoretical_capacity_tokens"],
+                        "utilization": m[f"{key}_utilization"]})
+    return out
+
+
+def _fmt(value, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:.{digits}f}" if abs(value) >= 1 else f"{value:.3f}"
+    return f"{int(value)}" if isinstance(value, float) else str(value)
+
+
+TABLE_COLUMNS = ("model", "source", "vectors", "decoding_capacity", "exact_capacity", "token_gain",
+                 "information_gain_bits", "information_gain_nats", "theoretical_capacity", "utilization", "samples")
+TABLE_HEADERS = ("model", "source", "vectors", "decoding capacity (tokens)", "exact capacity (tokens)",
+                 "token gain", "information gain (bits)", "information gain (nats)", "theoretical capacity (tokens)",
+                 "utilization", "samples")
+
+
+def table_cells(ours: list[dict], published: list[dict]) -> list[list[str]]:
+    """The table's body: our rows first, then the published ones, marked as such."""
+    cells = [[_fmt(r[c]) for c in TABLE_COLUMNS] for r in ours]
+    for r in published:
+        row = [_fmt(r.get(c)) for c in TABLE_COLUMNS]
+        row[0] = f"{r['model']} (published)"
+        row[TABLE_COLUMNS.index("exact_capacity")] = "–"
+        row[TABLE_COLUMNS.index("samples")] = "50"
+        cells.append(row)
+    return cells
+
+
+def figure_tokens_per_vector(ours: list[dict], published: list[dict]) -> Figure:
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    names = [f"{r['model']}\n{r['source']}" for r in ours]
+    names += [f"{r['model']}\n{r['source']} (pub.)" for r in published]
+    values = [r["decoding_capacity"] / r["vectors"] for r in ours] + [r["decoding_capacity"] for r in published]
+    theory = [r["theoretical_capacity"] / r["vectors"] for r in ours] + [r["theoretical_capacity"] for r in published]
+    x = range(len(names))
+    ax.bar(list(x)[: len(ours)], values[: len(ours)], color="tab:orange", label="ours (decoding capacity / N)")
+    ax.bar(list(x)[len(ours):], values[len(ours):], color="tab:blue", alpha=0.7, label="published (Kuratov et al.)")
+    ax.scatter(list(x), theory, marker="_", s=300, color="black", label="theoretical capacity", zorder=3)
+    ax.set_yscale("log")
+    ax.set_xticks(list(x), names, rotation=90, fontsize=7)
+    ax.set_xlabel("model and text source")
+    ax.set_ylabel("tokens per vector (log scale)")
+    ax.set_title("Tokens per vector by model: ours and published")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    samples = sum(r["samples"] for r in ours)
+    return Figure("tokens_per_vector", "Tokens per vector by model", (
+        f"Decoding capacity (largest length with mean teacher-forced accuracy >= {PAPER_CRITERION}) divided by the "
+        f"number of vectors, for our {len(ours)} (model, source, vectors) groups ({samples} samples in all) and the "
+        "published 1-vector figures (50 samples each); black ticks: theoretical capacity d*16/log2(V)."), fig)
+
+
+def figure_cross_entropy(rows: list[dict]) -> Figure:
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for source in sorted({r["source"] for r in rows}):
+        rs = [r for r in rows if r["source"] == source]
+        ax.scatter([r["ce_without_bits"] for r in rs], [r["ce_with_bits"] for r in rs], label=source, alpha=0.7)
+    top = max([r["ce_without_bits"] for r in rows] + [1.0])
+    ax.plot([0, top], [0, top], color="gray", linestyle="--", linewidth=1, label="no gain (y = x)")
+    ax.set_xlabel("cross-entropy without vectors (bits, summed over the text)")
+    ax.set_ylabel("cross-entropy with vectors (bits, summed)")
+    ax.set_title("Cross-entropy without vs with trained vectors")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return Figure("cross_entropy", "Cross-entropy without vs with vectors", (
+        f"One point per stored sample ({len(rows)} in all), coloured by text source; the distance below the "
+        "diagonal is the information gain (the shape of the paper's Figure 3)."), fig)
+
+
+def figure_vectors_scaling(ours: list[dict]) -> Figure:
+    fig, ax = plt.subplots(figsize=(6, 5))
+    published = reference("paper_vectors_scaling.csv")
+    for model in sorted({r["model"] for r in published}):
+        rs = [r for r in published if r["model"] == model and r["pg19_max_tokens"] is not None]
+        ax.plot([r["n_vectors"] for r in rs], [r["pg19_max_tokens"] for r in rs], marker="s", linestyle="--",
+                label=f"{model}, PG-19 (published)")
+    for model, source in sorted({(r["model"], r["source"]) for r in ours}):
+        rs = sorted((r for r in ours if r["model"] == model and r["source"] == source and r["decoding_capacity"] > 0),
+                    key=lambda r: r["vectors"])  # a capacity of 0 has no place on a log axis
+        ax.plot([r["vectors"] for r in rs], [r["decoding_capacity"] for r in rs], marker="o",
+                label=f"{model}, {source} (ours)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("number of trained vectors N (log scale)")
+    ax.set_ylabel("decoding capacity (tokens, log scale)")
+    ax.set_title("Capacity vs number of vectors")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return Figure("vectors_scaling", "Capacity vs number of vectors", (
+        "Decoding capacity (paper criterion) for each number of vectors: ours per (model, source), and the "
+        "published Figure 4 values. Ours is capped by the largest length in the grid; groups where no length met the "
+        "criterion are left out."), fig)
+
+
+def figure_accuracy_vs_length(rows: list[dict]) -> Figure:
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for i, key in enumerate(sorted({(r["model"], r["source"], r["vectors"]) for r in rows})):
+        rs = [r for r in rows if (r["model"], r["source"], r["vectors"]) == key]
+        lengths = sorted({r["length"] for r in rs})
+        acc = [statistics.mean(r["accuracy_with"] for r in rs if r["length"] == L) for L in lengths]
+        exact = [statistics.mean(float(r["exact"]) for r in rs if r["length"] == L) for L in lengths]
+        color = f"C{i % 10}"
+        label = f"{key[0]}, {key[1]}, N={key[2]}"
+        ax.plot(lengths, acc, marker="o", color=color, label=f"{label}: teacher-forced accuracy")
+        ax.plot(lengths, exact, marker="x", linestyle=":", color=color, label=f"{label}: exact round trip")
+    ax.axhline(PAPER_CRITERION, color="gray", linewidth=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("text length (tokens, log scale)")
+    ax.set_ylabel("mean accuracy / fraction exact")
+    ax.set_title("Teacher-forced accuracy and exact round trip vs length")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return Figure("accuracy_vs_length", "Accuracy and exact round trip vs length", (
+        f"Per length, the mean teacher-forced accuracy with the vectors (solid) and the fraction of samples whose "
+        f"greedy round trip is exact (dotted), over {len(rows)} stored samples; the gray line is the paper's "
+        f"{PAPER_CRITERION} criterion. Where the lines part, teacher forcing overstates what decodes."), fig)
+
+
+def figure_history(histories: list[tuple[dict, list]]) -> Figure:
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, history in histories:
+        label = f"{key['source']} #{key['sample']}, {key['length']} tok, N={key['vectors']}, {key['recipe']}"
+        steps = [h[0] for h in history]
+        ax_loss.plot(steps, [h[1] for h in history], label=label)
+        ax_acc.plot(steps, [h[2] for h in history], label=label)
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("optimizer step")
+    ax_loss.set_ylabel("cross-entropy (nats per token, log scale)")
+    ax_loss.set_title("Loss over optimizer steps")
+    ax_acc.set_xlabel("optimizer step")
+    ax_acc.set_ylabel("teacher-forced accuracy")
+    ax_acc.set_title("Accuracy over optimizer steps")
+    ax_acc.legend(fontsize=7)
+    fig.tight_layout()
+    return Figure("history", "Loss and accuracy over optimizer steps", (
+        f"The stored per-step history (thinned to at most 200 points) of {len(histories)} samples: the longest "
+        "text of each source, first sample."), fig)
+
+
+def pick_histories(store: Store, rows: list[dict]) -> list[tuple[dict, list]]:
+    """A few samples worth watching: per source, sample 0 at its longest length and fewest vectors."""
+    picked = []
+    for source in sorted({r["source"] for r in rows}):
+        rs = [r for r in rows if r["source"] == source]
+        r = max(rs, key=lambda r: (r["length"], -r["vectors"], -r["sample"]))
+        picked.append((r, store.history(r)))
+    return picked[:HISTORY_SAMPLES]
+
+
+def build_report(db: str | Path, out_dir: str | Path) -> Report:
+    """Write index.html, report.md and one PNG per figure into out_dir -> what was written."""
+    if not Path(db).exists():
+        raise CrammingError(f"no such results database: {db}")
+    store = Store(db)
+    rows = store.rows()
+    if not rows:
+        raise CrammingError(f"{db} holds no results yet; run a spec into it first (cram run SPEC --db {db})")
+    ours, published = summarize(rows), published_rows()
+    figures = [figure_tokens_per_vector(ours, published), figure_cross_entropy(rows), figure_vectors_scaling(ours),
+               figure_accuracy_vs_length(rows), figure_history(pick_histories(store, rows))]
+    store.close()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pngs = {}
+    for f in figures:
+        with atomic_output(out / f"{f.name}.png") as tmp:
+            f.figure.savefig(tmp, dpi=110, format="png")
+        pngs[f.name] = (out / f"{f.name}.png").read_bytes()
+        plt.close(f.figure)
+    cells = table_cells(ours, published)
+    intro = (f"{len(rows)} results from {db}: {len(ours)} (model, source, vectors) groups. Decoding capacity is the "
+             f"paper's (largest length whose mean teacher-forced accuracy is >= {PAPER_CRITERION}); exact capacity is "
+             "ours (per sample, the largest length whose greedy round trip is exact, averaged). Gains are means at "
+             "the decoding-capacity length. Published rows: Kuratov et al. (2025), Table 1, 50 PG-19 samples per "
+             "model, information gain published in nats.")
+    md = Path(out / "report.md")
+    with atomic_output(md) as tmp:
+        tmp.write_text(_markdown(intro, cells, figures), encoding="utf-8")
+    page = Path(out / "index.html")
+    with atomic_output(page) as tmp:
+        tmp.write_text(_html(intro, cells, figures, pngs), encoding="utf-8")
+    return Report(ours, published, figures, page, md)
+
+
+def _markdown(intro: str, cells: list[list[str]], figures: list[Figure]) -> str:
+    lines = ["# Cramming report", "", intro, "", "| " + " | ".join(TABLE_HEADERS) + " |",
+             "|" + "---|" * len(TABLE_HEADERS)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    for f in figures:
+        lines += ["", f"## {f.title}", "", f"![{f.title}]({f.name}.png)", "", f.caption]
+    return "\n".join(lines) + "\n"
+
+
+def _html(intro: str, cells: list[list[str]], figures: list[Figure], pngs: dict[str, bytes]) -> str:
+    """One self-contained page: the figures are embedded, so it opens anywhere without a network."""
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in TABLE_HEADERS)
+    body = "".join("<tr" + (' class="published"' if "(published)" in row[0] else "") + ">"
+                   + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in cells)
+    figs = "".join(
+        f'<figure id="{f.name}"><h2>{esc(f.title)}</h2><img alt="{esc(f.title)}" '
+        f'src="data:image/png;base64,{base64.b64encode(pngs[f.name]).decode()}">'
+        f"<figcaption>{esc(f.caption)}</figcaption></figure>" for f in figures)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Cramming report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1100px; }}
+table {{ border-collapse: collapse; font-size: 0.85em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; }}
+td:first-child, td:nth-child(2) {{ text-align: left; }}
+tr.published {{ color: #345; background: #eef3f8; font-style: italic; }}
+img {{ max-width: 100%; }} figcaption {{ color: #444; font-size: 0.9em; }}
+</style></head><body>
+<h1>Cramming report</h1><p>{esc(intro)}</p>
+<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+{figs}
+</body></html>
+"""
