@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -74,3 +75,20 @@ def run_cli(monkeypatch, capsysbinary):
         return code, out, err.decode()
 
     return run
+
+
+GRID_TEXTS = ["the cat sat on the mat and the dog sat on the log", "to be or not to be that is the question",
+              "all that glitters is not gold", "a quick brown fox jumps over the lazy dog"]
+
+
+@pytest.fixture
+def spec_file(tmp_path, tiny_dir):
+    """Write a grid spec over GRID_TEXTS on the tiny model -> its path."""
+    def make(samples=2, lengths=(4, 6), vectors=(2,), seeds=(0,), max_steps=300):
+        (tmp_path / "texts.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in GRID_TEXTS) + "\n")
+        path = tmp_path / "spec.toml"
+        path.write_text(f'models = ["{tiny_dir}"]\nsources = ["file:{tmp_path / "texts.jsonl"}"]\n'
+                        f"lengths = {list(lengths)}\nvectors = {list(vectors)}\nrecipes = [\"default\"]\n"
+                        f"samples = {samples}\nseeds = {list(seeds)}\nmax_steps = {max_steps}\n")
+        return path
+    return make

@@ -4,8 +4,6 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 
 import pytest
@@ -14,37 +12,7 @@ from cramming import CrammingError
 from cramming.runner import Spec, run_local, thin
 from cramming.store import KEY, Store
 
-TEXTS = ["the cat sat on the mat and the dog sat on the log", "to be or not to be that is the question",
-         "all that glitters is not gold", "a quick brown fox jumps over the lazy dog"]
-
-
-@pytest.fixture
-def spec_file(tmp_path, tiny_dir):
-    def make(samples=2, lengths=(4, 6), vectors=(2,), seeds=(0,), max_steps=300):
-        (tmp_path / "texts.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in TEXTS) + "\n")
-        path = tmp_path / "spec.toml"
-        path.write_text(f'models = ["{tiny_dir}"]\nsources = ["file:{tmp_path / "texts.jsonl"}"]\n'
-                        f"lengths = {list(lengths)}\nvectors = {list(vectors)}\nrecipes = [\"default\"]\n"
-                        f"samples = {samples}\nseeds = {list(seeds)}\nmax_steps = {max_steps}\n")
-        return path
-    return make
-
-
-def cram(*args):
-    return subprocess.Popen([sys.executable, "-m", "cramming", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def count_rows(db) -> int:
-    """Rows so far; 0 while the other process has created the file but not yet the table."""
-    try:
-        return sqlite3.connect(db).execute("SELECT count(*) FROM results").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
-
-
-def comparable(rows):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+from .grid import comparable, count_rows, cram
 
 
 def test_grid_runs_once_and_rerun_skips(spec_file, tmp_path):

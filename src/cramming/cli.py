@@ -20,7 +20,7 @@ from .engine import RECIPES, StepInfo, get_recipe
 from .errors import CrammingError
 from .models import ALIASES, DEFAULT_MODEL, alias_status
 from .capacity import STRATEGIES, search
-from .runner import Spec, run_local
+from .runner import Spec, run_local, run_ray
 from .store import KEY, METRICS, Store
 from .texts import load_samples
 
@@ -266,8 +266,17 @@ def run(
     spec_path: Path = typer.Argument(..., metavar="SPEC.toml", help="The experiment grid."),
     db: Path = typer.Option(Path("results.sqlite"), "--db", help="SQLite results file (created if missing)."),
     device: str = DeviceOpt,
+    executor: str = typer.Option("local", "--executor", help="local (this process) or ray."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a new local one)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Ray workers (default: one per GPU, else per CPU)."),
+    cpus_per_worker: int = typer.Option(1, "--cpus-per-worker", help="CPUs (threads) per Ray CPU worker."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Samples crammed together (same source/length/N)."),
 ) -> None:
     """Run an experiment grid; finished rows are skipped, so rerunning resumes."""
+    if executor not in ("local", "ray"):
+        raise CrammingError(f"unknown executor {executor!r}; use local or ray")
+    if batch_size < 1 or cpus_per_worker < 1 or (workers is not None and workers < 1):
+        raise CrammingError("--batch-size, --workers and --cpus-per-worker must be at least 1")
     spec = Spec.from_toml(spec_path)
     store = Store(db)
     total = sum(1 for _ in spec.tasks())
@@ -280,8 +289,16 @@ def run(
         progress.advance(bar)
         progress.update(bar, description=f"{key.source} L={key.length} n={key.vectors} #{key.sample}: "
                                          f"{'exact' if metrics['exact'] else 'not exact'} in {metrics['steps']} steps")
+
+    def on_workers(found: list[dict]) -> None:
+        hosts = sorted({w["host"] for w in found})
+        print(f"{len(found)} Ray worker(s) on {', '.join(hosts)}, device {found[0]['device']}", file=sys.stderr)
+
     with progress:
-        added = run_local(spec, store, device, on_task)
+        if executor == "ray":
+            added = run_ray(spec, store, device, on_task, batch_size, address, workers, cpus_per_worker, on_workers)
+        else:
+            added = run_local(spec, store, device, on_task, batch_size)
     store.close()
     print(f"{added} row(s) added, {total - remaining} already done, {total} in the grid; results in {db}",
           file=sys.stderr)

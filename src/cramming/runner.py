@@ -16,15 +16,18 @@ Finished rows are skipped, so a rerun resumes where a crash (kill -9 included) l
 from __future__ import annotations
 
 import itertools
+import os
+import socket
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterator
 
+import torch
+
 from . import api
 from .engine import get_recipe
 from .errors import CrammingError
-from .models import LoadedModel
 from .store import Store, TaskKey
 from .texts import load_samples
 from .vectors import vector_bytes
@@ -89,31 +92,153 @@ def thin(history: list, points: int = HISTORY_POINTS) -> list:
     return [history[int(i * stride)] for i in range(points - 1)] + [history[-1]]
 
 
-def run_task(key: TaskKey, text: str, lm: LoadedModel, max_steps: int | None) -> tuple[dict, bytes, list]:
-    """Cram one text and measure it -> (metrics, vector file bytes, thinned history)."""
-    [compressed] = api.compress([text], lm, key.vectors, key.recipe, max_steps, None, key.seed)
-    metrics = api.measure(compressed, lm).to_dict()
-    return metrics, vector_bytes(compressed.vectors, compressed.metadata()), thin(compressed.result.history)
+class Worker:
+    """Holds one loaded model and serves many tasks: in this process (local executor) or as a Ray actor."""
+
+    def __init__(self, model: str, device: str, spec: Spec, threads: int | None = None):
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.lm = api.as_model(model, device)  # loaded once, not per task
+        self.spec = spec
+        self._texts: dict[tuple[str, int], list[str]] = {}
+
+    def describe(self) -> dict:
+        return {"host": socket.gethostname(), "pid": os.getpid(), "device": str(self.lm.device),
+                "threads": torch.get_num_threads()}
+
+    def text(self, key: TaskKey) -> str:
+        if (key.source, key.length) not in self._texts:
+            samples = load_samples(key.source, self.spec.samples, key.length, self.lm.tokenizer, self.spec.text_seed)
+            self._texts[(key.source, key.length)] = [s.text for s in samples]
+        return self._texts[(key.source, key.length)][key.sample]
+
+    def run(self, keys: list[TaskKey]) -> list[tuple[TaskKey, dict, str, bytes, list]]:
+        """Cram a batch of tasks that differ only in their sample, measure each
+        -> per task (key, metrics, text, vector file bytes, thinned history)."""
+        k = keys[0]
+        texts = [self.text(key) for key in keys]
+        out = []
+        for key, text, compressed in zip(keys, texts, api.compress(texts, self.lm, k.vectors, k.recipe,
+                                                                   self.spec.max_steps, None, k.seed)):
+            metrics = api.measure(compressed, self.lm).to_dict()
+            out.append((key, metrics, text, vector_bytes(compressed.vectors, compressed.metadata()),
+                        thin(compressed.result.history)))
+        return out
 
 
-def run_local(spec: Spec, store: Store, device: str = "auto",
-              on_task: Callable[[TaskKey, dict | None], None] | None = None) -> int:
-    """Run the spec's unfinished tasks in this process, each committed as it finishes -> rows added."""
-    done, added = store.done(), 0
-    todo = [k for k in spec.tasks() if k.astuple() not in done]
+def batches(keys: list[TaskKey], batch_size: int) -> list[list[TaskKey]]:
+    """Tasks that differ only in their sample share a batch, at most batch_size of them."""
+    groups: dict[tuple, list[TaskKey]] = {}
+    for key in keys:
+        groups.setdefault((key.model, key.source, key.length, key.vectors, key.recipe, key.seed), []).append(key)
+    return [g[i: i + batch_size] for g in groups.values() for i in range(0, len(g), batch_size)]
+
+
+def pending(spec: Spec, store: Store) -> list[TaskKey]:
+    done = store.done()
+    return [k for k in spec.tasks() if k.astuple() not in done]
+
+
+OnTask = Callable[[TaskKey, dict], None]
+
+
+def run_local(spec: Spec, store: Store, device: str = "auto", on_task: OnTask | None = None,
+              batch_size: int = 1) -> int:
+    """Run the spec's unfinished tasks in this process, each batch committed as it finishes -> rows added."""
+    todo, added = pending(spec, store), 0
     for model in spec.models:
         mine = [k for k in todo if k.model == model]
         if not mine:
             continue
-        lm = api.as_model(model, device)  # loaded once per model, not per task
-        texts: dict[tuple[str, int], list[str]] = {}
-        for key in mine:
-            if (key.source, key.length) not in texts:
-                samples = load_samples(key.source, spec.samples, key.length, lm.tokenizer, spec.text_seed)
-                texts[(key.source, key.length)] = [s.text for s in samples]
-            text = texts[(key.source, key.length)][key.sample]
-            metrics, blob, history = run_task(key, text, lm, spec.max_steps)
-            added += store.add(key, metrics, text, blob, history)
-            if on_task is not None:
-                on_task(key, metrics)
+        worker = Worker(model, device, spec)
+        for batch in batches(mine, batch_size):
+            for key, metrics, text, blob, history in worker.run(batch):
+                added += store.add(key, metrics, text, blob, history)
+                if on_task is not None:
+                    on_task(key, metrics)
+    return added
+
+
+def _check_reachable(address: str | None) -> None:
+    """Fail at once on a HOST:PORT nobody listens on; Ray itself would retry for minutes."""
+    host, _, port = (address or "").rpartition(":")
+    if not host or "://" in address or not port.isdigit():
+        return  # a new local instance, "auto", or a ray:// client address: Ray's own checks apply
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as err:
+        raise CrammingError(f"cannot reach a Ray cluster at {address}: {err.strerror or err}") from None
+
+
+def run_ray(spec: Spec, store: Store, device: str = "auto", on_task: OnTask | None = None, batch_size: int = 1,
+            address: str | None = None, workers: int | None = None, cpus_per_worker: int = 1,
+            on_workers: Callable[[list[dict]], None] | None = None) -> int:
+    """Run the spec's unfinished tasks on Ray actors, each holding one model and serving many batches.
+
+    Results stream back to this process, which alone writes the store, so the local executor's guarantees
+    hold: a row commits as its batch returns, reruns skip finished rows. A worker that dies mid-task is
+    restarted and its batch retried (at most twice); a row can never be stored twice (primary key).
+    GPU workers ask Ray for one GPU each (device cuda, or auto on a cluster with GPUs); CPU workers for
+    cpus_per_worker CPUs. By default there is one worker per GPU, else one per cpus_per_worker CPUs.
+    """
+    try:
+        import ray
+        from ray.exceptions import RayError
+    except ImportError:
+        raise CrammingError("the ray executor needs Ray: pip install 'cramming[ray]'") from None
+    todo, added = pending(spec, store), 0
+    if not todo:
+        return 0
+    ours = not ray.is_initialized()  # a caller that has connected Ray itself keeps its connection
+    if ours:
+        _check_reachable(address)
+        try:
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise CrammingError(f"cannot reach a Ray cluster at {address or 'a new local instance'}: {err}") from None
+    try:
+        resources = ray.cluster_resources()
+        gpu = device.startswith("cuda") or (device == "auto" and resources.get("GPU", 0) > 0)
+        if gpu and resources.get("GPU", 0) < 1:
+            raise CrammingError("CUDA was asked for but the Ray cluster has no GPU")
+        # Ray hands each GPU worker its own GPU as cuda:0, so an index in --device has no meaning here.
+        remote = ray.remote(Worker).options(num_cpus=0 if gpu else cpus_per_worker, num_gpus=1 if gpu else 0,
+                                            max_restarts=2, max_task_retries=2)
+        n_workers = workers or max(1, int(resources.get("GPU", 0) if gpu else resources.get("CPU", 1) // cpus_per_worker))
+        for model in spec.models:
+            queue = batches([k for k in todo if k.model == model], batch_size)
+            if not queue:
+                continue
+            pool = [remote.remote(model, "cuda" if gpu else "cpu", spec, None if gpu else cpus_per_worker)
+                    for _ in range(min(n_workers, len(queue)))]
+            if on_workers is not None:
+                on_workers(ray.get([w.describe.remote() for w in pool]))
+            running = {}
+
+            def submit(worker) -> None:
+                if queue:
+                    running[worker.run.remote(queue.pop(0))] = worker
+
+            for w in pool:
+                submit(w)
+            while running:
+                [ref], _ = ray.wait(list(running), num_returns=1)
+                worker = running.pop(ref)
+                for key, metrics, text, blob, history in ray.get(ref):
+                    added += store.add(key, metrics, text, blob, history)
+                    if on_task is not None:
+                        on_task(key, metrics)
+                submit(worker)
+            for w in pool:
+                ray.kill(w)
+    except RayError as err:
+        cause = getattr(err, "cause", None)
+        if isinstance(cause, CrammingError):
+            raise cause from None
+        message = str(err).strip().splitlines()
+        raise CrammingError(f"a Ray worker failed ({message[0] if message else type(err).__name__}); "
+                            "finished rows are stored, rerun to resume") from None
+    finally:
+        if ours:
+            ray.shutdown()
     return added

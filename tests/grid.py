@@ -1,0 +1,22 @@
+"""Helpers for the experiment-grid tests: a `cram` subprocess, counting rows, comparing rows."""
+
+import sqlite3
+import subprocess
+import sys
+
+
+def cram(*args, env=None):
+    return subprocess.Popen([sys.executable, "-m", "cramming", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def count_rows(db) -> int:
+    """Rows so far; 0 while the other process has created the file but not yet the table."""
+    try:
+        return sqlite3.connect(db).execute("SELECT count(*) FROM results").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def comparable(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
