@@ -3,6 +3,7 @@
     python benchmarks/recipes.py --quick              # 2 samples at 16 and 32 tokens, 600-step budget
     python benchmarks/recipes.py                      # 5 samples at 16, 32 and 64 tokens, 5000 steps (hours)
     python benchmarks/recipes.py --recipes default    # run only some recipes; the table shows all stored
+    python benchmarks/recipes.py --quick --variant 'lr1=lr:0.1;schedule:cosine' --recipes lr1 --mine lr1  # a variant
 
 Each (recipe, length, sample) is one row of a results database (benchmarks/results/recipes-*.sqlite by
 default), so an interrupted run resumes where it stopped and the table can be printed again with --table.
@@ -13,6 +14,8 @@ does not reach an exact round trip within the budget counts at the budget.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import platform
 import statistics
 import sys
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from cramming.engine import RECIPES
+from cramming.engine import RECIPES, Recipe
 from cramming.runner import Spec, run_local
 from cramming.store import Store
 
@@ -54,6 +57,23 @@ def table(rows: list[dict], budget: int, mine: str, anchors: tuple[str, ...]) ->
     return "\n".join(lines)
 
 
+def variant(text: str) -> Recipe:
+    """NAME=field:value;... -> the default recipe with those fields changed, registered under NAME.
+    Values are JSON (0.1, true, null, [0.9,0.99]); anything else is a string (cosine)."""
+    name, _, changes = text.partition("=")
+    fields = {}
+    for change in filter(None, changes.split(";")):
+        key, _, value = change.partition(":")
+        try:
+            fields[key] = json.loads(value)
+        except json.JSONDecodeError:
+            fields[key] = value
+        if isinstance(fields[key], list):
+            fields[key] = tuple(fields[key])
+    RECIPES[name] = dataclasses.replace(RECIPES["default"], name=name, **fields)
+    return RECIPES[name]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few samples at 16 and 32 tokens (~20 min)")
@@ -62,7 +82,12 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--db", help="results database (default: benchmarks/results/recipes-MODE.sqlite)")
     parser.add_argument("--table", action="store_true", help="print the table of stored rows, run nothing")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=FIELD:VALUE;...",
+                        help="register a variant of the default recipe under NAME (repeatable)")
+    parser.add_argument("--batch-size", type=int, default=1, help="samples crammed together (timings then differ)")
     args = parser.parse_args()
+    for text in args.variant:
+        variant(text)
 
     mode = "quick" if args.quick else "full"
     lengths, samples, budget = MODES[mode]
@@ -74,7 +99,7 @@ def main() -> None:
         torch.manual_seed(0)
         spec = Spec(models=[args.model], sources=["books"], lengths=lengths, vectors=[1], recipes=recipes,
                     samples=samples, max_steps=budget)
-        run_local(spec, store, "cpu", on_task=lambda k, m: print(
+        run_local(spec, store, "cpu", batch_size=args.batch_size, on_task=lambda k, m: print(
             f"{k.recipe:>12} {k.length:>3} tokens sample {k.sample}: exact={m['exact']} steps={m['steps']} "
             f"{m['seconds']:.1f} s", file=sys.stderr, flush=True))
     rows = [r for r in store.rows() if r["model"] == args.model and r["length"] in lengths and r["vectors"] == 1]

@@ -26,6 +26,7 @@ def default_lm():
 def test_default_model_is_frozen_and_ready_offline(default_lm):
     assert default_lm.d_model == 576 and default_lm.vocab_size == 49152
     assert all(not p.requires_grad for p in default_lm.model.parameters())
+    assert default_lm.model.config._attn_implementation == "sdpa"  # fused attention, on CPU and GPU alike
     assert default_lm.tokenizer("Hello", add_special_tokens=False)["input_ids"][0] != default_lm.tokenizer.bos_token_id
     assert alias_status(ALIASES[DEFAULT_MODEL]).startswith("ready (converted")
     again = load_model(DEFAULT_MODEL, "cpu")

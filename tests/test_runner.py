@@ -4,12 +4,13 @@ import json
 import os
 import signal
 import sqlite3
+import sys
 import time
 
 import pytest
 
 from cramming import CrammingError
-from cramming.runner import Spec, run_local, thin
+from cramming.runner import Spec, batches, run_local, thin
 from cramming.store import KEY, Store
 
 from .grid import comparable, count_rows, cram
@@ -88,3 +89,29 @@ def test_results_export(run_cli, spec_file, tmp_path):
     assert code == 0 and lines[0].startswith("model,source,sample,length") and len(lines) == 5
     code, _, err = run_cli("results", "--db", str(tmp_path / "none.sqlite"))
     assert code == 2 and "no such results file" in err
+
+
+def test_batches_group_samples_and_give_the_same_rows(spec_file, tmp_path):
+    spec = Spec.from_toml(spec_file(samples=3))
+    keys = list(spec.tasks())
+    groups = batches(keys, 2)
+    assert sorted(len(b) for b in groups) == [1, 1, 2, 2]
+    assert all(len({(k.length, k.vectors, k.recipe, k.seed) for k in b}) == 1 for b in groups)
+    assert [len(b) for b in batches(keys, None)] == [3, 3]
+    one, two = Store(tmp_path / "one.sqlite"), Store(tmp_path / "two.sqlite")
+    assert run_local(spec, one, "cpu", batch_size=1) == 6
+    assert run_local(spec, two, "cpu", batch_size=3) == 6
+    a, b = one.rows(), two.rows()
+    assert [tuple(r[k] for k in KEY) for r in a] == [tuple(r[k] for k in KEY) for r in b]
+    assert all(r["exact"] for r in a + b)
+
+
+def test_run_cli_rejects_bad_executor_options(run_cli, spec_file, tmp_path, monkeypatch):
+    db = str(tmp_path / "r.sqlite")
+    code, _, err = run_cli("run", str(spec_file()), "--db", db, "--executor", "spark")
+    assert code == 2 and "unknown executor" in err
+    code, _, err = run_cli("run", str(spec_file()), "--db", db, "--batch-size", "0")
+    assert code == 2 and "at least 1" in err
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    code, _, err = run_cli("run", str(spec_file()), "--db", db, "--executor", "ray")
+    assert code == 2 and "pip install 'cramming[ray]'" in err

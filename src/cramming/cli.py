@@ -270,12 +270,14 @@ def run(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a new local one)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Ray workers (default: one per GPU, else per CPU)."),
     cpus_per_worker: int = typer.Option(1, "--cpus-per-worker", help="CPUs (threads) per Ray CPU worker."),
-    batch_size: int = typer.Option(1, "--batch-size", help="Samples crammed together (same source/length/N)."),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", help="Samples crammed together (same source/length/N); default: from free GPU "
+                                   "memory, or the CPU default."),
 ) -> None:
     """Run an experiment grid; finished rows are skipped, so rerunning resumes."""
     if executor not in ("local", "ray"):
         raise CrammingError(f"unknown executor {executor!r}; use local or ray")
-    if batch_size < 1 or cpus_per_worker < 1 or (workers is not None and workers < 1):
+    if cpus_per_worker < 1 or any(x is not None and x < 1 for x in (batch_size, workers)):
         raise CrammingError("--batch-size, --workers and --cpus-per-worker must be at least 1")
     spec = Spec.from_toml(spec_path)
     store = Store(db)

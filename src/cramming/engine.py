@@ -58,6 +58,32 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+# Samples crammed at once on a CPU when nobody says: the fastest in benchmarks/throughput.py on 2 cores.
+CPU_BATCH_SIZE = 1
+
+
+def auto_batch_size(model: torch.nn.Module, n_tokens: int, n_vectors: int, prefix: int | None = None,
+                    cap: int = 256) -> int:
+    """How many samples to cram at once. On CUDA: as many as fit in 80% of the free memory, from the peak
+    memory of one sample's forward and backward pass, measured here. Elsewhere: CPU_BATCH_SIZE."""
+    embedding = model.get_input_embeddings()
+    device = embedding.weight.device
+    if device.type != "cuda":
+        return CPU_BATCH_SIZE
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    mem = torch.zeros(1, n_vectors, embedding.weight.shape[1], device=device, requires_grad=True)
+    ids = torch.zeros(1, n_tokens, dtype=torch.long, device=device)
+    with autocast(device):
+        logits = text_logits(model, mem, embedding(ids), prefix)
+    F.cross_entropy(logits.float().transpose(1, 2), ids).backward()
+    per_sample = max(1, torch.cuda.max_memory_allocated(device) - before)
+    del mem, logits
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(cap, int(0.8 * free / per_sample)))
+
+
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
         raise CrammingError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}")

@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 import torch
 
 from . import api
-from .engine import get_recipe
+from .engine import CPU_BATCH_SIZE, auto_batch_size, get_recipe
 from .errors import CrammingError
 from .store import Store, TaskKey
 from .texts import load_samples
@@ -95,11 +95,13 @@ def thin(history: list, points: int = HISTORY_POINTS) -> list:
 class Worker:
     """Holds one loaded model and serves many tasks: in this process (local executor) or as a Ray actor."""
 
-    def __init__(self, model: str, device: str, spec: Spec, threads: int | None = None):
+    def __init__(self, model: str, device: str, spec: Spec, threads: int | None = None,
+                 batch_size: int | None = None):
         if threads is not None:
             torch.set_num_threads(threads)
         self.lm = api.as_model(model, device)  # loaded once, not per task
         self.spec = spec
+        self.batch_size = batch_size  # None: chosen per batch from the device (free GPU memory, or CPU default)
         self._texts: dict[tuple[str, int], list[str]] = {}
 
     def describe(self) -> dict:
@@ -113,25 +115,31 @@ class Worker:
         return self._texts[(key.source, key.length)][key.sample]
 
     def run(self, keys: list[TaskKey]) -> list[tuple[TaskKey, dict, str, bytes, list]]:
-        """Cram a batch of tasks that differ only in their sample, measure each
+        """Cram tasks that differ only in their sample, batch_size at a time, and measure each
         -> per task (key, metrics, text, vector file bytes, thinned history)."""
         k = keys[0]
-        texts = [self.text(key) for key in keys]
+        size = self.batch_size or auto_batch_size(self.lm.model, k.length, k.vectors,
+                                                  api.prefix_token(self.lm.tokenizer, get_recipe(k.recipe)))
         out = []
-        for key, text, compressed in zip(keys, texts, api.compress(texts, self.lm, k.vectors, k.recipe,
-                                                                   self.spec.max_steps, None, k.seed)):
-            metrics = api.measure(compressed, self.lm).to_dict()
-            out.append((key, metrics, text, vector_bytes(compressed.vectors, compressed.metadata()),
-                        thin(compressed.result.history)))
+        for i in range(0, len(keys), size):
+            chunk = keys[i: i + size]
+            texts = [self.text(key) for key in chunk]
+            for key, text, compressed in zip(chunk, texts, api.compress(texts, self.lm, k.vectors, k.recipe,
+                                                                        self.spec.max_steps, None, k.seed)):
+                metrics = api.measure(compressed, self.lm).to_dict()
+                out.append((key, metrics, text, vector_bytes(compressed.vectors, compressed.metadata()),
+                            thin(compressed.result.history)))
         return out
 
 
-def batches(keys: list[TaskKey], batch_size: int) -> list[list[TaskKey]]:
-    """Tasks that differ only in their sample share a batch, at most batch_size of them."""
+def batches(keys: list[TaskKey], batch_size: int | None) -> list[list[TaskKey]]:
+    """Tasks that differ only in their sample share a batch: at most batch_size of them, or the whole group
+    when batch_size is None (the worker then splits it to fit its device)."""
     groups: dict[tuple, list[TaskKey]] = {}
     for key in keys:
         groups.setdefault((key.model, key.source, key.length, key.vectors, key.recipe, key.seed), []).append(key)
-    return [g[i: i + batch_size] for g in groups.values() for i in range(0, len(g), batch_size)]
+    step = batch_size or max(len(g) for g in groups.values())
+    return [g[i: i + step] for g in groups.values() for i in range(0, len(g), step)]
 
 
 def pending(spec: Spec, store: Store) -> list[TaskKey]:
@@ -143,14 +151,14 @@ OnTask = Callable[[TaskKey, dict], None]
 
 
 def run_local(spec: Spec, store: Store, device: str = "auto", on_task: OnTask | None = None,
-              batch_size: int = 1) -> int:
+              batch_size: int | None = None) -> int:
     """Run the spec's unfinished tasks in this process, each batch committed as it finishes -> rows added."""
     todo, added = pending(spec, store), 0
     for model in spec.models:
         mine = [k for k in todo if k.model == model]
         if not mine:
             continue
-        worker = Worker(model, device, spec)
+        worker = Worker(model, device, spec, batch_size=batch_size)
         for batch in batches(mine, batch_size):
             for key, metrics, text, blob, history in worker.run(batch):
                 added += store.add(key, metrics, text, blob, history)
@@ -170,7 +178,8 @@ def _check_reachable(address: str | None) -> None:
         raise CrammingError(f"cannot reach a Ray cluster at {address}: {err.strerror or err}") from None
 
 
-def run_ray(spec: Spec, store: Store, device: str = "auto", on_task: OnTask | None = None, batch_size: int = 1,
+def run_ray(spec: Spec, store: Store, device: str = "auto", on_task: OnTask | None = None,
+            batch_size: int | None = None,
             address: str | None = None, workers: int | None = None, cpus_per_worker: int = 1,
             on_workers: Callable[[list[dict]], None] | None = None) -> int:
     """Run the spec's unfinished tasks on Ray actors, each holding one model and serving many batches.
@@ -204,12 +213,14 @@ def run_ray(spec: Spec, store: Store, device: str = "auto", on_task: OnTask | No
         # Ray hands each GPU worker its own GPU as cuda:0, so an index in --device has no meaning here.
         remote = ray.remote(Worker).options(num_cpus=0 if gpu else cpus_per_worker, num_gpus=1 if gpu else 0,
                                             max_restarts=2, max_task_retries=2)
-        n_workers = workers or max(1, int(resources.get("GPU", 0) if gpu else resources.get("CPU", 1) // cpus_per_worker))
+        n_workers = workers or max(1, int(resources["GPU"] if gpu else resources.get("CPU", 1) // cpus_per_worker))
+        # GPU workers size their batches from free memory, so they get whole groups; CPU work is spread thin.
+        size = batch_size or (None if gpu else CPU_BATCH_SIZE)
         for model in spec.models:
-            queue = batches([k for k in todo if k.model == model], batch_size)
+            queue = batches([k for k in todo if k.model == model], size)
             if not queue:
                 continue
-            pool = [remote.remote(model, "cuda" if gpu else "cpu", spec, None if gpu else cpus_per_worker)
+            pool = [remote.remote(model, "cuda" if gpu else "cpu", spec, None if gpu else cpus_per_worker, batch_size)
                     for _ in range(min(n_workers, len(queue)))]
             if on_workers is not None:
                 on_workers(ray.get([w.describe.remote() for w in pool]))
