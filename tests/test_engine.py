@@ -115,6 +115,11 @@ def test_schedules():
     assert lr_factor(prog, 99, 1000) == pytest.approx(1.0)
     assert lr_factor(prog, 1000, 1000) == pytest.approx(1e-3 / 0.1)
     assert lr_factor(RECIPES["paper"], 777, 5000) == 1.0
+    cycling = Recipe(name="c", lr=0.2, schedule="cosine", final_lr=0.002, period=100)
+    assert lr_factor(cycling, 0, 5000) == pytest.approx(1.0)
+    assert lr_factor(cycling, 50, 5000) == pytest.approx((1 + 0.01) / 2)  # halfway down the first cycle
+    assert lr_factor(cycling, 99, 5000) < 0.02 and lr_factor(cycling, 100, 5000) == pytest.approx(1.0)  # restart
+    assert lr_factor(cycling, 250, 5000) == pytest.approx(lr_factor(cycling, 50, 5000))
 
 
 def test_a_prefix_recipe_needs_a_prefix_token(tiny_lm):
