@@ -136,6 +136,13 @@ def table_cells(ours: list[dict], published: list[dict]) -> list[list[str]]:
     return cells
 
 
+def _label(ax, title: str, xlabel: str, ylabel: str, legend_size: int = 8) -> None:
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=legend_size)
+
+
 def figure_tokens_per_vector(ours: list[dict], published: list[dict]) -> Figure:
     fig, ax = plt.subplots(figsize=(10, 4.8))
     names = [f"{r['model']}\n{r['source']}" for r in ours]
@@ -148,10 +155,8 @@ def figure_tokens_per_vector(ours: list[dict], published: list[dict]) -> Figure:
     ax.scatter(list(x), theory, marker="_", s=300, color="black", label="theoretical capacity", zorder=3)
     ax.set_yscale("log")
     ax.set_xticks(list(x), names, rotation=90, fontsize=7)
-    ax.set_xlabel("model and text source")
-    ax.set_ylabel("tokens per vector (log scale)")
-    ax.set_title("Tokens per vector by model: ours and published")
-    ax.legend(fontsize=8)
+    _label(ax, "Tokens per vector by model: ours and published", "model and text source",
+           "tokens per vector (log scale)")
     fig.tight_layout()
     samples = sum(r["samples"] for r in ours)
     return Figure("tokens_per_vector", "Tokens per vector by model", (
@@ -167,10 +172,8 @@ def figure_cross_entropy(rows: list[dict]) -> Figure:
         ax.scatter([r["ce_without_bits"] for r in rs], [r["ce_with_bits"] for r in rs], label=source, alpha=0.7)
     top = max([r["ce_without_bits"] for r in rows] + [1.0])
     ax.plot([0, top], [0, top], color="gray", linestyle="--", linewidth=1, label="no gain (y = x)")
-    ax.set_xlabel("cross-entropy without vectors (bits, summed over the text)")
-    ax.set_ylabel("cross-entropy with vectors (bits, summed)")
-    ax.set_title("Cross-entropy without vs with trained vectors")
-    ax.legend(fontsize=8)
+    _label(ax, "Cross-entropy without vs with trained vectors",
+           "cross-entropy without vectors (bits, summed over the text)", "cross-entropy with vectors (bits, summed)")
     fig.tight_layout()
     return Figure("cross_entropy", "Cross-entropy without vs with vectors", (
         f"One point per stored sample ({len(rows)} in all), coloured by text source; the distance below the "
@@ -191,10 +194,8 @@ def figure_vectors_scaling(ours: list[dict]) -> Figure:
                 label=f"{model}, {source} (ours)")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set_xlabel("number of trained vectors N (log scale)")
-    ax.set_ylabel("decoding capacity (tokens, log scale)")
-    ax.set_title("Capacity vs number of vectors")
-    ax.legend(fontsize=7)
+    _label(ax, "Capacity vs number of vectors", "number of trained vectors N (log scale)",
+           "decoding capacity (tokens, log scale)", 7)
     fig.tight_layout()
     return Figure("vectors_scaling", "Capacity vs number of vectors", (
         "Decoding capacity (paper criterion) for each number of vectors: ours per (model, source), and the "
@@ -216,10 +217,8 @@ def figure_accuracy_vs_length(rows: list[dict]) -> Figure:
     ax.axhline(PAPER_CRITERION, color="gray", linewidth=0.8)
     ax.set_xscale("log", base=2)
     ax.set_ylim(-0.05, 1.05)
-    ax.set_xlabel("text length (tokens, log scale)")
-    ax.set_ylabel("mean accuracy / fraction exact")
-    ax.set_title("Teacher-forced accuracy and exact round trip vs length")
-    ax.legend(fontsize=6)
+    _label(ax, "Teacher-forced accuracy and exact round trip vs length", "text length (tokens, log scale)",
+           "mean accuracy / fraction exact", 6)
     fig.tight_layout()
     return Figure("accuracy_vs_length", "Accuracy and exact round trip vs length", (
         f"Per length, the mean teacher-forced accuracy with the vectors (solid) and the fraction of samples whose "
@@ -235,13 +234,8 @@ def figure_history(histories: list[tuple[dict, list]]) -> Figure:
         ax_loss.plot(steps, [h[1] for h in history], label=label)
         ax_acc.plot(steps, [h[2] for h in history], label=label)
     ax_loss.set_yscale("log")
-    ax_loss.set_xlabel("optimizer step")
-    ax_loss.set_ylabel("cross-entropy (nats per token, log scale)")
-    ax_loss.set_title("Loss over optimizer steps")
-    ax_acc.set_xlabel("optimizer step")
-    ax_acc.set_ylabel("teacher-forced accuracy")
-    ax_acc.set_title("Accuracy over optimizer steps")
-    ax_acc.legend(fontsize=7)
+    _label(ax_loss, "Loss over optimizer steps", "optimizer step", "cross-entropy (nats per token, log scale)", 7)
+    _label(ax_acc, "Accuracy over optimizer steps", "optimizer step", "teacher-forced accuracy", 7)
     fig.tight_layout()
     return Figure("history", "Loss and accuracy over optimizer steps", (
         f"The stored per-step history (thinned to at most 200 points) of {len(histories)} samples: the longest "
