@@ -160,8 +160,9 @@ def run_local(spec: Spec, store: Store, device: str = "auto", on_task: OnTask | 
             continue
         worker = Worker(model, device, spec, batch_size=batch_size)
         for batch in batches(mine, batch_size):
-            for key, metrics, text, blob, history in worker.run(batch):
-                added += store.add(key, metrics, text, blob, history)
+            done = worker.run(batch)
+            added += store.add_batch(done)
+            for key, metrics, *_ in done:
                 if on_task is not None:
                     on_task(key, metrics)
     return added
@@ -235,8 +236,9 @@ def run_ray(spec: Spec, store: Store, device: str = "auto", on_task: OnTask | No
             while running:
                 [ref], _ = ray.wait(list(running), num_returns=1)
                 worker = running.pop(ref)
-                for key, metrics, text, blob, history in ray.get(ref):
-                    added += store.add(key, metrics, text, blob, history)
+                done = ray.get(ref)
+                added += store.add_batch(done)
+                for key, metrics, *_ in done:
                     if on_task is not None:
                         on_task(key, metrics)
                 submit(worker)

@@ -63,11 +63,21 @@ class Store:
 
     def add(self, key: TaskKey, metrics: dict, text: str, vector_file: bytes, history: list) -> bool:
         """Insert a finished task in its own transaction; False if the row was there already."""
+        return self.add_batch([(key, metrics, text, vector_file, history)]) == 1
+
+    def add_batch(self, results: list[tuple[TaskKey, dict, str, bytes, list]]) -> int:
+        """Insert a batch's finished tasks in one transaction, so a crash keeps all of them or none
+        (a rerun then crams the same batch again) -> rows added."""
         cols = (*KEY, *METRICS, "text", "vector_file", "history")
-        values = (*key.astuple(), *(float(metrics[m]) for m in METRICS), text, vector_file, json.dumps(history))
-        cur = self.db.execute(f"INSERT OR IGNORE INTO results ({', '.join(cols)}) VALUES "
-                              f"({', '.join('?' * len(cols))})", values)
-        return cur.rowcount == 1
+        sql = f"INSERT OR IGNORE INTO results ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        added = 0
+        with self.db:  # BEGIN ... COMMIT (or ROLLBACK on error)
+            self.db.execute("BEGIN IMMEDIATE")
+            for key, metrics, text, vector_file, history in results:
+                values = (*key.astuple(), *(float(metrics[m]) for m in METRICS), text, vector_file,
+                          json.dumps(history))
+                added += self.db.execute(sql, values).rowcount
+        return added
 
     def rows(self) -> list[dict]:
         """Every row's key and metrics, as plain values (no vectors, no history)."""
