@@ -158,10 +158,10 @@ def figure_tokens_per_vector(ours: list[dict], published: list[dict]) -> Figure:
     _label(ax, "Tokens per vector by model: ours and published", "model and text source",
            "tokens per vector (log scale)")
     fig.tight_layout()
-    samples = sum(r["samples"] for r in ours)
+    samples = "/".join(str(n) for n in sorted({r["samples"] for r in ours}))
     return Figure("tokens_per_vector", "Tokens per vector by model", (
         f"Decoding capacity (largest length with mean teacher-forced accuracy >= {PAPER_CRITERION}) divided by the "
-        f"number of vectors, for our {len(ours)} (model, source, vectors) groups ({samples} samples in all) and the "
+        f"number of vectors, for our {len(ours)} (model, source, vectors) groups ({samples} samples each) and the "
         "published 1-vector figures (50 samples each); black ticks: theoretical capacity d*16/log2(V)."), fig)
 
 
