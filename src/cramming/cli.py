@@ -16,10 +16,10 @@ from rich.table import Table
 
 from . import api
 from .atomic import atomic_output
+from .capacity import STRATEGIES, search
 from .engine import RECIPES, StepInfo, get_recipe
 from .errors import CrammingError
 from .models import ALIASES, DEFAULT_MODEL, alias_status
-from .capacity import STRATEGIES, search
 from .runner import Spec, run_local, run_ray
 from .store import KEY, METRICS, Store
 from .texts import load_samples
