@@ -98,6 +98,7 @@ def test_batches_group_samples_and_give_the_same_rows(spec_file, tmp_path):
     assert sorted(len(b) for b in groups) == [1, 1, 2, 2]
     assert all(len({(k.length, k.vectors, k.recipe, k.seed) for k in b}) == 1 for b in groups)
     assert [len(b) for b in batches(keys, None)] == [3, 3]
+    assert batches([], None) == []  # a model with nothing left to run (the Ray executor asks per model)
     one, two = Store(tmp_path / "one.sqlite"), Store(tmp_path / "two.sqlite")
     assert run_local(spec, one, "cpu", batch_size=1) == 6
     assert run_local(spec, two, "cpu", batch_size=3) == 6

@@ -138,8 +138,11 @@ def batches(keys: list[TaskKey], batch_size: int | None) -> list[list[TaskKey]]:
     groups: dict[tuple, list[TaskKey]] = {}
     for key in keys:
         groups.setdefault((key.model, key.source, key.length, key.vectors, key.recipe, key.seed), []).append(key)
-    step = batch_size or max(len(g) for g in groups.values())
-    return [g[i: i + step] for g in groups.values() for i in range(0, len(g), step)]
+    out = []
+    for group in groups.values():
+        size = batch_size or len(group)
+        out += [group[i: i + size] for i in range(0, len(group), size)]
+    return out
 
 
 def pending(spec: Spec, store: Store) -> list[TaskKey]:
@@ -148,6 +151,15 @@ def pending(spec: Spec, store: Store) -> list[TaskKey]:
 
 
 OnTask = Callable[[TaskKey, dict], None]
+
+
+def _commit(store: Store, done: list[tuple[TaskKey, dict, str, bytes, list]], on_task: OnTask | None) -> int:
+    """Store a finished batch in one transaction, then report each task -> rows added."""
+    added = store.add_batch(done)
+    if on_task is not None:
+        for key, metrics, *_ in done:
+            on_task(key, metrics)
+    return added
 
 
 def run_local(spec: Spec, store: Store, device: str = "auto", on_task: OnTask | None = None,
@@ -160,11 +172,7 @@ def run_local(spec: Spec, store: Store, device: str = "auto", on_task: OnTask | 
             continue
         worker = Worker(model, device, spec, batch_size=batch_size)
         for batch in batches(mine, batch_size):
-            done = worker.run(batch)
-            added += store.add_batch(done)
-            for key, metrics, *_ in done:
-                if on_task is not None:
-                    on_task(key, metrics)
+            added += _commit(store, worker.run(batch), on_task)
     return added
 
 
@@ -236,11 +244,7 @@ def run_ray(spec: Spec, store: Store, device: str = "auto", on_task: OnTask | No
             while running:
                 [ref], _ = ray.wait(list(running), num_returns=1)
                 worker = running.pop(ref)
-                done = ray.get(ref)
-                added += store.add_batch(done)
-                for key, metrics, *_ in done:
-                    if on_task is not None:
-                        on_task(key, metrics)
+                added += _commit(store, ray.get(ref), on_task)
                 submit(worker)
             for w in pool:
                 ray.kill(w)

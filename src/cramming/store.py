@@ -1,8 +1,9 @@
 """The results database: one SQLite row per (model, source, sample, length, vectors, recipe, seed).
 
-Each finished task is committed on its own, so a crash loses at most the task in flight. The key is the
-primary key and rows are inserted with INSERT OR IGNORE, so rerunning a spec, or two runs on one file at
-once, never duplicates a row. WAL mode and a busy timeout let concurrent runs share the file safely.
+Each finished batch of tasks is committed in one transaction, so a crash loses at most the batch in flight
+(one task at batch size 1) and never keeps part of a batch. The key is the primary key and rows are
+inserted with INSERT OR IGNORE, so rerunning a spec, or two runs on one file at once, never duplicates a
+row. WAL mode and a busy timeout let concurrent runs share the file safely.
 """
 
 from __future__ import annotations
