@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from cramming.api import as_model, prefix_token
+from cramming.decode import with_prefix
 from cramming.engine import RECIPES, cram, init_vectors
 from cramming.store import Store
 from cramming.texts import load_samples
@@ -42,8 +43,7 @@ def timed(fn, repeats: int = REPEATS) -> float:
 
 
 def forward_backward(model, ids: torch.Tensor, mem: torch.Tensor, prefix: int, all_logits: bool) -> None:
-    emb = model.get_input_embeddings()
-    x = torch.cat([emb(torch.tensor([[prefix]] * ids.shape[0])), mem, emb(ids)], 1)
+    x = torch.cat([with_prefix(model, mem, prefix), model.get_input_embeddings()(ids)], 1)
     T = ids.shape[1]
     logits = model(inputs_embeds=x, use_cache=False, logits_to_keep=0 if all_logits else T + 1).logits[:, -T - 1:-1]
     F.cross_entropy(logits.transpose(1, 2), ids).backward()

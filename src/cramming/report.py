@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import io
 import math
 import statistics
 from dataclasses import dataclass
@@ -268,10 +269,12 @@ def build_report(db: str | Path, out_dir: str | Path) -> Report:
     out.mkdir(parents=True, exist_ok=True)
     pngs = {}
     for f in figures:
-        with atomic_output(out / f"{f.name}.png") as tmp:
-            f.figure.savefig(tmp, dpi=110, format="png")
-        pngs[f.name] = (out / f"{f.name}.png").read_bytes()
+        buffer = io.BytesIO()  # rendered once: written beside the page and embedded in it
+        f.figure.savefig(buffer, dpi=110, format="png")
         plt.close(f.figure)
+        pngs[f.name] = buffer.getvalue()
+        with atomic_output(out / f"{f.name}.png") as tmp:
+            tmp.write_bytes(pngs[f.name])
     cells = table_cells(ours, published)
     intro = (f"{len(rows)} results from {db}: {len(ours)} (model, source, vectors) groups. Decoding capacity is the "
              f"paper's (largest length whose mean teacher-forced accuracy is >= {PAPER_CRITERION}); exact capacity is "
