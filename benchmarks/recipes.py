@@ -3,12 +3,18 @@
     python benchmarks/recipes.py --quick              # 2 samples at 16 and 32 tokens, 600-step budget
     python benchmarks/recipes.py                      # 5 samples at 16, 32 and 64 tokens, 5000 steps (hours)
     python benchmarks/recipes.py --recipes default    # run only some recipes; the table shows all stored
+    python benchmarks/recipes.py --recipes paper,progressive --samples 3 --lengths 32,64 \
+        --budget paper=2000 --budget progressive=2000 --batch-size 3   # the anchors, cut to fit the run time
+    python benchmarks/recipes.py --samples 3 --table  # the table of the first 3 samples of every recipe
     python benchmarks/recipes.py --quick --variant 'lr1=lr:0.1;schedule:cosine' --recipes lr1 --mine lr1  # a variant
 
 Each (recipe, length, sample) is one row of a results database (benchmarks/results/recipes-*.sqlite by
 default), so an interrupted run resumes where it stopped and the table can be printed again with --table.
-Every sample is crammed alone (batch 1), so seconds per step are comparable across recipes. A sample that
-does not reach an exact round trip within the budget counts at the budget.
+Every row records the step budget it ran with (in its vector file's recipe); a sample that does not reach an
+exact round trip within its budget counts at that budget. A cut budget makes our ratio to `paper` an upper bound
+(its learning rate is constant, so more steps only extend the run); `progressive` spreads its cosine over its
+budget, so a cut one is another run. At batch 1 (the default) seconds per step compare across recipes; with --batch-size k, a sample's
+seconds are the wall time of its batch.
 """
 
 from __future__ import annotations
@@ -34,26 +40,28 @@ MODES = {  # lengths, samples, step budget
 }
 
 
-def table(rows: list[dict], budget: int, mine: str, anchors: tuple[str, ...]) -> str:
-    """Markdown table: one line per (length, recipe), ratios of `mine` to each anchor on its lines."""
+def table(rows: list[dict], mine: str, anchors: tuple[str, ...]) -> str:
+    """Markdown table: one line per (length, recipe), ratios of `mine` to each anchor on its lines.
+    Each row carries the step budget it ran with; a sample that failed counts at that budget."""
     by = {}
     for r in rows:
         by.setdefault((r["length"], r["recipe"]), []).append(r)
-    lines = ["| tokens | recipe | exact | median steps | max steps | median s/sample | s/step | "
+    lines = ["| tokens | recipe | budget | exact | median steps | max steps | median s/sample | s/step | "
              + " | ".join(f"steps {mine}/{a}" for a in anchors) + " |",
-             "|" + "---|" * (7 + len(anchors))]
+             "|" + "---|" * (8 + len(anchors))]
     for length in sorted({k[0] for k in by}):
         medians = {}
         for recipe in sorted({k[1] for k in by if k[0] == length}, key=lambda r: (r == mine, r)):
             rs = by[(length, recipe)]
-            steps = [r["steps"] if r["exact"] else budget for r in rs]  # a failure counts at the budget
+            steps = [r["steps"] if r["exact"] else r["budget"] for r in rs]
             medians[recipe] = statistics.median(steps)
             ratios = [f"{medians[recipe] / medians[a]:.2f}" if recipe == mine and a in medians else ""
                       for a in anchors]
             per_step = sum(r["seconds"] for r in rs) / max(1, sum(r["steps"] for r in rs))
-            lines.append(f"| {length} | {recipe} | {sum(r['exact'] for r in rs)}/{len(rs)} | {medians[recipe]:g} | "
-                         f"{max(steps)} | {statistics.median(r['seconds'] for r in rs):.1f} | {per_step:.3f} | "
-                         + " | ".join(ratios) + " |")
+            budgets = "/".join(str(b) for b in sorted({r["budget"] for r in rs}))
+            lines.append(f"| {length} | {recipe} | {budgets} | {sum(r['exact'] for r in rs)}/{len(rs)} | "
+                         f"{medians[recipe]:g} | {max(steps)} | {statistics.median(r['seconds'] for r in rs):.1f} | "
+                         f"{per_step:.3f} | " + " | ".join(ratios) + " |")
     return "\n".join(lines)
 
 
@@ -85,32 +93,62 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=FIELD:VALUE;...",
                         help="register a variant of the default recipe under NAME (repeatable)")
     parser.add_argument("--batch-size", type=int, default=1, help="samples crammed together (timings then differ)")
+    parser.add_argument("--samples", type=int, help="samples per length (default: the mode's); the first ones")
+    parser.add_argument("--lengths", type=lambda text: [int(n) for n in text.split(",")],
+                        help="comma-separated token lengths (default: the mode's)")
+    parser.add_argument("--budget", action="append", default=[], metavar="RECIPE=STEPS",
+                        help="a recipe's step budget, below the mode's when run time forces it (repeatable)")
     args = parser.parse_args()
     for text in args.variant:
         variant(text)
 
     mode = "quick" if args.quick else "full"
     lengths, samples, budget = MODES[mode]
+    samples = args.samples or samples
+    lengths = args.lengths or lengths
     recipes = args.recipes.split(",")
+    budgets = {name: budget for name in recipes}
+    for text in args.budget:
+        name, _, steps = text.partition("=")
+        if name not in budgets or not steps.isdigit():
+            sys.exit(f"--budget takes RECIPE=STEPS for a recipe in --recipes, got {text!r}")
+        budgets[name] = int(steps)
     db = Path(args.db) if args.db else HERE / "results" / f"recipes-{mode}.sqlite"
     db.parent.mkdir(parents=True, exist_ok=True)
     store = Store(db)
+
+    def stored() -> list[dict]:
+        rows = [r for r in store.rows() if r["model"] == args.model and r["source"] == "books"
+                and r["length"] in lengths and r["sample"] < samples and r["vectors"] == 1 and r["seed"] == 0]
+        for r in rows:
+            r["as_run"] = json.loads(store.metadata(r)["recipe"])  # the recipe with the budget it ran with
+            r["budget"] = r["as_run"]["max_steps"]
+        return rows
+
     if not args.table:
+        for r in stored():  # resuming with another budget would mix two experiments in one table
+            if r["recipe"] in budgets and r["budget"] != budgets[r["recipe"]]:
+                sys.exit(f"{db} holds {r['recipe']} rows run with a budget of {r['budget']} steps, not "
+                         f"{budgets[r['recipe']]}; pass --budget {r['recipe']}={r['budget']} or another --db")
         torch.manual_seed(0)
-        spec = Spec(models=[args.model], sources=["books"], lengths=lengths, vectors=[1], recipes=recipes,
-                    samples=samples, max_steps=budget)
-        run_local(spec, store, "cpu", batch_size=args.batch_size, on_task=lambda k, m: print(
-            f"{k.recipe:>12} {k.length:>3} tokens sample {k.sample}: exact={m['exact']} steps={m['steps']} "
-            f"{m['seconds']:.1f} s", file=sys.stderr, flush=True))
-    rows = [r for r in store.rows() if r["model"] == args.model and r["length"] in lengths and r["vectors"] == 1]
+        for length in lengths:
+            for name in recipes:
+                spec = Spec(models=[args.model], sources=["books"], lengths=[length], vectors=[1], recipes=[name],
+                            samples=samples, max_steps=budgets[name])
+                run_local(spec, store, "cpu", batch_size=args.batch_size, on_task=lambda k, m: print(
+                    f"{k.recipe:>12} {k.length:>3} tokens sample {k.sample}: exact={m['exact']} steps={m['steps']} "
+                    f"{m['seconds']:.1f} s", file=sys.stderr, flush=True))
+    rows = stored()
     anchors = tuple(a for a in ("paper", "progressive") if a != args.mine)
-    print(f"Book text, 1 vector, {args.model}, {samples} samples per length, step budget {budget} for every "
-          f"recipe ({'quick mode; paper publishes 5000' if budget < 5000 else 'paper as published'}); "
-          f"batch 1, float32, {platform.machine()} CPU with {torch.get_num_threads()} threads.")
-    print(f"Command: python benchmarks/recipes.py{' --quick' if args.quick else ''}\n")
-    print(table(rows, budget, args.mine, anchors))
-    print("\nRecipes: " + "; ".join(f"{name}: {RECIPES[name]}" for name in sorted({r['recipe'] for r in rows})
-                                     if name in RECIPES))
+    published = {name: RECIPES[name].max_steps for name in anchors}
+    cut = sorted({f"{r['recipe']} {r['budget']}" for r in rows if r["budget"] < published.get(r["recipe"], 0)})
+    print(f"Book text, 1 vector, {args.model}, up to {samples} samples per length; step budgets in the table"
+          f"{' (below the published 5000 for run time: ' + ', '.join(cut) + ')' if cut else ''}; "
+          f"float32, {platform.machine()} CPU.")
+    print(f"Command: python {' '.join(sys.argv)}\n")
+    print(table(rows, args.mine, anchors))
+    as_run = {r["recipe"]: {k: v for k, v in r["as_run"].items() if k not in ("name", "max_steps")} for r in rows}
+    print("\nRecipes: " + "; ".join(f"{name}: {fields}" for name, fields in sorted(as_run.items())))
 
 
 if __name__ == "__main__":

@@ -92,6 +92,8 @@ def test_budget_out_exits_1_and_saves_best(run_cli, tiny_dir, tmp_path):
     row = json.loads(out)
     assert row["exact"] is False and row["accuracy"] < 1.0 and vec.exists()
     assert "not exact" in err
+    code, out, _ = run_cli("info", str(vec), "--json")
+    assert code == 0 and json.loads(out)["recipe"]["max_steps"] == 2  # the budget it ran with, not the recipe's
     code, _, err = run_cli("decompress", str(vec))
     assert_one_line_error(code, err, "does not match the stored hashes")
 

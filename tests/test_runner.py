@@ -24,8 +24,10 @@ def test_grid_runs_once_and_rerun_skips(spec_file, tmp_path):
     assert len(rows) == 4 and all(r["tokens"] == r["length"] for r in rows)
     assert all(r["exact"] and r["accuracy_with"] == 1.0 for r in rows)
     assert run_local(spec, store, "cpu") == 0 and len(store.rows()) == 4
-    history = json.loads(store.db.execute("SELECT history FROM results LIMIT 1").fetchone()[0])
+    history = store.history(rows[0])
     assert history and history[0][0] == 0 and history[-1][2] == 1.0
+    meta = store.metadata(rows[0])  # the vector file records the spec's budget, not the recipe's 5000
+    assert json.loads(meta["recipe"])["max_steps"] == spec.max_steps == 300 and meta["n_tokens"] == "4"
 
 
 def test_spec_errors(tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -146,11 +146,12 @@ def compress(
     if not texts:
         raise CrammingError("no text given")
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    if max_steps is not None:  # the vector file then records the budget the vectors were crammed with
+        recipe = replace(recipe, max_steps=max_steps)
     lm = as_model(model, device)
     prepared = [tokenize(lm, t, n_vectors, max_tokens) for t in texts]
     prefix = prefix_token(lm.tokenizer, recipe)
-    results = cram(lm.model, [ids for _, ids in prepared], n_vectors, recipe, seed, max_steps, on_step, warm_start,
-                   prefix)
+    results = cram(lm.model, [ids for _, ids in prepared], n_vectors, recipe, seed, None, on_step, warm_start, prefix)
     out = []
     for (text, _), result in zip(prepared, results):
         if result.exact:  # the engine compared token ids; the contract is the bytes of the text

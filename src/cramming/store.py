@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import CrammingError
+from .vectors import vector_metadata
 
 KEY = ("model", "source", "sample", "length", "vectors", "recipe", "seed")
 METRICS = ("tokens", "ce_without_bits", "ce_with_bits", "information_gain_bits", "information_gain_nats",
@@ -92,11 +93,20 @@ class Store:
             out.append(d)
         return out
 
+    def _column(self, key: dict, column: str):
+        row = self.db.execute(f"SELECT {column} FROM results WHERE {' AND '.join(f'{k} = ?' for k in KEY)}",
+                              tuple(key[k] for k in KEY)).fetchone()
+        return row[0] if row else None
+
     def history(self, key: dict) -> list[list[float]]:
         """The thinned per-step history [(step, loss, accuracy), ...] of the row with this key."""
-        row = self.db.execute(f"SELECT history FROM results WHERE {' AND '.join(f'{k} = ?' for k in KEY)}",
-                              tuple(key[k] for k in KEY)).fetchone()
-        return json.loads(row[0]) if row else []
+        row = self._column(key, "history")
+        return json.loads(row) if row else []
+
+    def metadata(self, key: dict) -> dict[str, str]:
+        """The vector file metadata of the row with this key (recipe as run, seed, ...); {} when absent."""
+        data = self._column(key, "vector_file")
+        return vector_metadata(data) if data else {}
 
     def close(self) -> None:
         self.db.close()

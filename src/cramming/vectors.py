@@ -25,6 +25,12 @@ def vector_bytes(vectors: torch.Tensor, metadata: dict) -> bytes:
     return save({TENSOR: vectors.detach().float().cpu().contiguous()}, metadata=meta)
 
 
+def vector_metadata(data: bytes) -> dict[str, str]:
+    """The metadata of a vector file's bytes, read from the safetensors header (8-byte length, then JSON)."""
+    size = int.from_bytes(data[:8], "little")
+    return json.loads(data[8: 8 + size]).get("__metadata__", {})
+
+
 def save_vectors(path: str | Path, vectors: torch.Tensor, metadata: dict) -> Path:
     """Write atomically (temporary file, then rename): a crash never leaves a half-written vector file."""
     with atomic_output(path) as tmp:
