@@ -13,8 +13,9 @@ default), so an interrupted run resumes where it stopped and the table can be pr
 Every row records the step budget it ran with (in its vector file's recipe); a sample that does not reach an
 exact round trip within its budget counts at that budget. A cut budget makes our ratio to `paper` an upper bound
 (its learning rate is constant, so more steps only extend the run); `progressive` spreads its cosine over its
-budget, so a cut one is another run. At batch 1 (the default) seconds per step compare across recipes; with --batch-size k, a sample's
-seconds are the wall time of its batch.
+budget, so a cut one is another run. At batch 1 (the default) seconds per step compare across recipes; with
+--batch-size k, a sample's seconds are the wall time of its batch. The accuracy column is each sample's
+teacher-forced accuracy with its best vectors (1.00 when exact).
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ def table(rows: list[dict], mine: str, anchors: tuple[str, ...]) -> str:
     by = {}
     for r in rows:
         by.setdefault((r["length"], r["recipe"]), []).append(r)
-    lines = ["| tokens | recipe | budget | exact | median steps | max steps | median s/sample | s/step | "
+    lines = ["| tokens | recipe | budget | exact | median steps | max steps | accuracy | median s/sample | s/step | "
              + " | ".join(f"steps {mine}/{a}" for a in anchors) + " |",
-             "|" + "---|" * (8 + len(anchors))]
+             "|" + "---|" * (9 + len(anchors))]
     for length in sorted({k[0] for k in by}):
         medians = {}
         for recipe in sorted({k[1] for k in by if k[0] == length}, key=lambda r: (r == mine, r)):
@@ -58,9 +59,11 @@ def table(rows: list[dict], mine: str, anchors: tuple[str, ...]) -> str:
             ratios = [f"{medians[recipe] / medians[a]:.2f}" if recipe == mine and a in medians else ""
                       for a in anchors]
             per_step = sum(r["seconds"] for r in rs) / max(1, sum(r["steps"] for r in rs))
+            accuracies = "/".join(f"{r['accuracy_with']:.2f}" for r in sorted(rs, key=lambda r: r["sample"]))
             budgets = "/".join(str(b) for b in sorted({r["budget"] for r in rs}))
             lines.append(f"| {length} | {recipe} | {budgets} | {sum(r['exact'] for r in rs)}/{len(rs)} | "
-                         f"{medians[recipe]:g} | {max(steps)} | {statistics.median(r['seconds'] for r in rs):.1f} | "
+                         f"{medians[recipe]:g} | {max(steps)} | {accuracies} | "
+                         f"{statistics.median(r['seconds'] for r in rs):.1f} | "
                          f"{per_step:.3f} | " + " | ".join(ratios) + " |")
     return "\n".join(lines)
 

@@ -1,6 +1,7 @@
 """The core loop and decoding on a tiny random model: round trip, batching, padding, determinism, schedules."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -120,6 +121,46 @@ def test_schedules():
     assert lr_factor(cycling, 50, 5000) == pytest.approx((1 + 0.01) / 2)  # halfway down the first cycle
     assert lr_factor(cycling, 99, 5000) < 0.02 and lr_factor(cycling, 100, 5000) == pytest.approx(1.0)  # restart
     assert lr_factor(cycling, 250, 5000) == pytest.approx(lr_factor(cycling, 50, 5000))
+    growing = Recipe(name="g", lr=0.2, schedule="cosine", final_lr=0.002, period=100, period_mult=2.0)
+    assert lr_factor(growing, 99, 5000) < 0.02 and lr_factor(growing, 100, 5000) == pytest.approx(1.0)
+    assert lr_factor(growing, 200, 5000) == pytest.approx(lr_factor(cycling, 50, 5000))  # halfway through 200
+    assert lr_factor(growing, 299, 5000) < 0.02 and lr_factor(growing, 300, 5000) == pytest.approx(1.0)
+    assert lr_factor(growing, 500, 5000) == pytest.approx(lr_factor(cycling, 50, 5000))  # halfway through 400
+    assert lr_factor(growing, 700, 5000) == pytest.approx(1.0)
+
+
+def test_margin_loss_trains_only_the_tokens_not_yet_safely_right(tiny_lm):
+    ids = [tokenize(tiny_lm, LONGER)[1]]
+    run = lambda margin: cram(tiny_lm.model, ids, 2, Recipe(name="m", lr=0.05, weight_decay=0.0, margin=margin),  # noqa: E731
+                              max_steps=20)[0]
+    start = init_vectors(Recipe(name="m", lr=0.05), 2, tiny_lm.model.get_input_embeddings().weight, seed=0)
+    closed = run(-math.inf)  # every token already leads by more than -inf: nothing left to train
+    assert torch.equal(closed.vectors, start) and closed.history[-1][1] == closed.history[0][1]
+    wide = run(math.inf)
+    [plain] = cram(tiny_lm.model, ids, 2, Recipe(name="p", lr=0.05, weight_decay=0.0), max_steps=20)
+    assert torch.equal(wide.vectors, plain.vectors)  # every token open: plain cross-entropy
+    assert not torch.equal(wide.vectors, start)
+    [c] = compress([SHORT], tiny_lm, n_vectors=2, recipe=Recipe(name="m", lr=0.05, margin=1.0), max_steps=300)
+    assert c.exact
+
+
+def test_plateau_halves_the_learning_rate_of_a_stalled_sample_only(tiny_lm):
+    ids = [tokenize(tiny_lm, t)[1] for t in (SHORT, LONGER)]
+    bouncy = Recipe(name="b", lr=1.0)  # large enough that LONGER's loss rises at its first step
+    plain = cram(tiny_lm.model, ids, 2, bouncy, max_steps=40)
+    cut = cram(tiny_lm.model, ids, 2, replace(bouncy, plateau=1), max_steps=40)
+    stalls = []
+    for p, c in zip(plain, cut):
+        losses = [loss for _, loss, _ in p.history]
+        # The first step whose loss is no better than the best before it: the lr is halved for the next step.
+        stall = next((s for s in range(1, len(losses)) if losses[s] >= min(losses[:s])), None)
+        stalls.append(stall)
+        if stall is None:  # never stalled: untouched by the other sample's cut
+            assert c.history == p.history
+        else:
+            assert c.history[: stall + 1] == p.history[: stall + 1]
+            assert c.history[stall + 1] != p.history[stall + 1]
+    assert None in stalls and any(s is not None for s in stalls)
 
 
 def test_a_prefix_recipe_needs_a_prefix_token(tiny_lm):

@@ -39,9 +39,12 @@ class Recipe:
     warmup_steps: int = 0
     final_lr: float = 0.0  # cosine only: the learning rate reached at the end of each period
     period: int | None = None  # cosine only: steps per cosine cycle, restarting at lr after each; None: max_steps
+    period_mult: float = 1.0  # each cosine cycle this many times longer than the one before
     grad_clip: float | None = None  # per-sample gradient-norm clip
+    margin: float | None = None  # a token whose logit leads every other by more than this leaves the loss
     prefix_token: bool = False  # a fixed token (BOS, else EOS) before the vectors takes the attention sink's seat
     max_steps: int = 5000
+    plateau: int | None = None  # halve a sample's learning rate when its loss has not improved for this many steps
     patience: int | None = None  # give up on a sample whose best loss has not improved for this many steps
 
     def to_dict(self) -> dict:
@@ -141,8 +144,12 @@ def lr_factor(recipe: Recipe, step: int, max_steps: int) -> float:
     if recipe.schedule == "constant":
         return 1.0
     since = step - recipe.warmup_steps
-    if recipe.period:  # warm restarts: the cosine starts over every `period` steps
-        progress = (since % recipe.period) / recipe.period
+    if recipe.period:  # warm restarts: the cosine starts over after each period, the next period_mult times longer
+        period = recipe.period
+        while since >= period:
+            since -= period
+            period = max(1, round(period * recipe.period_mult))
+        progress = since / period
     else:
         progress = min(1.0, since / max(1, max_steps - recipe.warmup_steps))
     floor = recipe.final_lr / recipe.lr
@@ -228,8 +235,10 @@ def cram(
     if any(s.shape != fresh.shape for s in starts):
         raise CrammingError(f"warm-start vectors must have shape {tuple(fresh.shape)}")
     mems = [torch.nn.Parameter(s.clone().to(device)) for s in starts]
-    optimizer = torch.optim.AdamW(mems, lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(recipe, s, max_steps))
+    # One parameter group per sample, so that each sample's learning rate can be cut on its own plateau.
+    optimizer = torch.optim.AdamW([{"params": [m]} for m in mems], lr=recipe.lr, betas=recipe.betas,
+                                  weight_decay=recipe.weight_decay)
+    lr_scale, last_cut = [1.0] * B, [0] * B
 
     results: list[CramResult | None] = [None] * B
     histories: list[list[tuple[int, float, float]]] = [[] for _ in range(B)]
@@ -252,9 +261,16 @@ def cram(
             logits = text_logits(model, mem, text_embeds[idx, :T], prefix)
         ce = F.cross_entropy(logits.float().transpose(1, 2), tgt, reduction="none") * ok
         losses = ce.sum(1) / lengths[idx]  # per-sample mean, so samples do not weigh on each other
+        objective = losses
         with torch.no_grad():
             hits = (logits.argmax(-1) == tgt) & ok
             accs = hits.sum(1) / lengths[idx]
+            if recipe.margin is not None:
+                target_logit = logits.gather(-1, tgt[..., None])[..., 0]
+                runner_up = logits.scatter(-1, tgt[..., None], -math.inf).amax(-1)
+                open_ = (target_logit - runner_up).float() < recipe.margin
+        if recipe.margin is not None:  # spend the vector on the tokens not yet safely right
+            objective = (ce * open_).sum(1) / lengths[idx]
         if not torch.isfinite(losses).all():
             raise CrammingError(f"the loss became non-finite at step {step}; try a lower learning rate")
 
@@ -266,6 +282,8 @@ def cram(
                 best[i] = (acc_list[j], loss_list[j], snapshot[j].clone(), step)
             if loss_list[j] < lowest_loss[i]:
                 lowest_loss[i], last_improved[i] = loss_list[j], step
+            if recipe.plateau is not None and step - max(last_improved[i], last_cut[i]) >= recipe.plateau:
+                lr_scale[i], last_cut[i] = lr_scale[i] / 2, step
 
         # All argmax right: check the real thing, greedy decoding from the vectors alone.
         candidates = [j for j, a in enumerate(acc_list) if a == 1.0]
@@ -289,12 +307,13 @@ def cram(
         if not keep or step == max_steps:
             break
         optimizer.zero_grad(set_to_none=True)
-        losses[keep].sum().backward()
+        objective[keep].sum().backward()
         if recipe.grad_clip is not None:
             for j in keep:
                 torch.nn.utils.clip_grad_norm_(mems[active[j]], recipe.grad_clip)
+        for i, group in enumerate(optimizer.param_groups):
+            group["lr"] = recipe.lr * lr_factor(recipe, step, max_steps) * lr_scale[i]
         optimizer.step()
-        scheduler.step()
         active = [active[j] for j in keep]
 
     for i in range(B):
