@@ -1,7 +1,6 @@
 """The core loop and decoding on a tiny random model: round trip, batching, padding, determinism, schedules."""
 
 import math
-from dataclasses import replace
 
 import pytest
 import torch
@@ -142,25 +141,6 @@ def test_margin_loss_trains_only_the_tokens_not_yet_safely_right(tiny_lm):
     assert not torch.equal(wide.vectors, start)
     [c] = compress([SHORT], tiny_lm, n_vectors=2, recipe=Recipe(name="m", lr=0.05, margin=1.0), max_steps=300)
     assert c.exact
-
-
-def test_plateau_halves_the_learning_rate_of_a_stalled_sample_only(tiny_lm):
-    ids = [tokenize(tiny_lm, t)[1] for t in (SHORT, LONGER)]
-    bouncy = Recipe(name="b", lr=1.0)  # large enough that LONGER's loss rises at its first step
-    plain = cram(tiny_lm.model, ids, 2, bouncy, max_steps=40)
-    cut = cram(tiny_lm.model, ids, 2, replace(bouncy, plateau=1), max_steps=40)
-    stalls = []
-    for p, c in zip(plain, cut):
-        losses = [loss for _, loss, _ in p.history]
-        # The first step whose loss is no better than the best before it: the lr is halved for the next step.
-        stall = next((s for s in range(1, len(losses)) if losses[s] >= min(losses[:s])), None)
-        stalls.append(stall)
-        if stall is None:  # never stalled: untouched by the other sample's cut
-            assert c.history == p.history
-        else:
-            assert c.history[: stall + 1] == p.history[: stall + 1]
-            assert c.history[stall + 1] != p.history[stall + 1]
-    assert None in stalls and any(s is not None for s in stalls)
 
 
 def test_a_prefix_recipe_needs_a_prefix_token(tiny_lm):
