@@ -65,8 +65,8 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-# Samples crammed at once on a CPU when nobody says: batch 4 gave 1.6x the sample-steps per second of batch 1,
-# and batch 16 1.5x, on 2 cores (benchmarks/step_cost.py, benchmarks/README.md).
+# Samples crammed at once on a CPU when nobody says: batch 4 gave 1.5-1.6x the sample-steps per second of batch 1,
+# and batch 16 1.6x, in two runs on 2 cores (benchmarks/step_cost.py, benchmarks/README.md).
 CPU_BATCH_SIZE = 4
 
 
