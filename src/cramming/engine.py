@@ -27,7 +27,7 @@ from .models import autocast
 
 @dataclass(frozen=True)
 class Recipe:
-    """Initialization + optimizer + schedule + stopping rule."""
+    """Initialization + optimizer + schedule + loss + stopping rule."""
 
     name: str
     lr: float
