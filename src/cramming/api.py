@@ -151,7 +151,8 @@ def compress(
     lm = as_model(model, device)
     prepared = [tokenize(lm, t, n_vectors, max_tokens) for t in texts]
     prefix = prefix_token(lm.tokenizer, recipe)
-    results = cram(lm.model, [ids for _, ids in prepared], n_vectors, recipe, seed, None, on_step, warm_start, prefix)
+    results = cram(lm.model, [ids for _, ids in prepared], n_vectors, recipe, seed=seed, on_step=on_step,
+                   warm_start=warm_start, prefix=prefix)  # the budget is the recipe's, set above
     out = []
     for (text, _), result in zip(prepared, results):
         if result.exact:  # the engine compared token ids; the contract is the bytes of the text
