@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from cramming.engine import RECIPES, Recipe
+from cramming.errors import CrammingError
 from cramming.runner import Spec, run_local
 from cramming.store import Store
 
@@ -103,7 +104,10 @@ def main() -> None:
                         help="a recipe's step budget, below the mode's when run time forces it (repeatable)")
     args = parser.parse_args()
     for text in args.variant:
-        variant(text)
+        try:
+            variant(text)
+        except (CrammingError, TypeError) as e:  # TypeError: a field Recipe does not have
+            sys.exit(f"--variant {text!r}: {e}")
 
     mode = "quick" if args.quick else "full"
     lengths, samples, budget = MODES[mode]

@@ -1,6 +1,7 @@
 """The core loop and decoding on a tiny random model: round trip, batching, padding, determinism, schedules."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -84,6 +85,15 @@ def test_greedy_decode_emits_exactly_n_tokens(tiny_lm):
 def test_non_finite_loss_is_an_error(tiny_lm):
     with pytest.raises(CrammingError, match="non-finite"):
         compress([SHORT], tiny_lm, n_vectors=1, recipe=Recipe("nan", lr=0.1, init_scale=float("nan")), max_steps=50)
+
+
+@pytest.mark.parametrize("field, value", [("lr", 0.0), ("lr", float("nan")), ("final_lr", -1e-3),
+                                          ("schedule", "linear"), ("init", "zeros"), ("warmup_steps", -1),
+                                          ("period", 0), ("period_mult", 0.5), ("grad_clip", 0.0),
+                                          ("max_steps", -1), ("patience", 0)])
+def test_a_bad_recipe_fails_when_it_is_made(field, value):
+    with pytest.raises(CrammingError, match=f"recipe 'bad': {field} must be"):
+        replace(RECIPES["default"], name="bad", **{field: value})
 
 
 @pytest.mark.parametrize("bad", [0, -1])

@@ -46,6 +46,27 @@ class Recipe:
     max_steps: int = 5000
     patience: int | None = None  # give up on a sample whose best loss has not improved for this many steps
 
+    def __post_init__(self) -> None:
+        # Checked here so that a bad recipe fails at once with one line, not after minutes of cramming.
+        problems = [
+            (not self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (not self.final_lr >= 0, f"final_lr must be >= 0, got {self.final_lr}"),
+            (self.schedule not in ("constant", "cosine"),
+             f"schedule must be constant or cosine, got {self.schedule!r}"),
+            (self.init not in ("embedding_std", "uniform"),
+             f"init must be embedding_std or uniform, got {self.init!r}"),
+            (self.warmup_steps < 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
+            (self.period is not None and self.period < 1, f"period must be >= 1, got {self.period}"),
+            # Shrinking periods would end in 1-step cycles: no schedule, and lr_factor walking every step.
+            (not self.period_mult >= 1, f"period_mult must be >= 1, got {self.period_mult}"),
+            (self.grad_clip is not None and not self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
+            (self.max_steps < 0, f"max_steps must be >= 0, got {self.max_steps}"),
+            (self.patience is not None and self.patience < 1, f"patience must be >= 1, got {self.patience}"),
+        ]
+        for bad, message in problems:
+            if bad:
+                raise CrammingError(f"recipe {self.name!r}: {message}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
