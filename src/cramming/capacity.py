@@ -3,7 +3,9 @@
 - grid: the paper's. Cram every sample at each length of a grid; the capacity is the largest length whose
   mean teacher-forced accuracy is >= 0.99 ("decoding capacity"), one number for all samples.
 - bisect: ours. Per sample, the largest length whose greedy round trip is exact, found by bisection; each
-  try starts from the vectors of the longest prefix already known to be exact.
+  try crams its prefix from scratch, as `cram compress` would. (Starting a try from the vectors of the
+  longest prefix known to be exact was measured worse for the default recipe: a 36-token passage failed
+  for 2000 steps from its 24-token solution and decoded exactly after 549 steps from a fresh start.)
 - progressive: grow the target by a fixed number of tokens, warm-starting from the previous solution,
   until a length fails.
 """
@@ -78,8 +80,7 @@ def bisect(lm: LoadedModel, texts: list[str], n: int, recipe: str | Recipe = "de
         if not open_:
             break
         mids = [(lo[i] + hi[i]) // 2 for i in open_]
-        warm = [best[i].vectors if best[i] is not None else None for i in open_]
-        for i, mid, r in zip(open_, mids, _cram(lm, [texts[i] for i in open_], mids, n, recipe, max_steps, seed, warm)):
+        for i, mid, r in zip(open_, mids, _cram(lm, [texts[i] for i in open_], mids, n, recipe, max_steps, seed)):
             if r.exact:
                 lo[i], best[i] = mid, r
             else:
