@@ -3,9 +3,11 @@
 - grid: the paper's. Cram every sample at each length of a grid; the capacity is the largest length whose
   mean teacher-forced accuracy is >= 0.99 ("decoding capacity"), one number for all samples.
 - bisect: ours. Per sample, the largest length whose greedy round trip is exact, found by bisection; each
-  try crams its prefix from scratch, as `cram compress` would. (Starting a try from the vectors of the
-  longest prefix known to be exact was measured worse for the default recipe: a 36-token passage failed
-  for 2000 steps from its 24-token solution and decoded exactly after 549 steps from a fresh start.)
+  try crams its prefix from scratch, as `cram compress` would, so whether a length fits does not depend on
+  which lengths the search tried before. (Starting each try from the vectors of the longest prefix known to
+  be exact, as this search once did, moved the answer both ways under the default recipe: one 36-token
+  passage failed for 2000 steps from its 24-token solution and decoded exactly after 549 steps from
+  scratch; another did the reverse.)
 - progressive: grow the target by a fixed number of tokens, warm-starting from the previous solution,
   until a length fails.
 """
