@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Literal
 
 import torch
@@ -236,9 +236,9 @@ def cram(
     if recipe.prefix_token and prefix is None:
         raise CrammingError(f"recipe {recipe.name!r} puts a prefix token before the vectors, but none was given "
                             "(the tokenizer has neither a BOS nor an EOS token)")
-    max_steps = recipe.max_steps if max_steps is None else max_steps
-    if max_steps < 0:
-        raise CrammingError(f"max steps must be >= 0, got {max_steps}")
+    if max_steps is not None:  # a budget given here replaces the recipe's, and is checked as the recipe's is
+        recipe = replace(recipe, max_steps=max_steps)
+    max_steps = recipe.max_steps
     embedding = model.get_input_embeddings()
     device = embedding.weight.device
     B = len(token_ids)
