@@ -17,7 +17,7 @@ from rich.table import Table
 from . import api
 from .atomic import atomic_output
 from .capacity import STRATEGIES, search
-from .engine import RECIPES, StepInfo, get_recipe
+from .engine import RECIPES, StepInfo
 from .errors import CrammingError
 from .models import ALIASES, DEFAULT_MODEL, alias_status
 from .runner import Spec, run_local, run_ray
@@ -79,25 +79,21 @@ def output_paths(sources: list[str], out: Path | None) -> list[Path]:
     return [out / f"{s}.cram.safetensors" for s in stems]
 
 
-def progress_bar(total: int) -> tuple[Progress, callable]:
+def progress_bar() -> tuple[Progress, callable]:
     progress = Progress(TextColumn("cramming"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                         TimeElapsedColumn(), console=err, transient=True,
                         disable=not err.is_terminal)
-    task = progress.add_task("", total=total)
+    task = progress.add_task("", total=None)
 
-    def on_step(s: StepInfo) -> None:
-        progress.update(task, completed=s.step, description=f"loss {s.loss:.3f} acc {s.accuracy:.3f} "
-                                                             f"done {s.done}/{s.done + s.active}")
+    def on_step(s: StepInfo) -> None:  # the total is the budget the engine runs with, whatever set it
+        progress.update(task, total=s.max_steps, completed=s.step,
+                        description=f"loss {s.loss:.3f} acc {s.accuracy:.3f} done {s.done}/{s.done + s.active}")
     return progress, on_step
-
-
-def step_budget(recipe: str, max_steps: int | None) -> int:
-    return max_steps if max_steps is not None else get_recipe(recipe).max_steps
 
 
 def cram_with_progress(texts: list[str], model, vectors: int, recipe: str, max_steps: int | None,
                        tokens: int | None, seed: int, device: str) -> list[api.Compressed]:
-    progress, on_step = progress_bar(step_budget(recipe, max_steps))
+    progress, on_step = progress_bar()
     with progress:
         return api.compress(texts, model, vectors, recipe, max_steps, tokens, seed, device, on_step)
 
@@ -134,7 +130,7 @@ def compress(
                           f"{s['accuracy']:.4f}", "[green]exact[/]" if s["exact"] else "[red]not exact[/]", s["path"])
         Console().print(table)
     if not all(r.exact for r in results):
-        print(f"{sum(not r.exact for r in results)} text(s) not exact within {step_budget(recipe, max_steps)} steps; "
+        print(f"{sum(not r.exact for r in results)} text(s) not exact within {results[0].recipe.max_steps} steps; "
               "best vectors saved (try --max-steps or more --vectors)", file=sys.stderr)
         raise typer.Exit(EXIT_NOT_EXACT)
 
