@@ -162,3 +162,16 @@ def test_paper_recipe_is_as_published():
     p = RECIPES["paper"]
     assert (p.lr, p.betas, p.weight_decay, p.init, p.schedule, p.max_steps, p.patience) == (
         1e-2, (0.9, 0.9), 0.01, "embedding_std", "constant", 5000, 2000)
+
+
+def test_a_prior_recipe_starts_from_the_random_start_plus_the_prior(tiny_lm):
+    ids = [tokenize(tiny_lm, SHORT)[1]]
+    recipe = Recipe(name="p", lr=0.05, prior=True)
+    with pytest.raises(CrammingError, match="prior"):
+        cram(tiny_lm.model, ids, 2, recipe, max_steps=1)
+    with pytest.raises(CrammingError, match="shape"):
+        cram(tiny_lm.model, ids, 2, recipe, max_steps=1, prior=torch.zeros(1, 128))
+    prior = torch.randn(2, 128)
+    [r] = cram(tiny_lm.model, ids, 2, recipe, max_steps=0, prior=prior)
+    start = init_vectors(recipe, 2, tiny_lm.model.get_input_embeddings().weight, seed=0)
+    assert torch.allclose(r.vectors, start + prior)

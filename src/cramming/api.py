@@ -21,6 +21,7 @@ from .decode import greedy_decode
 from .engine import CramResult, Recipe, StepInfo, cram, get_recipe, teacher_forced
 from .errors import CrammingError
 from .models import DEFAULT_MODEL, LoadedModel, load_model
+from .prior import model_prior
 from .vectors import check_compatible, load_vectors, save_vectors
 
 
@@ -151,8 +152,9 @@ def compress(
     lm = as_model(model, device)
     prepared = [tokenize(lm, t, n_vectors, max_tokens) for t in texts]
     prefix = prefix_token(lm.tokenizer, recipe)
+    prior = model_prior(lm, recipe, n_vectors, prefix) if recipe.prior else None
     results = cram(lm.model, [ids for _, ids in prepared], n_vectors, recipe, seed=seed, on_step=on_step,
-                   warm_start=warm_start, prefix=prefix)  # the budget is the recipe's, set above
+                   warm_start=warm_start, prefix=prefix, prior=prior)  # the budget is the recipe's, set above
     out = []
     for (text, _), result in zip(prepared, results):
         if result.exact:  # the engine compared token ids; the contract is the bytes of the text

@@ -103,9 +103,13 @@ class Store:
         row = self._column(key, "history")
         return json.loads(row) if row else []
 
+    def vector_file(self, key: dict) -> bytes | None:
+        """The vector file (safetensors bytes) of the row with this key."""
+        return self._column(key, "vector_file")
+
     def metadata(self, key: dict) -> dict[str, str]:
         """The vector file metadata of the row with this key (recipe as run, seed, ...); {} when absent."""
-        data = self._column(key, "vector_file")
+        data = self.vector_file(key)
         return vector_metadata(data) if data else {}
 
     def close(self) -> None:

@@ -1,0 +1,47 @@
+"""The model's prior: built once from book passages by cramming them, then read from the cache."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from cramming import prior as prior_module
+from cramming.api import compress, prefix_token
+from cramming.engine import RECIPES, cram
+from cramming.texts import load_samples
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRAMMING_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def test_the_prior_is_the_mean_of_the_passages_vectors_and_is_cached(tiny_lm, cache, monkeypatch):
+    recipe = replace(RECIPES["default"], prior=True, max_steps=40)
+    prefix = prefix_token(tiny_lm.tokenizer, recipe)
+    built = prior_module.model_prior(tiny_lm, recipe, 2, prefix)
+
+    passages = load_samples(prior_module.SOURCE, prior_module.PASSAGES, prior_module.TOKENS, tiny_lm.tokenizer,
+                            prior_module.TEXT_SEED)
+    ids = [tiny_lm.tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in passages]
+    results = cram(tiny_lm.model, ids, 2, replace(recipe, prior=False), prefix=prefix)
+    assert torch.allclose(built, torch.stack([r.vectors for r in results]).mean(0))
+    path = prior_module.prior_path(tiny_lm, recipe, 2)
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata()["model_fingerprint"] == tiny_lm.fingerprint
+        assert torch.equal(f.get_tensor("prior"), built)
+
+    monkeypatch.setattr(prior_module, "cram", lambda *a, **k: pytest.fail("the cached prior was built again"))
+    assert torch.equal(prior_module.model_prior(tiny_lm, recipe, 2, prefix), built)
+    # Another number of vectors or another recipe is another prior.
+    assert prior_module.prior_path(tiny_lm, recipe, 1) != path
+    assert prior_module.prior_path(tiny_lm, replace(recipe, lr=0.1), 2) != path
+
+
+def test_compress_with_a_prior_recipe_builds_the_prior_and_starts_from_it(tiny_lm, cache):
+    recipe = replace(RECIPES["default"], prior=True, max_steps=300)
+    [c] = compress(["the cat sat on the mat"], tiny_lm, n_vectors=2, recipe=recipe)
+    assert c.exact
+    assert prior_module.prior_path(tiny_lm, recipe, 2).exists()
