@@ -8,7 +8,7 @@ from safetensors import safe_open
 
 from cramming import prior as prior_module
 from cramming.api import compress, prefix_token
-from cramming.engine import RECIPES, cram
+from cramming.engine import RECIPES, cram, init_vectors, teacher_forced
 from cramming.texts import load_samples
 
 
@@ -43,5 +43,8 @@ def test_the_prior_is_the_mean_of_the_passages_vectors_and_is_cached(tiny_lm, ca
 def test_compress_with_a_prior_recipe_builds_the_prior_and_starts_from_it(tiny_lm, cache):
     recipe = replace(RECIPES["default"], prior=True, max_steps=300)
     [c] = compress(["the cat sat on the mat"], tiny_lm, n_vectors=2, recipe=recipe)
-    assert c.exact
-    assert prior_module.prior_path(tiny_lm, recipe, 2).exists()
+    assert c.exact and prior_module.prior_path(tiny_lm, recipe, 2).exists()
+    start = init_vectors(recipe, 2, tiny_lm.model.get_input_embeddings().weight, seed=0) + prior_module.model_prior(
+        tiny_lm, recipe, 2, c.prefix)
+    nats, _ = teacher_forced(tiny_lm.model, c.result.token_ids, start, prefix=c.prefix)
+    assert c.result.history[0][1] == pytest.approx(sum(nats) / len(nats), rel=1e-5)  # the loss at step 0

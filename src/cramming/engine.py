@@ -85,8 +85,9 @@ RECIPES: dict[str, Recipe] = {
     "default": Recipe(name="default", lr=0.3, init="embedding_std", schedule="cosine", final_lr=1e-3, period=600,
                       period_mult=2.0, margin=2.0, prefix_token=True, max_steps=5000),
 }
-# The default started from the model's prior (prior.py), built on first use: ahead at 64 tokens, but two of five
-# 16-token passages stayed one token short, at the first (benchmarks/README.md, "The model's prior").
+# The default started from the model's prior (prior.py): faster at 16 and 32 tokens on five book passages and
+# ahead at 64 (benchmarks/README.md, "The model's prior"); not the default, since its first use crams 16
+# passages to build the prior (4.5 min on 2 CPU cores for the default model).
 RECIPES["prior"] = replace(RECIPES["default"], name="prior", prior=True)
 
 
