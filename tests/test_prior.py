@@ -12,10 +12,13 @@ from cramming.engine import RECIPES, cram, init_vectors, teacher_forced
 from cramming.texts import load_samples
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CRAMMING_CACHE", str(tmp_path))
-    return tmp_path
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """An empty cache for this module's priors (the book passages are fetched into it once)."""
+    with pytest.MonkeyPatch.context() as patch:
+        path = tmp_path_factory.mktemp("cache")
+        patch.setenv("CRAMMING_CACHE", str(path))
+        yield path
 
 
 def test_the_prior_is_the_mean_of_the_passages_vectors_and_is_cached(tiny_lm, cache, monkeypatch):
