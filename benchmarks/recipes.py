@@ -70,8 +70,9 @@ def table(rows: list[dict], mine: str, anchors: tuple[str, ...]) -> str:
 
 
 def variant(text: str) -> Recipe:
-    """NAME=field:value;... -> the default recipe with those fields changed, registered under NAME.
-    Values are JSON (0.1, true, null, [0.9,0.99]); anything else is a string (cosine)."""
+    """NAME=field:value;... -> the default recipe with those fields changed, registered under NAME; the
+    pseudo-field base:RECIPE starts from another recipe (base:cold). Values are JSON (0.1, true, null,
+    [0.9,0.99]); anything else is a string (cosine)."""
     name, _, changes = text.partition("=")
     fields = {}
     for change in filter(None, changes.split(";")):
@@ -82,7 +83,10 @@ def variant(text: str) -> Recipe:
             fields[key] = value
         if isinstance(fields[key], list):
             fields[key] = tuple(fields[key])
-    RECIPES[name] = dataclasses.replace(RECIPES["default"], name=name, **fields)
+    base = fields.pop("base", "default")
+    if base not in RECIPES:
+        raise CrammingError(f"unknown base recipe {base!r}")
+    RECIPES[name] = dataclasses.replace(RECIPES[base], name=name, **fields)
     return RECIPES[name]
 
 
@@ -95,7 +99,7 @@ def main() -> None:
     parser.add_argument("--db", help="results database (default: benchmarks/results/recipes-MODE.sqlite)")
     parser.add_argument("--table", action="store_true", help="print the table of stored rows, run nothing")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=FIELD:VALUE;...",
-                        help="register a variant of the default recipe under NAME (repeatable)")
+                        help="register a variant of the default (or of base:RECIPE) under NAME (repeatable)")
     parser.add_argument("--batch-size", type=int, default=1, help="samples crammed together (timings then differ)")
     parser.add_argument("--samples", type=int, help="samples per length (default: the mode's); the first ones")
     parser.add_argument("--lengths", type=lambda text: [int(n) for n in text.split(",")],

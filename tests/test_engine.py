@@ -40,8 +40,9 @@ def test_batch_equals_single_with_padding(tiny_lm):
     ids = [tokenize(tiny_lm, t)[1] for t in texts]
     assert len(ids[0]) != len(ids[1])
     prefix = tiny_lm.tokenizer.bos_token_id
-    batch = cram(tiny_lm.model, ids, 2, max_steps=300, prefix=prefix)
-    for sample, alone in zip(batch, (cram(tiny_lm.model, [i], 2, max_steps=300, prefix=prefix)[0] for i in ids)):
+    cold = RECIPES["cold"]
+    batch = cram(tiny_lm.model, ids, 2, cold, max_steps=300, prefix=prefix)
+    for sample, alone in zip(batch, (cram(tiny_lm.model, [i], 2, cold, max_steps=300, prefix=prefix)[0] for i in ids)):
         assert sample.exact == alone.exact
         assert sample.steps == alone.steps
         # Before any step the padded batch scores each sample exactly as alone...
@@ -60,7 +61,8 @@ def test_same_seed_same_vectors_other_seed_other_vectors(tiny_lm):
 
 def test_weights_stay_frozen_and_get_no_gradient(tiny_lm):
     before = {k: v.clone() for k, v in tiny_lm.model.state_dict().items()}
-    cram(tiny_lm.model, [tokenize(tiny_lm, SHORT)[1]], 2, max_steps=20, prefix=tiny_lm.tokenizer.bos_token_id)
+    cram(tiny_lm.model, [tokenize(tiny_lm, SHORT)[1]], 2, RECIPES["cold"], max_steps=20,
+         prefix=tiny_lm.tokenizer.bos_token_id)
     for name, p in tiny_lm.model.named_parameters():
         assert not p.requires_grad and p.grad is None, name
         assert torch.equal(p, before[name]), name
@@ -155,7 +157,7 @@ def test_margin_loss_trains_only_the_tokens_not_yet_safely_right(tiny_lm):
 
 def test_a_prefix_recipe_needs_a_prefix_token(tiny_lm):
     with pytest.raises(CrammingError, match="prefix token"):
-        cram(tiny_lm.model, [tokenize(tiny_lm, SHORT)[1]], 1, RECIPES["default"], max_steps=1)
+        cram(tiny_lm.model, [tokenize(tiny_lm, SHORT)[1]], 1, RECIPES["cold"], max_steps=1)
 
 
 def test_paper_recipe_is_as_published():

@@ -5,9 +5,12 @@ import subprocess
 import sys
 
 import pytest
+from safetensors import safe_open
 
 from cramming import load_model
+from cramming.engine import RECIPES
 from cramming.models import ALIASES, DEFAULT_MODEL, alias_status
+from cramming.prior import SHIPPED, prior_path
 
 pytestmark = pytest.mark.real
 
@@ -33,10 +36,18 @@ def test_default_model_is_frozen_and_ready_offline(default_lm):
     assert again.fingerprint == default_lm.fingerprint
 
 
+def test_the_default_recipes_prior_ships_with_the_package(default_lm):
+    shipped = SHIPPED / prior_path(default_lm, RECIPES["default"], 1).name
+    with safe_open(str(shipped), "pt") as f:  # missing: a first `cram compress` crams 16 passages first
+        assert f.metadata()["model_fingerprint"] == default_lm.fingerprint
+        assert f.get_tensor("prior").shape == (1, default_lm.d_model)
+
+
 def test_short_text_round_trip_through_the_cli(default_lm, tmp_path):
     vec = tmp_path / "fox.safetensors"
     done = cram("compress", TEXT, "-o", str(vec), "--vectors", "1", "--json")
     assert done.returncode == 0, done.stderr
+    assert "building the prior" not in done.stderr  # the default's prior ships with the package
     row = json.loads(done.stdout)
     assert row["exact"] is True and row["tokens"] == len(default_lm.tokenizer(TEXT)["input_ids"])
     back = cram("decompress", str(vec))

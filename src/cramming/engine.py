@@ -78,17 +78,18 @@ RECIPES: dict[str, Recipe] = {
     # Tarasov et al. (Progressive Cramming), as published.
     "progressive": Recipe(name="progressive", lr=0.1, init="uniform", init_scale=0.02, schedule="cosine",
                           warmup_steps=100, final_lr=1e-3, grad_clip=1.0, max_steps=5000),
-    # Ours (benchmarks/README.md): a BOS token before the vectors (see README), the paper's init and optimizer
-    # with a 30x larger step that cosine-decays over 600 steps and then starts over in a period twice as long
-    # (600, 1200, 2400, ... steps: a short text finishes in the first, a long one gets the time to settle), and a
-    # loss that leaves out the tokens already right by 2 logits, spending the one vector on those still wrong.
-    "default": Recipe(name="default", lr=0.3, init="embedding_std", schedule="cosine", final_lr=1e-3, period=600,
-                      period_mult=2.0, margin=2.0, prefix_token=True, max_steps=5000),
+    # Ours, from a random start (benchmarks/README.md): a BOS token before the vectors (see README), the paper's
+    # init and optimizer with a 30x larger step that cosine-decays over 600 steps and then starts over in a
+    # period twice as long (600, 1200, 2400, ... steps: a short text finishes in the first, a long one gets the
+    # time to settle), and a loss that leaves out the tokens already right by 2 logits, spending the one vector
+    # on those still wrong. It needs no prior: for another model when the prior's one-time build costs too much.
+    "cold": Recipe(name="cold", lr=0.3, init="embedding_std", schedule="cosine", final_lr=1e-3, period=600,
+                   period_mult=2.0, margin=2.0, prefix_token=True, max_steps=5000),
 }
-# The default started from the model's prior (prior.py): faster at 16 and 32 tokens on five book passages and
-# ahead at 64 (benchmarks/README.md, "The model's prior"); not the default, since its first use crams 16
-# passages to build the prior (4.5 min on 2 CPU cores for the default model).
-RECIPES["prior"] = replace(RECIPES["default"], name="prior", prior=True)
+# Ours: `cold` started from the model's prior (prior.py: the mean of the vectors crammed for 16 passages), in
+# periods of 1000, 2000, ... steps: from the prior a long text keeps its lead through the first period, where
+# a restart at step 600 threw it away (benchmarks/README.md, "The model's prior").
+RECIPES["default"] = replace(RECIPES["cold"], name="default", prior=True, period=1000)
 
 
 # Samples crammed at once on a CPU when nobody says: batch 4 gave 1.5-1.6x the sample-steps per second of batch 1,
@@ -223,8 +224,8 @@ def teacher_forced(model: torch.nn.Module, token_ids: list[int], mem: torch.Tens
 def cram(
     model: torch.nn.Module,
     token_ids: list[list[int]],
-    n_vectors: int = 1,
-    recipe: Recipe = RECIPES["default"],
+    n_vectors: int,
+    recipe: Recipe,
     seed: int = 0,
     max_steps: int | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
