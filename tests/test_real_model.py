@@ -36,11 +36,12 @@ def test_default_model_is_frozen_and_ready_offline(default_lm):
     assert again.fingerprint == default_lm.fingerprint
 
 
-def test_the_default_recipes_prior_ships_with_the_package(default_lm):
-    shipped = SHIPPED / prior_path(default_lm, RECIPES["default"], 1).name
+@pytest.mark.parametrize("n_vectors", [1, 2, 4])
+def test_the_default_recipes_prior_ships_with_the_package(default_lm, n_vectors):
+    shipped = SHIPPED / prior_path(default_lm, RECIPES["default"], n_vectors).name
     with safe_open(str(shipped), "pt") as f:  # missing: a first `cram compress` crams 16 passages first
         assert f.metadata()["model_fingerprint"] == default_lm.fingerprint
-        assert f.get_tensor("prior").shape == (1, default_lm.d_model)
+        assert f.get_tensor("prior").shape == (n_vectors, default_lm.d_model)
 
 
 def test_short_text_round_trip_through_the_cli(default_lm, tmp_path):

@@ -7,8 +7,8 @@ that shared part; a start from the mean of other texts' solutions has it at step
 
 The prior is built once per (model, recipe, number of vectors) by cramming PASSAGES book passages of TOKENS
 tokens, drawn with TEXT_SEED (the benchmarks draw theirs with seed 0), and kept in the cache as safetensors.
-The default model's prior for the default recipe and 1 vector ships with the package (priors/), so that a
-first `cram compress` does not wait for the build.
+The default model's priors for the default recipe and 1, 2 and 4 vectors ship with the package (priors/), so
+that a first `cram compress` does not wait for the build.
 """
 
 from __future__ import annotations
