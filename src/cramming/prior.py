@@ -54,7 +54,7 @@ def prior_path(lm: LoadedModel, recipe: Recipe, n_vectors: int) -> Path:
 
 def model_prior(lm: LoadedModel, recipe: Recipe, n_vectors: int, prefix: int | None) -> torch.Tensor:
     """The [n_vectors, d] prior for this model and recipe: shipped with the package, or read from the cache,
-    else built (4.5 min on 2 CPU cores for the default model) and cached."""
+    else built (100-260 s on 2 CPU cores for the default model) and cached."""
     path = prior_path(lm, recipe, n_vectors)
     for found in (SHIPPED / path.name, path):
         if found.exists():
