@@ -41,6 +41,22 @@ def build_tiny_model(path: Path, seed: int = 0, corpus: list[str] = CORPUS, voca
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_cache(tmp_path_factory):
+    """A cache of the run's own, so that a test never reads a prior an earlier run left, and no run leaves
+    its tiny models' priors in the user's cache. Downloads and unpacked models are the same files whoever
+    fetches them: those folders are the user's, linked in, so the run does not fetch them again."""
+    from cramming.assets import cache_dir
+
+    user, path = cache_dir(), tmp_path_factory.mktemp("cache")
+    for shared in ("downloads", "models"):
+        (user / shared).mkdir(parents=True, exist_ok=True)
+        (path / shared).symlink_to(user / shared, target_is_directory=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CRAMMING_CACHE", str(path))
+        yield path
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny"))

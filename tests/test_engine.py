@@ -168,12 +168,15 @@ def test_paper_recipe_is_as_published():
 
 def test_a_prior_recipe_starts_from_the_random_start_plus_the_prior(tiny_lm):
     ids = [tokenize(tiny_lm, SHORT)[1]]
-    recipe = Recipe(name="p", lr=0.05, prior=True)
+    with pytest.raises(CrammingError, match="prior needs prefix_token"):  # the prior is crammed with one
+        Recipe(name="p", lr=0.05, prior=True)
+    recipe = Recipe(name="p", lr=0.05, prior=True, prefix_token=True)
+    prefix = tiny_lm.tokenizer.bos_token_id
     with pytest.raises(CrammingError, match="prior"):
-        cram(tiny_lm.model, ids, 2, recipe, max_steps=1)
+        cram(tiny_lm.model, ids, 2, recipe, max_steps=1, prefix=prefix)
     with pytest.raises(CrammingError, match="shape"):
-        cram(tiny_lm.model, ids, 2, recipe, max_steps=1, prior=torch.zeros(1, 128))
+        cram(tiny_lm.model, ids, 2, recipe, max_steps=1, prefix=prefix, prior=torch.zeros(1, 128))
     prior = torch.randn(2, 128)
-    [r] = cram(tiny_lm.model, ids, 2, recipe, max_steps=0, prior=prior)
+    [r] = cram(tiny_lm.model, ids, 2, recipe, max_steps=0, prefix=prefix, prior=prior)
     start = init_vectors(recipe, 2, tiny_lm.model.get_input_embeddings().weight, seed=0)
     assert torch.allclose(r.vectors, start + prior)

@@ -14,55 +14,51 @@ from cramming.texts import load_samples
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """An empty cache for this module's priors (the book passages are fetched into it once), built in 40 steps."""
+def cache(own_cache):
+    """Priors built in 40 steps (another builder, so other file names than the other modules' priors)."""
     with pytest.MonkeyPatch.context() as patch:
-        path = tmp_path_factory.mktemp("cache")
-        patch.setenv("CRAMMING_CACHE", str(path))
         patch.setattr(prior_module, "BUILD_STEPS", 40)
-        yield path
+        yield own_cache
 
 
-def test_the_prior_is_the_mean_of_the_passages_vectors_and_is_cached(tiny_lm, cache, monkeypatch):
-    recipe = RECIPES["default"]
-    prefix = prefix_token(tiny_lm.tokenizer, recipe)
-    built = prior_module.model_prior(tiny_lm, recipe, 2, prefix)
+def test_the_prior_is_the_mean_of_the_passages_vectors_crammed_with_cold_and_is_cached(tiny_lm, cache, monkeypatch):
+    prefix = prefix_token(tiny_lm.tokenizer, RECIPES["default"])
+    built = prior_module.model_prior(tiny_lm, 2, prefix)
 
     passages = load_samples(prior_module.SOURCE, prior_module.PASSAGES, prior_module.TOKENS, tiny_lm.tokenizer,
                             prior_module.TEXT_SEED)
     ids = [tiny_lm.tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in passages]
-    results = cram(tiny_lm.model, ids, 2, replace(recipe, prior=False), max_steps=40, prefix=prefix)
+    results = cram(tiny_lm.model, ids, 2, RECIPES["cold"], max_steps=40, prefix=prefix)
     assert torch.allclose(built, torch.stack([r.vectors for r in results]).mean(0))
-    path = prior_module.prior_path(tiny_lm, recipe, 2)
+    path = prior_module.prior_path(tiny_lm, 2)
     assert path.parent == cache / "priors"  # the tiny model is named by its directory: no file beside it
     with safe_open(str(path), "pt") as f:
         assert f.metadata()["model_fingerprint"] == tiny_lm.fingerprint
         assert torch.equal(f.get_tensor("prior"), built)
 
     monkeypatch.setattr(prior_module, "cram", lambda *a, **k: pytest.fail("the cached prior was built again"))
-    assert torch.equal(prior_module.model_prior(tiny_lm, recipe, 2, prefix), built)
-    # Another number of vectors or another recipe is another prior; another budget is not.
-    assert prior_module.prior_path(tiny_lm, recipe, 1) != path
-    assert prior_module.prior_path(tiny_lm, replace(recipe, lr=0.1), 2) != path
-    assert prior_module.prior_path(tiny_lm, replace(recipe, max_steps=7), 2) == path
+    assert torch.equal(prior_module.model_prior(tiny_lm, 2, prefix), built)
+    # Another number of vectors or another builder is another prior.
+    assert prior_module.prior_path(tiny_lm, 1) != path
+    monkeypatch.setitem(RECIPES, "cold", replace(RECIPES["cold"], lr=0.1))
+    assert prior_module.prior_path(tiny_lm, 2) != path
 
 
 def test_a_shipped_prior_is_read_before_the_cache_and_nothing_is_built(tiny_lm, cache, tmp_path, monkeypatch):
-    recipe = replace(RECIPES["default"], lr=0.25)
-    shipped = torch.randn(2, 128)
-    save_file({"prior": shipped}, str(tmp_path / prior_module.prior_path(tiny_lm, recipe, 2).name))
+    shipped = torch.randn(1, 128)
+    save_file({"prior": shipped}, str(tmp_path / prior_module.prior_path(tiny_lm, 1).name))
     monkeypatch.setattr(prior_module, "SHIPPED", tmp_path)
     monkeypatch.setattr(prior_module, "cram", lambda *a, **k: pytest.fail("a shipped prior was built"))
-    assert torch.equal(prior_module.model_prior(tiny_lm, recipe, 2, None), shipped)
-    assert not prior_module.prior_path(tiny_lm, recipe, 2).exists()
+    assert torch.equal(prior_module.model_prior(tiny_lm, 1, None), shipped)
+    assert not prior_module.prior_path(tiny_lm, 1).exists()
 
 
 def test_compress_with_a_prior_recipe_builds_the_prior_and_starts_from_it(tiny_lm, cache):
-    recipe = replace(RECIPES["default"], lr=0.2, max_steps=300)  # a recipe no other test built a prior for
-    assert not prior_module.prior_path(tiny_lm, recipe, 2).exists()
+    prior_module.prior_path(tiny_lm, 2).unlink(missing_ok=True)
+    recipe = replace(RECIPES["default"], lr=0.2, max_steps=300)  # any recipe with a prior: the same prior
     [c] = compress(["the cat sat on the mat"], tiny_lm, n_vectors=2, recipe=recipe)
-    assert c.exact and prior_module.prior_path(tiny_lm, recipe, 2).exists()
+    assert c.exact and prior_module.prior_path(tiny_lm, 2).exists()
     start = init_vectors(recipe, 2, tiny_lm.model.get_input_embeddings().weight, seed=0) + prior_module.model_prior(
-        tiny_lm, recipe, 2, c.prefix)
+        tiny_lm, 2, c.prefix)
     nats, _ = teacher_forced(tiny_lm.model, c.result.token_ids, start, prefix=c.prefix)
     assert c.result.history[0][1] == pytest.approx(sum(nats) / len(nats), rel=1e-5)  # the loss at step 0

@@ -8,7 +8,6 @@ import pytest
 from safetensors import safe_open
 
 from cramming import load_model
-from cramming.engine import RECIPES
 from cramming.models import ALIASES, DEFAULT_MODEL, alias_status
 from cramming.prior import SHIPPED, prior_path
 
@@ -38,7 +37,7 @@ def test_default_model_is_frozen_and_ready_offline(default_lm):
 
 @pytest.mark.parametrize("n_vectors", [1, 2, 4])
 def test_the_default_recipes_prior_ships_with_the_package(default_lm, n_vectors):
-    shipped = SHIPPED / prior_path(default_lm, RECIPES["default"], n_vectors).name
+    shipped = SHIPPED / prior_path(default_lm, n_vectors).name
     with safe_open(str(shipped), "pt") as f:  # missing: a first `cram compress` crams 16 passages first
         assert f.metadata()["model_fingerprint"] == default_lm.fingerprint
         assert f.get_tensor("prior").shape == (n_vectors, default_lm.d_model)

@@ -152,7 +152,7 @@ def compress(
     lm = as_model(model, device)
     prepared = [tokenize(lm, t, n_vectors, max_tokens) for t in texts]
     prefix = prefix_token(lm.tokenizer, recipe)
-    prior = model_prior(lm, recipe, n_vectors, prefix) if recipe.prior else None
+    prior = model_prior(lm, n_vectors, prefix) if recipe.prior else None
     results = cram(lm.model, [ids for _, ids in prepared], n_vectors, recipe, seed=seed, on_step=on_step,
                    warm_start=warm_start, prefix=prefix, prior=prior)  # the budget is the recipe's, set above
     out = []

@@ -63,6 +63,7 @@ class Recipe:
             (self.grad_clip is not None and not self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
             (self.max_steps < 0, f"max_steps must be >= 0, got {self.max_steps}"),
             (self.patience is not None and self.patience < 1, f"patience must be >= 1, got {self.patience}"),
+            (self.prior and not self.prefix_token, "prior needs prefix_token: the prior is crammed with one"),
         ]
         for bad, message in problems:
             if bad:
@@ -86,10 +87,12 @@ RECIPES: dict[str, Recipe] = {
     "cold": Recipe(name="cold", lr=0.3, init="embedding_std", schedule="cosine", final_lr=1e-3, period=600,
                    period_mult=2.0, margin=2.0, prefix_token=True, max_steps=5000),
 }
-# Ours: `cold` started from the model's prior (prior.py: the mean of the vectors crammed for 16 passages), in
-# periods of 1000, 2000, ... steps: from the prior a long text keeps its lead through the first period, where
-# a restart at step 600 threw it away (benchmarks/README.md, "The model's prior").
-RECIPES["default"] = replace(RECIPES["cold"], name="default", prior=True, period=1000)
+# Ours: `cold` started from the model's prior (prior.py: the mean of the vectors `cold` crams for 16 passages),
+# in periods of 1000, 2000, ... steps: from the prior a long text keeps its lead through the first period,
+# where a restart at step 600 threw it away; and no weight decay: at 30x the paper's step, AdamW's decay
+# (lr * 0.01 of the vector per step) held 64-token solutions at norms ~55 where they settle at ~90
+# (benchmarks/README.md, "The model's prior" and "No weight decay").
+RECIPES["default"] = replace(RECIPES["cold"], name="default", prior=True, period=1000, weight_decay=0.0)
 
 
 # Samples crammed at once on a CPU when nobody says: batch 4 gave 1.5-1.6x the sample-steps per second of batch 1,

@@ -1,14 +1,15 @@
 """A model's prior for crammed vectors: the mean of the vectors crammed for a few short passages.
 
 Vectors crammed for different texts are far from random with respect to each other: on SmolLM2-135M the
-default's solutions have norms of 46-70, a mean pairwise cosine of 0.09 and a mean of norm 21, with the
+`cold` recipe's solutions have norms of 46-70, a mean pairwise cosine of 0.09 and a mean of norm 21, with the
 same sign on a few coordinates across every text (benchmarks/README.md). A random start must first find
 that shared part; a start from the mean of other texts' solutions has it at step 0.
 
-The prior is built once per (model, recipe, number of vectors) by cramming PASSAGES book passages of TOKENS
-tokens, drawn with TEXT_SEED (the benchmarks draw theirs with seed 0), and kept in the cache as safetensors.
-The default model's priors for the default recipe and 1, 2 and 4 vectors ship with the package (priors/), so
-that a first `cram compress` does not wait for the build.
+The prior is built once per (model, number of vectors) by cramming PASSAGES book passages of TOKENS tokens,
+drawn with TEXT_SEED (the benchmarks draw theirs with seed 0), with `builder()`, and kept in the cache
+as safetensors. It is the model's, not a recipe's: every recipe that starts from a prior starts from this one,
+so tuning a recipe neither rebuilds it nor leaves the shipped files behind. The default model's priors for
+1, 2 and 4 vectors ship with the package (priors/), so that a first `cram compress` does not wait for the build.
 """
 
 from __future__ import annotations
@@ -25,26 +26,27 @@ from safetensors.torch import load_file, save_file
 
 from .assets import cache_dir
 from .atomic import atomic_output
-from .engine import Recipe, cram
+from .engine import RECIPES, Recipe, cram
 from .models import LoadedModel
 from .texts import load_samples
 
 SOURCE, PASSAGES, TOKENS, TEXT_SEED = "books", 16, 16, 1
-# Whatever the user's budget: the prior then depends on the recipe alone. Enough for every 16-token passage
-# the default was measured on (at most 236 steps).
+# `cold`, the recipe that needs no prior, for one full cosine period: the mean is then over annealed
+# solutions (its 16-token passages take at most 236 steps), and it needs a prefix token, so a recipe that
+# starts from the prior must put one before its vectors too.
 BUILD_STEPS = 600
 SHIPPED = Path(__file__).parent / "priors"
 
 
-def _building(recipe: Recipe) -> Recipe:
-    """The recipe the prior is crammed with: the same, without a prior, for BUILD_STEPS."""
-    return replace(recipe, prior=False, max_steps=BUILD_STEPS)
+def builder() -> Recipe:
+    """The recipe the prior is crammed with."""
+    return replace(RECIPES["cold"], max_steps=BUILD_STEPS)
 
 
-def prior_path(lm: LoadedModel, recipe: Recipe, n_vectors: int) -> Path:
+def prior_path(lm: LoadedModel, n_vectors: int) -> Path:
     """Where this prior is cached. Its file name holds the model's fingerprint and a digest of everything that
     shapes it, so a shipped file under the same name is the same prior."""
-    fields = {k: v for k, v in _building(recipe).to_dict().items() if k != "name"}
+    fields = {k: v for k, v in builder().to_dict().items() if k != "name"}
     key = json.dumps([fields, n_vectors, SOURCE, PASSAGES, TOKENS, TEXT_SEED], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     # A model named by its directory or hub id: its last part (the fingerprint tells same-named models apart).
@@ -52,14 +54,14 @@ def prior_path(lm: LoadedModel, recipe: Recipe, n_vectors: int) -> Path:
     return cache_dir() / "priors" / f"{name}-{lm.fingerprint[:16]}-{n_vectors}v-{digest}.safetensors"
 
 
-def model_prior(lm: LoadedModel, recipe: Recipe, n_vectors: int, prefix: int | None) -> torch.Tensor:
-    """The [n_vectors, d] prior for this model and recipe: shipped with the package, or read from the cache,
-    else built (100-260 s on 2 CPU cores for the default model) and cached."""
-    path = prior_path(lm, recipe, n_vectors)
+def model_prior(lm: LoadedModel, n_vectors: int, prefix: int | None) -> torch.Tensor:
+    """The [n_vectors, d] prior of this model: shipped with the package, or read from the cache, else built
+    (100-260 s on 2 CPU cores for the default model) and cached. prefix is the token before the vectors."""
+    path = prior_path(lm, n_vectors)
     for found in (SHIPPED / path.name, path):
         if found.exists():
             return load_file(str(found))["prior"]
-    building = _building(recipe)
+    building = builder()
     print(f"building the prior of {lm.name} for {n_vectors} vector(s): cramming {PASSAGES} passages, once...",
           file=sys.stderr)
     passages = load_samples(SOURCE, PASSAGES, TOKENS, lm.tokenizer, TEXT_SEED)
