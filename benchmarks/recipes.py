@@ -8,10 +8,11 @@
     python benchmarks/recipes.py --samples 3 --table  # the table of the first 3 samples of every recipe
     python benchmarks/recipes.py --quick --variant 'lr1=lr:0.1;schedule:cosine' --recipes lr1 --mine lr1  # a variant
 
-Each (recipe, length, sample) is one row of a results database (benchmarks/results/recipes-*.sqlite by
+Each (recipe as run, length, sample) is one row of a results database (benchmarks/results/recipes-*.sqlite by
 default), so an interrupted run resumes where it stopped and the table can be printed again with --table.
-Every row records the step budget it ran with (in its vector file's recipe); a sample that does not reach an
-exact round trip within its budget counts at that budget. A cut budget makes our ratio to `paper` an upper bound
+Every row is keyed by the recipe's settings with the step budget it ran with, so another budget makes other
+rows (shown as RECIPE@BUDGET where a recipe has several); a sample that does not reach an exact round trip
+within its budget counts at that budget. A cut budget makes our ratio to `paper` an upper bound
 (its learning rate is constant, so more steps only extend the run); `progressive` spreads its cosine over its
 budget, so a cut one is another run. At batch 1 (the default) seconds per step compare across recipes; with
 --batch-size k, a sample's seconds are the wall time of its batch. The accuracy column is each sample's
@@ -32,6 +33,7 @@ import torch
 
 from cramming.engine import RECIPES, Recipe
 from cramming.errors import CrammingError
+from cramming.models import DEFAULT_MODEL
 from cramming.runner import Spec, run_local
 from cramming.store import Store
 
@@ -95,7 +97,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few samples at 16 and 32 tokens (~20 min)")
     parser.add_argument("--recipes", default="paper,progressive,default", help="comma-separated recipe names")
     parser.add_argument("--mine", default="default", help="the recipe compared against the anchors")
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="the model's name as rows store it")
     parser.add_argument("--db", help="results database (default: benchmarks/results/recipes-MODE.sqlite)")
     parser.add_argument("--table", action="store_true", help="print the table of stored rows, run nothing")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=FIELD:VALUE;...",
@@ -132,21 +134,18 @@ def main() -> None:
         rows = [r for r in store.rows() if r["model"] == args.model and r["source"] == "books"
                 and r["length"] in lengths and r["sample"] < samples and r["vectors"] == 1 and r["seed"] == 0]
         for r in rows:
-            r["as_run"] = json.loads(store.metadata(r)["recipe"])  # the recipe with the budget it ran with
-            r["budget"] = r["as_run"]["max_steps"]
+            r["as_run"] = store.settings(r)
+            if len({(o["budget"], o["recipe_digest"]) for o in rows if o["recipe"] == r["recipe"]}) > 1:
+                r["recipe"] = f"{r['recipe']}@{r['budget']}"  # never one line for two runs
         return rows
 
     if not args.table:
-        for r in stored():  # resuming with another budget would mix two experiments in one table
-            if r["recipe"] in budgets and r["budget"] != budgets[r["recipe"]]:
-                sys.exit(f"{db} holds {r['recipe']} rows run with a budget of {r['budget']} steps, not "
-                         f"{budgets[r['recipe']]}; pass --budget {r['recipe']}={r['budget']} or another --db")
         torch.manual_seed(0)
         for length in lengths:
             for name in recipes:
                 spec = Spec(models=[args.model], sources=["books"], lengths=[length], vectors=[1], recipes=[name],
                             samples=samples, max_steps=budgets[name])
-                run_local(spec, store, "cpu", batch_size=args.batch_size, on_task=lambda k, m: print(
+                run_local(spec, store, device="cpu", batch_size=args.batch_size, on_task=lambda k, m: print(
                     f"{k.recipe:>12} {k.length:>3} tokens sample {k.sample}: exact={m['exact']} steps={m['steps']} "
                     f"{m['seconds']:.1f} s", file=sys.stderr, flush=True))
     rows = stored()

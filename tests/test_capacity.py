@@ -5,7 +5,7 @@ import json
 import pytest
 
 from cramming import CrammingError
-from cramming.capacity import PAPER_CRITERION, bisect, grid, progressive, search
+from cramming.capacity import PAPER_CRITERION, bisect, decoding_capacity, grid, progressive, search
 
 TEXTS = ["to be or not to be that is the question whether tis nobler in the mind",
          "the cat sat on the mat and the dog sat on the log all that glitters is not gold"]
@@ -16,7 +16,7 @@ def ntok(lm, text):
 
 
 def test_bisect_finds_an_exact_length_per_sample(tiny_lm):
-    cap = bisect(tiny_lm, TEXTS, 1, max_steps=150)
+    cap = bisect(tiny_lm, TEXTS, n_vectors=1, max_steps=150)
     assert len(cap.per_sample) == 2
     for c, m, text in zip(cap.per_sample, cap.measurements, TEXTS):
         assert 0 < c <= ntok(tiny_lm, text)
@@ -26,17 +26,24 @@ def test_bisect_finds_an_exact_length_per_sample(tiny_lm):
     assert s["exact"] == 2
 
 
-def test_grid_uses_the_paper_criterion(tiny_lm):
-    cap = grid(tiny_lm, TEXTS, 1, max_steps=150, lengths=(2, 4, 8, 16, 24))
+def test_decoding_capacity_is_the_largest_passing_length_not_the_first_failure():
+    # 16 fails the criterion on average, 32 passes: the paper's capacity is 32, not 8.
+    accuracies = {8: [1.0, 1.0], 16: [0.97, 1.0], 32: [1.0, 0.99], 48: [0.9, 0.95]}
+    assert decoding_capacity(accuracies) == 32
+    assert decoding_capacity({8: [0.5]}) == 0 and decoding_capacity({}) == 0
+    assert decoding_capacity({8: [PAPER_CRITERION]}) == 8  # the criterion is >=
+
+
+def test_grid_uses_the_paper_criterion_over_every_length(tiny_lm):
+    cap = grid(tiny_lm, TEXTS, n_vectors=1, max_steps=150, lengths=(2, 4, 8, 16, 24, 64))
     L = cap.per_sample[0]
-    assert cap.per_sample == [L, L] and L in (0, 2, 4, 8, 16, 24)
-    assert all(acc >= PAPER_CRITERION for length, acc in cap.tried.items() if length <= L)
-    assert max(cap.tried) == L or cap.tried[max(cap.tried)] < PAPER_CRITERION
+    assert sorted(cap.tried) == [2, 4, 8, 16, 24]  # every length the passages hold, failing ones included
+    assert cap.per_sample == [L, L] and L == max((n for n, a in cap.tried.items() if a >= PAPER_CRITERION), default=0)
     assert all(m.tokens == L for m in cap.measurements if m is not None)
 
 
 def test_progressive_grows_from_the_last_solution(tiny_lm):
-    cap = progressive(tiny_lm, TEXTS, 2, max_steps=150, step=4)
+    cap = progressive(tiny_lm, TEXTS, n_vectors=2, max_steps=150, step=4)
     for c, m, text in zip(cap.per_sample, cap.measurements, TEXTS):
         assert c > 0 and (c % 4 == 0 or c == ntok(tiny_lm, text))
         assert m.exact and m.tokens == c
@@ -44,7 +51,7 @@ def test_progressive_grows_from_the_last_solution(tiny_lm):
 
 def test_unknown_strategy(tiny_lm):
     with pytest.raises(CrammingError, match="unknown strategy"):
-        search("guess", tiny_lm, TEXTS, 1)
+        search("guess", tiny_lm, TEXTS, n_vectors=1)
 
 
 def test_capacity_command(run_cli, tiny_dir, tmp_path):

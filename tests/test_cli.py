@@ -101,8 +101,9 @@ def test_budget_out_exits_1_and_saves_best(run_cli, tiny_dir, tmp_path):
 def test_recipes_are_selectable(run_cli, tiny_dir, tmp_path):
     for recipe in ("paper", "progressive", "cold", "default"):
         vec = tmp_path / f"{recipe}.safetensors"
-        code, _, err = compress(run_cli, tiny_dir, TEXT, "-o", str(vec), "--recipe", recipe, "--max-steps", "3")
-        assert code in (0, 1), err
+        code, out, err = compress(run_cli, tiny_dir, TEXT, "-o", str(vec), "--recipe", recipe, "--max-steps", "3",
+                                  "--json")
+        assert code == (0 if json.loads(out)["exact"] else 1), err  # exit status and result agree
         assert json.loads(run_cli("info", str(vec), "--json")[1])["recipe"]["name"] == recipe
 
 

@@ -9,8 +9,15 @@ import torch
 from cramming import CrammingError, compress, cram, greedy_decode, round_trip, tokenize
 from cramming.engine import RECIPES, Recipe, init_vectors, lr_factor, text_logits
 
+from .conftest import BlowsUp
+
 SHORT = "the cat sat on the mat"
 LONGER = "a quick brown fox jumps over the lazy dog"
+
+
+def run(lm, ids, n_vectors, recipe, steps, **options):
+    """cram() with the recipe's budget set to `steps`."""
+    return cram(lm.model, ids, n_vectors=n_vectors, recipe=replace(recipe, max_steps=steps), **options)
 
 
 def test_round_trip_exact_from_vectors_alone(tiny_lm):
@@ -41,8 +48,8 @@ def test_batch_equals_single_with_padding(tiny_lm):
     assert len(ids[0]) != len(ids[1])
     prefix = tiny_lm.tokenizer.bos_token_id
     cold = RECIPES["cold"]
-    batch = cram(tiny_lm.model, ids, 2, cold, max_steps=300, prefix=prefix)
-    for sample, alone in zip(batch, (cram(tiny_lm.model, [i], 2, cold, max_steps=300, prefix=prefix)[0] for i in ids)):
+    batch = run(tiny_lm, ids, 2, cold, 300, prefix=prefix)
+    for sample, alone in zip(batch, (run(tiny_lm, [i], 2, cold, 300, prefix=prefix)[0] for i in ids)):
         assert sample.exact == alone.exact
         assert sample.steps == alone.steps
         # Before any step the padded batch scores each sample exactly as alone...
@@ -53,16 +60,15 @@ def test_batch_equals_single_with_padding(tiny_lm):
 
 def test_same_seed_same_vectors_other_seed_other_vectors(tiny_lm):
     ids = [tokenize(tiny_lm, SHORT)[1]]
-    run = lambda seed: cram(tiny_lm.model, ids, 2, RECIPES["paper"], seed=seed, max_steps=50)[0]  # noqa: E731
-    a, b, c = run(3), run(3), run(4)
+    seeded = lambda seed: run(tiny_lm, ids, 2, RECIPES["paper"], 50, seed=seed)[0]  # noqa: E731
+    a, b, c = seeded(3), seeded(3), seeded(4)
     assert torch.equal(a.vectors, b.vectors) and a.steps == b.steps
     assert not torch.equal(a.vectors, c.vectors)
 
 
 def test_weights_stay_frozen_and_get_no_gradient(tiny_lm):
     before = {k: v.clone() for k, v in tiny_lm.model.state_dict().items()}
-    cram(tiny_lm.model, [tokenize(tiny_lm, SHORT)[1]], 2, RECIPES["cold"], max_steps=20,
-         prefix=tiny_lm.tokenizer.bos_token_id)
+    run(tiny_lm, [tokenize(tiny_lm, SHORT)[1]], 2, RECIPES["cold"], 20, prefix=tiny_lm.tokenizer.bos_token_id)
     for name, p in tiny_lm.model.named_parameters():
         assert not p.requires_grad and p.grad is None, name
         assert torch.equal(p, before[name]), name
@@ -84,9 +90,57 @@ def test_greedy_decode_emits_exactly_n_tokens(tiny_lm):
     assert out.shape == (3, 7) and out.dtype == torch.long
 
 
-def test_non_finite_loss_is_an_error(tiny_lm):
-    with pytest.raises(CrammingError, match="non-finite"):
-        compress([SHORT], tiny_lm, n_vectors=1, recipe=Recipe("nan", lr=0.1, init_scale=float("nan")), max_steps=50)
+def test_a_sample_that_diverges_stops_alone_and_the_batch_goes_on(tiny_lm):
+    ids = [tokenize(tiny_lm, t)[1] for t in (SHORT, LONGER)]
+    prefix = tiny_lm.tokenizer.bos_token_id
+    short, longer = cram(BlowsUp(tiny_lm.model, after=3), ids, n_vectors=2,
+                         recipe=replace(RECIPES["cold"], max_steps=300), prefix=prefix)
+    assert longer.diverged and not longer.exact and len(longer.history) == 4
+    assert not math.isfinite(longer.history[-1][1])
+    assert longer.steps <= 2 and math.isfinite(longer.loss) and torch.isfinite(longer.vectors).all()  # its best
+    assert short.exact and not short.diverged
+    [alone] = run(tiny_lm, ids[:1], 2, RECIPES["cold"], 300, prefix=prefix)
+    assert short.steps == alone.steps  # the other sample went on as it would alone
+
+
+def test_compress_marks_a_diverged_text(tiny_lm):
+    [ok, blown] = compress([SHORT, LONGER], tiny_lm, n_vectors=2, max_steps=300,
+                           warm_start=[None, torch.full((2, tiny_lm.d_model), float("nan"))])
+    assert ok.status == "exact" and blown.status == "diverged" and blown.summary()["status"] == "diverged"
+    assert blown.result.steps == 0 and not blown.exact
+
+
+def test_patience_counts_steps_without_a_rise_in_accuracy_as_the_paper_does(tiny_lm):
+    # A tiny step: the loss keeps falling while teacher-forced accuracy stays flat. The paper's rule (reset when
+    # accuracy improves) gives up after `patience` flat steps; a rule on the loss would run the whole budget.
+    ids = [tokenize(tiny_lm, LONGER)[1]]
+    slow = Recipe(name="slow", lr=1e-4, weight_decay=0.0, patience=5)
+    [r] = run(tiny_lm, ids, 1, slow, 200)
+    losses, accs = [h[1] for h in r.history], [h[2] for h in r.history]
+    last = len(r.history) - 1
+    assert last < 200 and not r.exact
+    rise = max(s for s in range(last + 1) if accs[s] > max(accs[:s], default=-1.0))
+    assert last - rise == 5  # stopped exactly `patience` steps after the last rise
+    assert losses[-1] < min(losses[: rise + 1])  # the loss still improved in those steps
+
+
+def test_gradient_clipping_is_per_sample(tiny_lm):
+    # Clipped together, one sample's large gradient would shrink the other's steps; alone and in a batch a
+    # sample must follow the same path.
+    ids = [tokenize(tiny_lm, t)[1] for t in (SHORT, LONGER)]
+    clipped = replace(RECIPES["progressive"], grad_clip=0.01, weight_decay=0.0)
+    batch = run(tiny_lm, ids, 1, clipped, 12)
+    for sample, one in zip(batch, ids):
+        [alone] = run(tiny_lm, [one], 1, clipped, 12)
+        assert [h[1] for h in sample.history] == pytest.approx([h[1] for h in alone.history], rel=1e-4)
+
+
+def test_the_options_are_keyword_only(tiny_lm):
+    ids = [tokenize(tiny_lm, SHORT)[1]]
+    with pytest.raises(TypeError):
+        cram(tiny_lm.model, ids, 2, RECIPES["paper"])  # noqa
+    with pytest.raises(TypeError):
+        compress([SHORT], tiny_lm, 2)  # noqa
 
 
 @pytest.mark.parametrize("field, value", [("lr", 0.0), ("lr", float("nan")), ("final_lr", -1e-3),
@@ -142,13 +196,13 @@ def test_schedules():
 
 def test_margin_loss_trains_only_the_tokens_not_yet_safely_right(tiny_lm):
     ids = [tokenize(tiny_lm, LONGER)[1]]
-    run = lambda margin: cram(tiny_lm.model, ids, 2, Recipe(name="m", lr=0.05, weight_decay=0.0, margin=margin),  # noqa: E731
-                              max_steps=20)[0]
+    margined = lambda margin: run(tiny_lm, ids, 2, Recipe(name="m", lr=0.05, weight_decay=0.0, margin=margin),  # noqa: E731
+                                  20)[0]
     start = init_vectors(Recipe(name="m", lr=0.05), 2, tiny_lm.model.get_input_embeddings().weight, seed=0)
-    closed = run(-math.inf)  # every token already leads by more than -inf: nothing left to train
+    closed = margined(-math.inf)  # every token already leads by more than -inf: nothing left to train
     assert torch.equal(closed.vectors, start) and closed.history[-1][1] == closed.history[0][1]
-    wide = run(math.inf)
-    [plain] = cram(tiny_lm.model, ids, 2, Recipe(name="p", lr=0.05, weight_decay=0.0), max_steps=20)
+    wide = margined(math.inf)
+    [plain] = run(tiny_lm, ids, 2, Recipe(name="p", lr=0.05, weight_decay=0.0), 20)
     assert torch.equal(wide.vectors, plain.vectors)  # every token open: plain cross-entropy
     assert not torch.equal(wide.vectors, start)
     [c] = compress([SHORT], tiny_lm, n_vectors=2, recipe=Recipe(name="m", lr=0.05, margin=1.0), max_steps=300)
@@ -157,7 +211,7 @@ def test_margin_loss_trains_only_the_tokens_not_yet_safely_right(tiny_lm):
 
 def test_a_prefix_recipe_needs_a_prefix_token(tiny_lm):
     with pytest.raises(CrammingError, match="prefix token"):
-        cram(tiny_lm.model, [tokenize(tiny_lm, SHORT)[1]], 1, RECIPES["cold"], max_steps=1)
+        run(tiny_lm, [tokenize(tiny_lm, SHORT)[1]], 1, RECIPES["cold"], 1)
 
 
 def test_paper_recipe_is_as_published():
@@ -173,10 +227,10 @@ def test_a_prior_recipe_starts_from_the_random_start_plus_the_prior(tiny_lm):
     recipe = Recipe(name="p", lr=0.05, prior=True, prefix_token=True)
     prefix = tiny_lm.tokenizer.bos_token_id
     with pytest.raises(CrammingError, match="prior"):
-        cram(tiny_lm.model, ids, 2, recipe, max_steps=1, prefix=prefix)
+        run(tiny_lm, ids, 2, recipe, 1, prefix=prefix)
     with pytest.raises(CrammingError, match="shape"):
-        cram(tiny_lm.model, ids, 2, recipe, max_steps=1, prefix=prefix, prior=torch.zeros(1, 128))
+        run(tiny_lm, ids, 2, recipe, 1, prefix=prefix, prior=torch.zeros(1, 128))
     prior = torch.randn(2, 128)
-    [r] = cram(tiny_lm.model, ids, 2, recipe, max_steps=0, prefix=prefix, prior=prior)
+    [r] = run(tiny_lm, ids, 2, recipe, 0, prefix=prefix, prior=prior)
     start = init_vectors(recipe, 2, tiny_lm.model.get_input_embeddings().weight, seed=0)
     assert torch.allclose(r.vectors, start + prior)

@@ -13,11 +13,15 @@ from cramming.engine import RECIPES, cram, init_vectors, teacher_forced
 from cramming.texts import load_samples
 
 
+pytestmark = pytest.mark.pypi  # the prior's own passages: book text, fetched from PyPI on first use
+
+
 @pytest.fixture(scope="module")
 def cache(own_cache):
-    """Priors built in 40 steps (another builder, so other file names than the other modules' priors)."""
+    """Priors built as shipped, from book passages, in 40 steps (so other file names than other modules' priors)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(prior_module, "BUILD_STEPS", 40)
+        patch.setenv("CRAMMING_PRIOR_SOURCE", "books")
         yield own_cache
 
 
@@ -25,10 +29,10 @@ def test_the_prior_is_the_mean_of_the_passages_vectors_crammed_with_cold_and_is_
     prefix = prefix_token(tiny_lm.tokenizer, RECIPES["default"])
     built = prior_module.model_prior(tiny_lm, 2, prefix)
 
-    passages = load_samples(prior_module.SOURCE, prior_module.PASSAGES, prior_module.TOKENS, tiny_lm.tokenizer,
+    passages = load_samples(prior_module.source(), prior_module.PASSAGES, prior_module.TOKENS, tiny_lm.tokenizer,
                             prior_module.TEXT_SEED)
     ids = [tiny_lm.tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in passages]
-    results = cram(tiny_lm.model, ids, 2, RECIPES["cold"], max_steps=40, prefix=prefix)
+    results = cram(tiny_lm.model, ids, n_vectors=2, recipe=replace(RECIPES["cold"], max_steps=40), prefix=prefix)
     assert torch.allclose(built, torch.stack([r.vectors for r in results]).mean(0))
     path = prior_module.prior_path(tiny_lm, 2)
     assert path.parent == cache / "priors"  # the tiny model is named by its directory: no file beside it
@@ -38,9 +42,10 @@ def test_the_prior_is_the_mean_of_the_passages_vectors_crammed_with_cold_and_is_
 
     monkeypatch.setattr(prior_module, "cram", lambda *a, **k: pytest.fail("the cached prior was built again"))
     assert torch.equal(prior_module.model_prior(tiny_lm, 2, prefix), built)
-    # Another number of vectors or another builder is another prior.
+    # Another number of vectors or another version is another prior; a new Recipe field is not (the version is
+    # explicit, so the shipped files stay found).
     assert prior_module.prior_path(tiny_lm, 1) != path
-    monkeypatch.setitem(RECIPES, "cold", replace(RECIPES["cold"], lr=0.1))
+    monkeypatch.setattr(prior_module, "VERSION", prior_module.VERSION + 1)
     assert prior_module.prior_path(tiny_lm, 2) != path
 
 

@@ -1,6 +1,11 @@
-"""README's two commands stay true: CI runs README's test command verbatim."""
+"""What the project ships stays consistent: README's commands (CI runs its test command verbatim), the priors."""
 
+import json
 from pathlib import Path
+
+from safetensors import safe_open
+
+from cramming import prior as prior_module
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,3 +21,15 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
     assert ci[-1] == test_cmd
     assert "pip install -q torch==2.13.0" in main_cmd and "cram compress" in main_cmd and "cram decompress" in main_cmd
+
+
+def test_the_shipped_priors_were_built_by_todays_builder():
+    # A changed builder (cold's settings, the build budget) needs a new VERSION and rebuilt priors: the shipped
+    # files record the recipe they were crammed with.
+    shipped = sorted(prior_module.SHIPPED.glob("*.safetensors"))
+    assert len(shipped) == 3
+    built_by = {k: v for k, v in prior_module.builder().to_dict().items() if k != "name"}
+    for path in shipped:
+        with safe_open(str(path), "pt") as f:
+            recorded = json.loads(f.metadata()["recipe"])
+        assert {k: recorded[k] for k in recorded if k != "name"} == json.loads(json.dumps(built_by)), path.name

@@ -7,20 +7,22 @@ import threading
 import time
 
 import pytest
-import ray
 
 from cramming.runner import Spec, run_local, run_ray
 from cramming.store import KEY, Store
 
 from .grid import comparable, count_rows, cram
 
+ray = pytest.importorskip("ray", reason="the Ray executor's tests need Ray: pip install 'cramming[ray]'")
+
 
 @pytest.fixture(scope="module")
 def ray_address():
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # inherited by the cluster and by `cram` subprocesses
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
+    with pytest.MonkeyPatch.context() as patch:  # the environment is restored when the module is done
+        patch.setenv("RAY_AUTH_MODE", "disabled")  # inherited by the cluster and by `cram` subprocesses
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        yield ray.get_runtime_context().gcs_address
+        ray.shutdown()
 
 
 def alive(pid: int) -> bool:
@@ -34,12 +36,14 @@ def alive(pid: int) -> bool:
 def test_ray_gives_the_same_rows_as_local(ray_address, spec_file, tmp_path):
     spec = Spec.from_toml(spec_file(samples=2, lengths=(4, 6)))
     local, remote = Store(tmp_path / "local.sqlite"), Store(tmp_path / "ray.sqlite")
-    assert run_local(spec, local, "cpu") == 4
+    assert run_local(spec, local, device="cpu") == 4
     workers = []
-    assert run_ray(spec, remote, "cpu", on_workers=workers.extend) == 4
+    assert run_ray(spec, remote, device="cpu", on_workers=workers.extend) == 4
     assert len(workers) == 2 and all(w["pid"] != os.getpid() and w["device"] == "cpu" for w in workers)
-    assert comparable(remote.rows()) == comparable(local.rows())
-    assert run_ray(spec, remote, "cpu") == 0  # finished rows are skipped
+    assert comparable(remote.rows()) == comparable(local.rows(), rel=1e-5)
+    skipped = []
+    assert run_ray(spec, remote, device="cpu", on_skipped=skipped.append) == 0  # finished rows are skipped
+    assert skipped == [4]
 
 
 def test_a_worker_killed_mid_task_is_retried(ray_address, spec_file, tmp_path):
@@ -54,7 +58,7 @@ def test_a_worker_killed_mid_task_is_retried(ray_address, spec_file, tmp_path):
             killed.append(workers[0]["pid"])
         threading.Thread(target=later, daemon=True).start()
 
-    assert run_ray(spec, store, "cpu", on_workers=kill_one) == 3
+    assert run_ray(spec, store, device="cpu", on_workers=kill_one) == 3
     assert killed and not alive(killed[0])
     rows = store.rows()
     assert len(rows) == 3 and len({tuple(r[k] for k in KEY) for r in rows}) == 3

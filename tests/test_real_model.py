@@ -11,7 +11,15 @@ from cramming import load_model
 from cramming.models import ALIASES, DEFAULT_MODEL, alias_status
 from cramming.prior import SHIPPED, prior_path
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.real, pytest.mark.pypi]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shipped_prior_source():
+    """The default model's priors as shipped: built from book text, not the tiny models' passages (conftest)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("CRAMMING_PRIOR_SOURCE", raising=False)  # subprocesses inherit the change
+        yield
 
 TEXT = "The quick brown fox jumps over the lazy dog by the river."  # 13 tokens
 

@@ -4,6 +4,9 @@ import math
 
 import pytest
 
+from dataclasses import replace
+
+from cramming.engine import RECIPES
 from cramming.report import build_report, published_rows, reference, summarize
 from cramming.store import Store, TaskKey
 
@@ -24,9 +27,15 @@ def metrics(source, sample, length, vectors, acc, exact):
     return {"tokens": length, "ce_without_bits": ce_without, "ce_with_bits": ce_with,
             "information_gain_bits": ce_without - ce_with,
             "information_gain_nats": (ce_without - ce_with) * math.log(2),
-            "token_gain": gain, "accuracy_without": 0.25, "accuracy_with": acc, "exact": exact,
+            "token_gain": gain, "accuracy_without": 0.25, "accuracy_with": acc, "exact": exact, "diverged": False,
             "theoretical_capacity": 591.0 * vectors, "utilization": gain / (591.0 * vectors),
             "steps": 10 * length, "seconds": float(length)}
+
+
+def add(store, source, sample, length, vectors, acc, exact, recipe=RECIPES["default"], seed=0):
+    key = TaskKey("tiny", recipe.name, "fp", "tokfp", source, 0, sample, length, vectors, recipe.digest(), seed)
+    history = [[s, 3.0 / (s + 1), min(1.0, s / 10)] for s in range(0, 10 * length, 7)]
+    store.add(key, recipe.to_dict(), metrics(source, sample, length, vectors, acc, exact), "text", b"", history)
 
 
 @pytest.fixture
@@ -34,9 +43,7 @@ def store_path(tmp_path):
     path = tmp_path / "results.sqlite"
     store = Store(path)
     for (source, sample, length, vectors), (acc, exact) in GRID.items():
-        key = TaskKey("tiny", source, sample, length, vectors, "default", 0)
-        history = [[s, 3.0 / (s + 1), min(1.0, s / 10)] for s in range(0, 10 * length, 7)]
-        store.add(key, metrics(source, sample, length, vectors, acc, exact), "text", b"", history)
+        add(store, source, sample, length, vectors, acc, exact)
     store.close()
     return path
 
@@ -54,6 +61,31 @@ def test_summary_follows_the_paper_criterion_and_exactness(store_path):
     assert summary[("random", 1)]["decoding_capacity"] == 0  # mean 0.95 at its only length
     assert summary[("random", 1)]["token_gain"] is None
     assert summary[("random", 1)]["exact_capacity"] == 4  # (0 + 8) / 2
+    assert all(r["samples"] == 2 and r["seeds"] == 1 and r["recipe"] == "default, 5000 steps"
+               for r in summary.values())
+
+
+def test_two_recipes_or_budgets_are_never_averaged_together(store_path):
+    store = Store(store_path)
+    paper, short = RECIPES["paper"], replace(RECIPES["default"], max_steps=300)
+    for sample in (0, 1):
+        add(store, "books", sample, 8, 1, 0.5, False, recipe=paper)
+        add(store, "books", sample, 8, 1, 0.6, False, recipe=short)
+        add(store, "books", sample, 8, 1, 1.0, True, seed=1)  # the default again, another seed: one group
+    groups = {(r["source"], r["vectors"], r["recipe"]): r for r in summarize(store.rows())}
+    assert groups[("books", 1, "paper, 5000 steps")]["decoding_capacity"] == 0
+    assert groups[("books", 1, "default, 300 steps")]["decoding_capacity"] == 0
+    default = groups[("books", 1, "default, 5000 steps")]
+    assert default["decoding_capacity"] == 16 and default["seeds"] == 2 and default["samples"] == 2
+    assert len([g for g in groups if g[:2] == ("books", 1)]) == 3
+
+
+def test_a_longer_passing_length_is_the_decoding_capacity(tmp_path):
+    store = Store(tmp_path / "r.sqlite")
+    for length, acc in ((8, 1.0), (16, 0.9), (32, 1.0)):
+        add(store, "books", 0, length, 1, acc, acc == 1.0)
+    [row] = summarize(store.rows())
+    assert row["decoding_capacity"] == 32  # the paper's: the largest passing length, not the first failure
 
 
 def test_published_rows_come_from_the_reference_csv():
@@ -83,9 +115,10 @@ def test_report_writes_every_figure_and_table_from_the_store(store_path, tmp_pat
             assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
         assert any(ax.get_legend() is not None for ax in f.figure.axes)
     # the table: our groups, then the published rows marked as such
-    assert "| tiny | books | 1 | 16 | 24 |" in md
-    assert "| tiny | books | 2 | 32 | 32 |" in md
-    assert "Llama-3.1-8B (published) | PG-19 (books) | 1 | 1568 |" in md
+    assert "| tiny | books | 1 | default, 5000 steps | 16 | 24 |" in md
+    assert "| tiny | books | 2 | default, 5000 steps | 32 | 32 |" in md
+    assert "Llama-3.1-8B (published) | PG-19 (books) | 1 | Kuratov et al., first token given | 1568 |" in md
+    assert "default: ours: cold started from the model's prior" in md  # what each recipe is
     assert md.count("(published)") == len(report.published)
 
     figs = {f.name: f.figure for f in report.figures}
@@ -97,7 +130,7 @@ def test_report_writes_every_figure_and_table_from_the_store(store_path, tmp_pat
     assert heights[: len(report.table)] == [r["decoding_capacity"] / r["vectors"] for r in report.table]
     # accuracy vs length: the books, 1 vector line holds the per-length means
     line = next(ln for ln in figs["accuracy_vs_length"].axes[0].lines
-                if ln.get_label() == "tiny, books, N=1: teacher-forced accuracy")
+                if ln.get_label() == "tiny, books, N=1, default, 5000 steps: teacher-forced accuracy")
     assert list(line.get_xdata()) == [8, 16, 32]
     assert list(line.get_ydata()) == pytest.approx([1.0, 0.9975, 0.985])
     # history: the stored per-step losses of the picked samples

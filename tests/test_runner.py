@@ -7,27 +7,86 @@ import sqlite3
 import sys
 import time
 
+from dataclasses import replace
+
 import pytest
 
-from cramming import CrammingError
-from cramming.runner import Spec, batches, run_local, thin
+from cramming import CrammingError, LoadedModel, api
+from cramming.engine import RECIPES
+from cramming.runner import ModelId, Spec, batches, run_local, thin
 from cramming.store import KEY, Store
 
+from .conftest import BlowsUp
 from .grid import comparable, count_rows, cram
 
 
 def test_grid_runs_once_and_rerun_skips(spec_file, tmp_path):
     spec = Spec.from_toml(spec_file())
     store = Store(tmp_path / "r.sqlite")
-    assert run_local(spec, store, "cpu") == 4
+    assert run_local(spec, store, device="cpu") == 4
     rows = store.rows()
     assert len(rows) == 4 and all(r["tokens"] == r["length"] for r in rows)
     assert all(r["exact"] and r["accuracy_with"] == 1.0 for r in rows)
-    assert run_local(spec, store, "cpu") == 0 and len(store.rows()) == 4
+    skipped = []
+    assert run_local(spec, store, device="cpu", on_skipped=skipped.append) == 0 and len(store.rows()) == 4
+    assert skipped == [4]
     history = store.history(rows[0])
     assert history and history[0][0] == 0 and history[-1][2] == 1.0
     meta = store.metadata(rows[0])  # the vector file records the spec's budget, not the recipe's 5000
     assert json.loads(meta["recipe"])["max_steps"] == spec.max_steps == 300 and meta["n_tokens"] == "4"
+
+
+def test_rows_are_keyed_by_what_ran(spec_file, tiny_lm, tmp_path, monkeypatch):
+    spec = Spec.from_toml(spec_file(samples=1))
+    store = Store(tmp_path / "r.sqlite")
+    assert run_local(spec, store, device="cpu") == 2
+    [row] = [r for r in store.rows() if r["length"] == 4]
+    assert row["model_fingerprint"] == tiny_lm.fingerprint
+    assert row["tokenizer_fingerprint"] == tiny_lm.tokenizer_fingerprint
+    assert row["recipe"] == "default" and row["recipe_digest"] == spec.recipe("default").digest()
+    assert row["budget"] == 300 and store.settings(row)["max_steps"] == 300 and row["text_seed"] == 0
+    # Another budget, another text seed, or a changed recipe under the same name: new rows, never a resume.
+    assert run_local(replace(spec, max_steps=301), store, device="cpu") == 2
+    assert run_local(replace(spec, text_seed=1), store, device="cpu") == 2
+    monkeypatch.setitem(RECIPES, "default", replace(RECIPES["default"], lr=0.25))
+    assert run_local(spec, store, device="cpu") == 2
+    rows = store.rows()
+    assert len(rows) == 8 and len({r["recipe_digest"] for r in rows}) == 3
+    assert {r["recipe"] for r in rows} == {"default"}
+    assert run_local(spec, store, device="cpu") == 0  # the same again: nothing to do
+
+
+def test_a_database_of_the_old_schema_is_refused_and_left_alone(tmp_path, run_cli, spec_file):
+    db = tmp_path / "old.sqlite"
+    old = sqlite3.connect(db)
+    old.execute("CREATE TABLE results (model TEXT, source TEXT, sample INTEGER, length INTEGER, vectors INTEGER, "
+                "recipe TEXT, seed INTEGER, exact REAL, PRIMARY KEY (model, source, sample, length, vectors, recipe, "
+                "seed))")
+    old.execute("INSERT INTO results VALUES ('smollm2-135m', 'books', 0, 16, 1, 'default', 0, 1.0)")
+    old.commit()
+    old.close()
+    before = db.read_bytes()
+    with pytest.raises(CrammingError, match="older cramming"):
+        Store(db)
+    for args in (["run", str(spec_file()), "--db", str(db)], ["results", "--db", str(db)],
+                 ["report", "--db", str(db), "-o", str(tmp_path / "r")]):
+        code, _, err = run_cli(*args)
+        assert code == 2 and err.count("\n") == 1 and "older cramming" in err
+    assert db.read_bytes() == before
+
+
+def test_a_diverged_sample_is_stored_as_such_and_the_grid_goes_on(spec_file, tiny_lm, tmp_path, monkeypatch):
+    blowing = LoadedModel(tiny_lm.name, BlowsUp(tiny_lm.model, after=3), tiny_lm.tokenizer, tiny_lm.fingerprint,
+                          tiny_lm.tokenizer_fingerprint)
+    monkeypatch.setattr(api, "as_model", lambda model, device="auto": blowing)
+    spec = Spec.from_toml(spec_file(samples=2, lengths=(6, 7)))
+    store = Store(tmp_path / "r.sqlite")
+    assert run_local(spec, store, device="cpu") == 4  # both batches ran: a blow-up stops one sample, not the grid
+    rows = store.rows()
+    diverged = [r for r in rows if r["diverged"]]
+    assert [(r["length"], r["sample"], r["exact"]) for r in diverged] == [(6, 1, False), (7, 1, False)]
+    assert all(store.vector_file(r) for r in diverged)  # their best vectors are kept
+    assert all(r["exact"] for r in rows if r["sample"] == 0)
 
 
 def test_spec_errors(tmp_path):
@@ -84,26 +143,27 @@ def test_results_export(run_cli, spec_file, tmp_path):
     code, out, _ = run_cli("results", "--db", str(db), "--format", "json")
     rows = json.loads(out)
     assert code == 0 and len(rows) == 4
-    for key in ("model", "source", "sample", "length", "vectors", "recipe", "seed", "information_gain_bits", "exact"):
+    for key in ("model", "model_fingerprint", "source", "text_seed", "sample", "length", "vectors", "recipe",
+                "recipe_digest", "seed", "information_gain_bits", "exact", "diverged"):
         assert key in rows[0]
     code, out, _ = run_cli("results", "--db", str(db))
     lines = out.decode().strip().splitlines()
-    assert code == 0 and lines[0].startswith("model,source,sample,length") and len(lines) == 5
+    assert code == 0 and lines[0].startswith("model,recipe,model_fingerprint") and len(lines) == 5
     code, _, err = run_cli("results", "--db", str(tmp_path / "none.sqlite"))
     assert code == 2 and "no such results file" in err
 
 
 def test_batches_group_samples_and_give_the_same_rows(spec_file, tmp_path):
     spec = Spec.from_toml(spec_file(samples=3))
-    keys = list(spec.tasks())
+    keys = list(spec.tasks(ModelId("m", "fp", "tokfp")))
     groups = batches(keys, 2)
     assert sorted(len(b) for b in groups) == [1, 1, 2, 2]
     assert all(len({(k.length, k.vectors, k.recipe, k.seed) for k in b}) == 1 for b in groups)
     assert [len(b) for b in batches(keys, None)] == [3, 3]
     assert batches([], None) == []  # a model with nothing left to run (the Ray executor asks per model)
     one, two = Store(tmp_path / "one.sqlite"), Store(tmp_path / "two.sqlite")
-    assert run_local(spec, one, "cpu", batch_size=1) == 6
-    assert run_local(spec, two, "cpu", batch_size=3) == 6
+    assert run_local(spec, one, device="cpu", batch_size=1) == 6
+    assert run_local(spec, two, device="cpu", batch_size=3) == 6
     a, b = one.rows(), two.rows()
     assert [tuple(r[k] for k in KEY) for r in a] == [tuple(r[k] for k in KEY) for r in b]
     assert all(r["exact"] for r in a + b)

@@ -42,7 +42,8 @@ def test_file_source_errors(tok, tmp_path):
             load_samples(spec, 1, 8, tok)
 
 
-@pytest.mark.parametrize("source", ["books", "recent", "random"])
+@pytest.mark.parametrize("source", [pytest.param("books", marks=pytest.mark.pypi),
+                                    pytest.param("recent", marks=pytest.mark.pypi), "random"])
 def test_named_sources_are_seeded_and_cut(tok, source):
     a = load_samples(source, 3, 24, tok, seed=0)
     assert [s.text for s in a] == [s.text for s in load_samples(source, 3, 24, tok, seed=0)]
@@ -57,6 +58,7 @@ def test_random_text_is_words_joined_by_spaces(tok):
     assert len(words) >= 4 and all(w.isalpha() for w in words)
 
 
+@pytest.mark.pypi
 def test_recent_leads_mention_2025_or_2026():
     from cramming.texts import recent_documents
 
@@ -64,6 +66,7 @@ def test_recent_leads_mention_2025_or_2026():
     assert len(docs) > 50 and all("2025" in d or "2026" in d for d in docs)
 
 
+@pytest.mark.pypi
 def test_texts_command(run_cli, tiny_dir):
     code, out, err = run_cli("texts", "books", "--n", "2", "--tokens", "16", "--model", str(tiny_dir), "--json")
     assert code == 0, err

@@ -45,11 +45,12 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def as_model(model: str | LoadedModel, device: str = "auto") -> LoadedModel:
+def as_model(model: str | LoadedModel, *, device: str = "auto") -> LoadedModel:
     return model if isinstance(model, LoadedModel) else load_model(model, resolve_device(device))
 
 
-def tokenize(lm: LoadedModel, text: str, n_vectors: int = 1, max_tokens: int | None = None) -> tuple[str, list[int]]:
+def tokenize(lm: LoadedModel, text: str, *, n_vectors: int = 1, max_tokens: int | None = None
+             ) -> tuple[str, list[int]]:
     """-> (the text that will be crammed, its token ids). With max_tokens, both are cut to the first tokens.
 
     Raises for texts that cannot round-trip: empty, longer than the context, or not reproduced by the
@@ -106,6 +107,11 @@ class Compressed:
     def exact(self) -> bool:
         return self.result.exact
 
+    @property
+    def status(self) -> str:
+        """exact, diverged (the loss turned non-finite) or not_exact (the budget or the patience ran out)."""
+        return "exact" if self.result.exact else "diverged" if self.result.diverged else "not_exact"
+
     def metadata(self) -> dict:
         r = self.result
         return {
@@ -114,7 +120,8 @@ class Compressed:
             "n_tokens": str(len(r.token_ids)), "n_vectors": str(r.vectors.shape[0]),
             "tokens_sha256": sha256_ids(r.token_ids), "text_sha256": sha256_text(self.text),
             "recipe": self.recipe.to_dict(), "seed": str(self.seed), "steps": str(r.steps),
-            "exact": json.dumps(r.exact), "accuracy": str(r.accuracy), "cramming_version": __version__,
+            "exact": json.dumps(r.exact), "diverged": json.dumps(r.diverged), "accuracy": str(r.accuracy),
+            "cramming_version": __version__,
             "prefix_token_id": json.dumps(self.prefix),
         }
 
@@ -125,13 +132,15 @@ class Compressed:
     def summary(self) -> dict:
         r = self.result
         return {"tokens": len(r.token_ids), "vectors": r.vectors.shape[0], "steps": r.steps,
-                "seconds": round(r.seconds, 3), "exact": r.exact, "accuracy": r.accuracy, "loss": r.loss,
+                "seconds": round(r.seconds, 3), "exact": r.exact, "status": self.status, "accuracy": r.accuracy,
+                "loss": r.loss,
                 "recipe": self.recipe.name, "path": str(self.path) if self.path else None}
 
 
 def compress(
     texts: Sequence[str],
     model: str | LoadedModel = DEFAULT_MODEL,
+    *,
     n_vectors: int = 1,
     recipe: str | Recipe = "default",
     max_steps: int | None = None,
@@ -149,12 +158,12 @@ def compress(
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     if max_steps is not None:  # the vector file then records the budget the vectors were crammed with
         recipe = replace(recipe, max_steps=max_steps)
-    lm = as_model(model, device)
-    prepared = [tokenize(lm, t, n_vectors, max_tokens) for t in texts]
+    lm = as_model(model, device=device)
+    prepared = [tokenize(lm, t, n_vectors=n_vectors, max_tokens=max_tokens) for t in texts]
     prefix = prefix_token(lm.tokenizer, recipe)
     prior = model_prior(lm, n_vectors, prefix) if recipe.prior else None
-    results = cram(lm.model, [ids for _, ids in prepared], n_vectors, recipe, seed=seed, on_step=on_step,
-                   warm_start=warm_start, prefix=prefix, prior=prior)  # the budget is the recipe's, set above
+    results = cram(lm.model, [ids for _, ids in prepared], n_vectors=n_vectors, recipe=recipe, seed=seed,
+                   on_step=on_step, warm_start=warm_start, prefix=prefix, prior=prior)
     out = []
     for (text, _), result in zip(prepared, results):
         if result.exact:  # the engine compared token ids; the contract is the bytes of the text
@@ -179,6 +188,7 @@ class Measurement:
     accuracy_without: float
     accuracy_with: float
     exact: bool
+    diverged: bool
     theoretical_capacity: float
     utilization: float
     steps: int
@@ -210,8 +220,8 @@ def measure(compressed: Compressed, lm: LoadedModel) -> Measurement:
         information_gain_bits=metrics.nats_to_bits(metrics.information_gain(ce_without, ce_with)),
         information_gain_nats=metrics.information_gain(ce_without, ce_with), token_gain=gain,
         accuracy_without=sum(hits_without) / max(1, len(hits_without)), accuracy_with=sum(hits_with) / len(ids),
-        exact=r.exact, theoretical_capacity=capacity, utilization=metrics.utilization(gain, capacity),
-        steps=r.steps, seconds=r.seconds)
+        exact=r.exact, diverged=r.diverged, theoretical_capacity=capacity,
+        utilization=metrics.utilization(gain, capacity), steps=r.steps, seconds=r.seconds)
 
 
 def info(path: str | Path) -> dict:
@@ -227,10 +237,10 @@ def info(path: str | Path) -> dict:
     return decoded
 
 
-def decompress(path: str | Path, model: str | LoadedModel | None = None, device: str = "auto") -> str:
+def decompress(path: str | Path, *, model: str | LoadedModel | None = None, device: str = "auto") -> str:
     """Decode a vector file back to its text, checked against the hashes stored in the file."""
     vectors, meta = load_vectors(path)
-    lm = as_model(model if model is not None else meta["model"], device)
+    lm = as_model(model if model is not None else meta["model"], device=device)
     check_compatible(meta, lm.fingerprint, lm.tokenizer_fingerprint, lm.name, path)
     prefix = json.loads(meta.get("prefix_token_id", "null"))
     ids = greedy_decode(lm.model, vectors[None], int(meta["n_tokens"]), prefix)[0].tolist()

@@ -1,7 +1,7 @@
 """How many tokens N vectors hold: three search strategies over prefixes of fixed passages.
 
-- grid: the paper's. Cram every sample at each length of a grid; the capacity is the largest length whose
-  mean teacher-forced accuracy is >= 0.99 ("decoding capacity"), one number for all samples.
+- grid: the paper's. Cram every sample at each length of a grid; the capacity is `decoding_capacity`, the
+  largest length whose mean teacher-forced accuracy is >= 0.99, one number for all samples.
 - bisect: ours. Per sample, the largest length whose greedy round trip is exact, found by bisection; each
   try crams its prefix from scratch, as `cram compress` would, so whether a length fits does not depend on
   which lengths the search tried before. (Starting each try from the vectors of the longest prefix known to
@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 
 import torch
@@ -25,6 +26,13 @@ from .models import LoadedModel
 
 PAPER_CRITERION = 0.99
 PAPER_GRID = (8, 16, 32, 48, 64, 80, 96, 128, 160, 192, 256, 384, 512)
+
+
+def decoding_capacity(accuracies: dict[int, list[float]]) -> int:
+    """The paper's decoding capacity: the largest length whose mean teacher-forced accuracy over its samples
+    is >= PAPER_CRITERION (0 when none is). Not the first failing length: a longer length may pass where a
+    shorter one failed, and the paper reports the largest that passed. Used by `cram capacity` and reports."""
+    return max((L for L, accs in accuracies.items() if statistics.mean(accs) >= PAPER_CRITERION), default=0)
 
 
 @dataclass
@@ -46,32 +54,33 @@ class Capacity:
                 **({"grid_accuracy": self.tried} if self.tried else {})}
 
 
-def _cram(lm: LoadedModel, texts: list[str], lengths: list[int], n: int, recipe: str | Recipe, max_steps: int | None,
-          seed: int, warm: list[torch.Tensor | None] | None = None) -> list[Compressed]:
+def _cram(lm: LoadedModel, texts: list[str], lengths: list[int], *, n_vectors: int, recipe: str | Recipe,
+          max_steps: int | None, seed: int, warm: list[torch.Tensor | None] | None = None) -> list[Compressed]:
     """Cram each text cut to its own length (one batch)."""
     ids = [lm.tokenizer(t, add_special_tokens=False)["input_ids"][:L] for t, L in zip(texts, lengths)]
     prefixes = [lm.tokenizer.decode(i) for i in ids]
-    return compress(prefixes, lm, n, recipe, max_steps, None, seed, warm_start=warm)
+    return compress(prefixes, lm, n_vectors=n_vectors, recipe=recipe, max_steps=max_steps, seed=seed,
+                    warm_start=warm)
 
 
-def grid(lm: LoadedModel, texts: list[str], n: int, recipe: str | Recipe = "default", max_steps: int | None = None,
-         seed: int = 0, lengths: tuple[int, ...] = PAPER_GRID) -> Capacity:
-    """The paper's criterion; stops at the first length that fails it."""
-    best: tuple[int, list[Compressed] | None] = (0, None)
-    tried = {}
-    for L in lengths:
-        results = _cram(lm, texts, [L] * len(texts), n, recipe, max_steps, seed)
-        tried[L] = sum(r.result.accuracy for r in results) / len(results)
-        if tried[L] < PAPER_CRITERION:
-            break
-        best = (L, results)
-    L, results = best
-    return Capacity(n, "grid", [L] * len(texts), [measure(r, lm) for r in results] if results else [None] * len(texts),
-                    tried)
+def grid(lm: LoadedModel, texts: list[str], *, n_vectors: int, recipe: str | Recipe = "default",
+         max_steps: int | None = None, seed: int = 0, lengths: tuple[int, ...] = PAPER_GRID) -> Capacity:
+    """The paper's criterion over every grid length the passages are long enough for."""
+    longest = min(len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    accuracies: dict[int, list[float]] = {}
+    results: dict[int, list[Compressed]] = {}
+    for L in (L for L in lengths if L <= longest):
+        results[L] = _cram(lm, texts, [L] * len(texts), n_vectors=n_vectors, recipe=recipe, max_steps=max_steps,
+                           seed=seed)
+        accuracies[L] = [r.result.accuracy for r in results[L]]
+    L = decoding_capacity(accuracies)
+    found = [measure(r, lm) for r in results[L]] if L else [None] * len(texts)
+    return Capacity(n_vectors, "grid", [L] * len(texts), found,
+                    {L: statistics.mean(accs) for L, accs in accuracies.items()})
 
 
-def bisect(lm: LoadedModel, texts: list[str], n: int, recipe: str | Recipe = "default", max_steps: int | None = None,
-           seed: int = 0, tolerance: int = 1) -> Capacity:
+def bisect(lm: LoadedModel, texts: list[str], *, n_vectors: int, recipe: str | Recipe = "default",
+           max_steps: int | None = None, seed: int = 0, tolerance: int = 1) -> Capacity:
     """Per sample, the largest exact prefix length, to within `tolerance` tokens."""
     # One past each passage's length: the first length assumed to fail.
     hi = [len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts]
@@ -82,15 +91,17 @@ def bisect(lm: LoadedModel, texts: list[str], n: int, recipe: str | Recipe = "de
         if not open_:
             break
         mids = [(lo[i] + hi[i]) // 2 for i in open_]
-        for i, mid, r in zip(open_, mids, _cram(lm, [texts[i] for i in open_], mids, n, recipe, max_steps, seed)):
+        tries = _cram(lm, [texts[i] for i in open_], mids, n_vectors=n_vectors, recipe=recipe, max_steps=max_steps,
+                      seed=seed)
+        for i, mid, r in zip(open_, mids, tries):
             if r.exact:
                 lo[i], best[i] = mid, r
             else:
                 hi[i] = mid
-    return Capacity(n, "bisect", lo, [measure(b, lm) if b is not None else None for b in best])
+    return Capacity(n_vectors, "bisect", lo, [measure(b, lm) if b is not None else None for b in best])
 
 
-def progressive(lm: LoadedModel, texts: list[str], n: int, recipe: str | Recipe = "default",
+def progressive(lm: LoadedModel, texts: list[str], *, n_vectors: int, recipe: str | Recipe = "default",
                 max_steps: int | None = None, seed: int = 0, step: int = 8) -> Capacity:
     """Grow each sample's target by `step` tokens from its last exact solution until one fails."""
     limits = [len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
@@ -100,7 +111,8 @@ def progressive(lm: LoadedModel, texts: list[str], n: int, recipe: str | Recipe 
     while growing:
         lengths = [min(held[i] + step, limits[i]) for i in growing]
         warm = [best[i].vectors if best[i] is not None else None for i in growing]
-        results = _cram(lm, [texts[i] for i in growing], lengths, n, recipe, max_steps, seed, warm)
+        results = _cram(lm, [texts[i] for i in growing], lengths, n_vectors=n_vectors, recipe=recipe,
+                        max_steps=max_steps, seed=seed, warm=warm)
         still = []
         for i, L, r in zip(growing, lengths, results):
             if r.exact:
@@ -108,13 +120,13 @@ def progressive(lm: LoadedModel, texts: list[str], n: int, recipe: str | Recipe 
                 if L < limits[i]:
                     still.append(i)
         growing = still
-    return Capacity(n, "progressive", held, [measure(b, lm) if b is not None else None for b in best])
+    return Capacity(n_vectors, "progressive", held, [measure(b, lm) if b is not None else None for b in best])
 
 
 STRATEGIES = {"grid": grid, "bisect": bisect, "progressive": progressive}
 
 
-def search(strategy: str, lm: LoadedModel, texts: list[str], n: int, **kwargs) -> Capacity:
+def search(strategy: str, lm: LoadedModel, texts: list[str], *, n_vectors: int, **kwargs) -> Capacity:
     if strategy not in STRATEGIES:
         raise CrammingError(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
-    return STRATEGIES[strategy](lm, texts, n, **kwargs)
+    return STRATEGIES[strategy](lm, texts, n_vectors=n_vectors, **kwargs)

@@ -28,8 +28,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Cram texts into a few input vectors of a frozen language model, and decode them back.")
 err = Console(stderr=True)
 
-EXIT_NOT_EXACT = 1
+EXIT_NOT_EXACT = 1  # the budget ran out, or a sample diverged: work was done, and its best vectors are saved
 EXIT_BAD_INPUT = 2
+ROUND_TRIP = {"exact": "[green]exact[/]", "not_exact": "[red]not exact[/]", "diverged": "[red]diverged[/]"}
 
 ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Alias, Hugging Face id or local directory.")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda[:i].")
@@ -91,11 +92,10 @@ def progress_bar() -> tuple[Progress, callable]:
     return progress, on_step
 
 
-def cram_with_progress(texts: list[str], model, vectors: int, recipe: str, max_steps: int | None,
-                       tokens: int | None, seed: int, device: str) -> list[api.Compressed]:
+def cram_with_progress(texts: list[str], model, **options) -> list[api.Compressed]:
     progress, on_step = progress_bar()
     with progress:
-        return api.compress(texts, model, vectors, recipe, max_steps, tokens, seed, device, on_step)
+        return api.compress(texts, model, on_step=on_step, **options)
 
 
 @app.command()
@@ -115,7 +115,8 @@ def compress(
     """Cram text(s) into memory vectors and verify the round trip. Exit 0 only when every text is exact."""
     sources, texts = gather_texts(text, files)
     paths = output_paths(sources, out)
-    results = cram_with_progress(texts, model, vectors, recipe, max_steps, tokens, seed, device)
+    results = cram_with_progress(texts, model, n_vectors=vectors, recipe=recipe, max_steps=max_steps,
+                                 max_tokens=tokens, seed=seed, device=device)
     for result, path in zip(results, paths):
         result.save(path)
     if as_json:
@@ -127,11 +128,17 @@ def compress(
         for r in results:
             s = r.summary()
             table.add_row(str(s["tokens"]), str(s["vectors"]), str(s["steps"]), f"{s['seconds']:.1f}",
-                          f"{s['accuracy']:.4f}", "[green]exact[/]" if s["exact"] else "[red]not exact[/]", s["path"])
+                          f"{s['accuracy']:.4f}", ROUND_TRIP[s["status"]], s["path"])
         Console().print(table)
+    diverged = sum(r.status == "diverged" for r in results)
+    if diverged:
+        print(f"{diverged} text(s) diverged (the loss turned NaN or infinite); their best vectors before that are "
+              "saved (try a recipe with a lower learning rate)", file=sys.stderr)
+    if any(r.status == "not_exact" for r in results):
+        print(f"{sum(r.status == 'not_exact' for r in results)} text(s) not exact within "
+              f"{results[0].recipe.max_steps} steps; best vectors saved (try --max-steps or more --vectors)",
+              file=sys.stderr)
     if not all(r.exact for r in results):
-        print(f"{sum(not r.exact for r in results)} text(s) not exact within {results[0].recipe.max_steps} steps; "
-              "best vectors saved (try --max-steps or more --vectors)", file=sys.stderr)
         raise typer.Exit(EXIT_NOT_EXACT)
 
 
@@ -150,8 +157,9 @@ def measure(
 ) -> None:
     """Cram once and print the paper's metrics: cross-entropy with and without vectors, gains, utilization."""
     _, texts = gather_texts(text, files)
-    lm = api.as_model(model, device)
-    results = cram_with_progress(texts, lm, vectors, recipe, max_steps, tokens, seed, device)
+    lm = api.as_model(model, device=device)
+    results = cram_with_progress(texts, lm, n_vectors=vectors, recipe=recipe, max_steps=max_steps, max_tokens=tokens,
+                                 seed=seed)
     rows = [api.measure(r, lm).to_dict() for r in results]
     if as_json:
         for row in rows:
@@ -174,7 +182,7 @@ def decompress(
     device: str = DeviceOpt,
 ) -> None:
     """Greedy-decode the text from the vectors alone; it is checked against the file's hashes."""
-    text = api.decompress(vec, model, device)
+    text = api.decompress(vec, model=model, device=device)
     data = text.encode("utf-8")
     if out is None:
         sys.stdout.buffer.write(data)
@@ -210,7 +218,7 @@ def texts(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Show samples of a text source, cut to a number of the model's tokens."""
-    lm = api.as_model(model, "cpu")
+    lm = api.as_model(model, device="cpu")
     samples = load_samples(source, n, tokens, lm.tokenizer, seed)
     if as_json:
         for sample in samples:
@@ -245,10 +253,10 @@ def capacity(
         raise CrammingError(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
     if any(n < 1 for n in counts):
         raise CrammingError(f"the number of vectors must be at least 1, got {vectors}")
-    lm = api.as_model(model, device)
+    lm = api.as_model(model, device=device)
     texts = [s.text for s in load_samples(source, samples, max_tokens, lm.tokenizer, seed)]
     for n in counts:
-        found = search(strategy, lm, texts, n, recipe=recipe, max_steps=max_steps, seed=seed).summary()
+        found = search(strategy, lm, texts, n_vectors=n, recipe=recipe, max_steps=max_steps, seed=seed).summary()
         if as_json:
             print(json.dumps(found), flush=True)
         else:
@@ -277,28 +285,34 @@ def run(
         raise CrammingError("--batch-size, --workers and --cpus-per-worker must be at least 1")
     spec = Spec.from_toml(spec_path)
     store = Store(db)
-    total = sum(1 for _ in spec.tasks())
-    remaining = total - len({k.astuple() for k in spec.tasks()} & store.done())
+    total, skipped = spec.size(), []
     progress = Progress(TextColumn("tasks"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                         TimeElapsedColumn(), console=err, disable=not err.is_terminal)
-    bar = progress.add_task("", total=total, completed=total - remaining)
+    bar = progress.add_task("", total=total)
+
+    def on_skipped(n: int) -> None:  # rows already stored for a model, known once it is loaded
+        skipped.append(n)
+        progress.advance(bar, n)
 
     def on_task(key, metrics) -> None:
+        status = "exact" if metrics["exact"] else "diverged" if metrics["diverged"] else "not exact"
         progress.advance(bar)
         progress.update(bar, description=f"{key.source} L={key.length} n={key.vectors} #{key.sample}: "
-                                         f"{'exact' if metrics['exact'] else 'not exact'} in {metrics['steps']} steps")
+                                         f"{status} in {int(metrics['steps'])} steps")
 
     def on_workers(found: list[dict]) -> None:
         hosts = sorted({w["host"] for w in found})
         print(f"{len(found)} Ray worker(s) on {', '.join(hosts)}, device {found[0]['device']}", file=sys.stderr)
 
     with progress:
+        options = dict(device=device, on_task=on_task, batch_size=batch_size, on_skipped=on_skipped)
         if executor == "ray":
-            added = run_ray(spec, store, device, on_task, batch_size, address, workers, cpus_per_worker, on_workers)
+            added = run_ray(spec, store, address=address, workers=workers, cpus_per_worker=cpus_per_worker,
+                            on_workers=on_workers, **options)
         else:
-            added = run_local(spec, store, device, on_task, batch_size)
+            added = run_local(spec, store, **options)
     store.close()
-    print(f"{added} row(s) added, {total - remaining} already done, {total} in the grid; results in {db}",
+    print(f"{added} row(s) added, {sum(skipped)} already done, {total} in the grid; results in {db}",
           file=sys.stderr)
 
 
@@ -316,7 +330,7 @@ def results(
     if fmt == "json":
         print(json.dumps(rows, indent=1))
         return
-    writer = csv.DictWriter(sys.stdout, fieldnames=[*KEY, *METRICS], lineterminator="\n")
+    writer = csv.DictWriter(sys.stdout, fieldnames=[*KEY, "budget", *METRICS], lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
 

@@ -21,7 +21,9 @@ import torch
 from .assets import PackageFile, cache_dir
 from .errors import CrammingError
 
-DEFAULT_MODEL = "smollm2-135m"
+# Named for what it is: the instruction-tuned SmolLM2-135M, stored as Q4_1 in its GGUF file and dequantized to
+# float32 here. Not the base model the published anchors ran (see README, "The default model").
+DEFAULT_MODEL = "smollm2-135m-instruct-q4_1"
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ ALIASES: dict[str, GGUFAlias] = {
         description="SmolLM2-135M-Instruct (Apache-2.0), Q4_1 GGUF from PyPI, dequantized to float32",
     ),
 }
+# Older names that still work; what is stored (vector files, rows, reports) is always the alias's own name.
+SYNONYMS = {"smollm2-135m": DEFAULT_MODEL}
 
 
 @dataclass
@@ -117,6 +121,7 @@ def alias_status(alias: GGUFAlias) -> str:
 
 def _source_dir(name: str) -> tuple[str, str]:
     """-> (what to pass to from_pretrained, a display name)."""
+    name = SYNONYMS.get(name, name)
     if name in ALIASES:
         alias = ALIASES[name]
         converted = _converted_dir(alias)

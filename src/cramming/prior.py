@@ -7,8 +7,10 @@ that shared part; a start from the mean of other texts' solutions has it at step
 
 The prior is built once per (model, number of vectors) by cramming PASSAGES book passages of TOKENS tokens,
 drawn with TEXT_SEED (the benchmarks draw theirs with seed 0), with `builder()`, and kept in the cache
-as safetensors. It is the model's, not a recipe's: every recipe that starts from a prior starts from this one,
-so tuning a recipe neither rebuilds it nor leaves the shipped files behind. The default model's priors for
+as safetensors. CRAMMING_PRIOR_SOURCE names another text source to draw them from (file:PATH, for a language
+or domain of your own, or where PyPI cannot be reached); that is another prior, under another file name.
+It is the model's, not a recipe's: every recipe that starts from a prior starts from this one, so tuning a
+recipe neither rebuilds it nor leaves the shipped files behind. The default model's priors for
 1, 2 and 4 vectors ship with the package (priors/), so that a first `cram compress` does not wait for the build.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sys
 from dataclasses import replace
@@ -30,12 +33,21 @@ from .engine import RECIPES, Recipe, cram
 from .models import LoadedModel
 from .texts import load_samples
 
-SOURCE, PASSAGES, TOKENS, TEXT_SEED = "books", 16, 16, 1
+PASSAGES, TOKENS, TEXT_SEED = 16, 16, 1
 # `cold`, the recipe that needs no prior, for one full cosine period: the mean is then over annealed
 # solutions (its 16-token passages take at most 236 steps), and it needs a prefix token, so a recipe that
 # starts from the prior must put one before its vectors too.
 BUILD_STEPS = 600
+# The prior's version: raise it whenever what the prior is built from changes (the builder's settings, the
+# passages). The file name hashes this and the constants above, not the Recipe dataclass, so a new Recipe field
+# does not silently unship the shipped priors; tests/test_prior.py checks the builder against the shipped files.
+VERSION = 1
 SHIPPED = Path(__file__).parent / "priors"
+
+
+def source() -> str:
+    """The text source the prior's passages come from."""
+    return os.environ.get("CRAMMING_PRIOR_SOURCE", "books")
 
 
 def builder() -> Recipe:
@@ -44,10 +56,9 @@ def builder() -> Recipe:
 
 
 def prior_path(lm: LoadedModel, n_vectors: int) -> Path:
-    """Where this prior is cached. Its file name holds the model's fingerprint and a digest of everything that
-    shapes it, so a shipped file under the same name is the same prior."""
-    fields = {k: v for k, v in builder().to_dict().items() if k != "name"}
-    key = json.dumps([fields, n_vectors, SOURCE, PASSAGES, TOKENS, TEXT_SEED], sort_keys=True)
+    """Where this prior is cached. Its file name holds the model's fingerprint and a digest of the version and
+    of what shapes it, so a shipped file under the same name is the same prior."""
+    key = json.dumps([VERSION, BUILD_STEPS, n_vectors, source(), PASSAGES, TOKENS, TEXT_SEED])
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     # A model named by its directory or hub id: its last part (the fingerprint tells same-named models apart).
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(lm.name).name)
@@ -64,13 +75,14 @@ def model_prior(lm: LoadedModel, n_vectors: int, prefix: int | None) -> torch.Te
     building = builder()
     print(f"building the prior of {lm.name} for {n_vectors} vector(s): cramming {PASSAGES} passages, once...",
           file=sys.stderr)
-    passages = load_samples(SOURCE, PASSAGES, TOKENS, lm.tokenizer, TEXT_SEED)
+    passages = load_samples(source(), PASSAGES, TOKENS, lm.tokenizer, TEXT_SEED)
     ids = [lm.tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in passages]
-    results = cram(lm.model, ids, n_vectors, building, prefix=prefix)
+    results = cram(lm.model, ids, n_vectors=n_vectors, recipe=building, prefix=prefix)
     prior = torch.stack([r.vectors for r in results]).mean(0).contiguous()
     with atomic_output(path) as tmp:
         save_file({"prior": prior}, str(tmp), metadata={
-            "model": lm.name, "model_fingerprint": lm.fingerprint, "recipe": json.dumps(building.to_dict()),
-            "source": SOURCE, "passages": str(PASSAGES), "tokens": str(TOKENS), "text_seed": str(TEXT_SEED),
+            "model": lm.name, "model_fingerprint": lm.fingerprint, "version": str(VERSION),
+            "recipe": json.dumps(building.to_dict()),
+            "source": source(), "passages": str(PASSAGES), "tokens": str(TOKENS), "text_seed": str(TEXT_SEED),
             "exact": str(sum(r.exact for r in results))})
     return prior

@@ -24,7 +24,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .atomic import atomic_output  # noqa: E402
-from .capacity import PAPER_CRITERION  # noqa: E402
+from .capacity import PAPER_CRITERION, decoding_capacity  # noqa: E402
+from .engine import DESCRIPTIONS  # noqa: E402
 from .errors import CrammingError  # noqa: E402
 from .store import Store  # noqa: E402
 
@@ -64,34 +65,52 @@ def _number(value: str) -> float | str | None:
         return value
 
 
-def summarize(rows: list[dict]) -> list[dict]:
-    """Per (model, source, vectors): the paper's decoding capacity, our exact capacity, and the gains.
+def recipe_labels(rows: list[dict]) -> dict[str, str]:
+    """recipe digest -> its label in tables and legends: the recipe's name and budget, and a short digest where
+    two different settings share both (a recipe changed between runs)."""
+    named = {(r["recipe"], r["budget"], r["recipe_digest"]) for r in rows}
+    labels = {}
+    for name, budget, digest in named:
+        label = f"{name}, {budget} steps"
+        if sum((n, b) == (name, budget) for n, b, _ in named) > 1:
+            label += f" ({digest[:6]})"
+        labels[digest] = label
+    return labels
 
-    decoding capacity: the largest stored length whose mean teacher-forced accuracy over its samples is
-    >= 0.99 (the paper's criterion). exact capacity: per sample, the largest length whose round trip was
-    exact, averaged over samples. Gains are means over the samples at the decoding-capacity length.
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per (model, source, vectors, recipe as run): the paper's decoding capacity, our exact capacity, the gains.
+
+    Rows of different recipes, budgets or models are never averaged together; a group's samples are its distinct
+    (text seed, sample) passages, and several seeds in one group are said in its `seeds` count.
+    decoding capacity: capacity.decoding_capacity (the paper's criterion) over the group's lengths. exact
+    capacity: per passage and seed, the largest length whose round trip was exact, averaged. Gains are means
+    over the rows at the decoding-capacity length.
     """
+    labels = recipe_labels(rows)
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["model"], r["source"], r["vectors"]), []).append(r)
+        groups.setdefault((r["model"], r["model_fingerprint"], r["source"], r["vectors"], r["recipe_digest"]),
+                          []).append(r)
     out = []
-    for (model, source, vectors), rs in sorted(groups.items()):
+    for (model, _, source, vectors, digest), rs in sorted(groups.items(), key=lambda g: (*g[0][:4], labels[g[0][4]])):
         by_length: dict[int, list[dict]] = {}
         for r in rs:
             by_length.setdefault(r["length"], []).append(r)
-        passing = [L for L, g in by_length.items() if statistics.mean(r["accuracy_with"] for r in g) >= PAPER_CRITERION]
-        decoding = max(passing, default=0)
-        samples = sorted({r["sample"] for r in rs})
-        exact = [max((r["length"] for r in rs if r["sample"] == s and r["exact"]), default=0) for s in samples]
+        decoding = decoding_capacity({L: [r["accuracy_with"] for r in g] for L, g in by_length.items()})
+        runs = sorted({(r["text_seed"], r["sample"], r["seed"]) for r in rs})
+        exact = [max((r["length"] for r in rs if (r["text_seed"], r["sample"], r["seed"]) == run and r["exact"]),
+                     default=0) for run in runs]
         at = by_length.get(decoding, [])
         mean = (lambda key: statistics.mean(r[key] for r in at)) if at else (lambda key: None)
-        theoretical = rs[0]["theoretical_capacity"]
         out.append({
-            "model": model, "source": source, "vectors": vectors, "samples": len(samples),
-            "lengths": sorted(by_length), "decoding_capacity": decoding, "exact_capacity": statistics.mean(exact),
-            "token_gain": mean("token_gain"), "information_gain_bits": mean("information_gain_bits"),
-            "information_gain_nats": mean("information_gain_nats"), "theoretical_capacity": theoretical,
-            "utilization": mean("utilization"),
+            "model": model, "source": source, "vectors": vectors, "recipe": labels[digest],
+            "recipe_name": rs[0]["recipe"], "samples": len({run[:2] for run in runs}),
+            "seeds": len({run[2] for run in runs}), "lengths": sorted(by_length), "decoding_capacity": decoding,
+            "exact_capacity": statistics.mean(exact), "token_gain": mean("token_gain"),
+            "information_gain_bits": mean("information_gain_bits"),
+            "information_gain_nats": mean("information_gain_nats"),
+            "theoretical_capacity": rs[0]["theoretical_capacity"], "utilization": mean("utilization"),
         })
     return out
 
@@ -118,11 +137,12 @@ def _fmt(value, digits: int = 1) -> str:
     return f"{int(value)}" if isinstance(value, float) else str(value)
 
 
-TABLE_COLUMNS = ("model", "source", "vectors", "decoding_capacity", "exact_capacity", "token_gain",
-                 "information_gain_bits", "information_gain_nats", "theoretical_capacity", "utilization", "samples")
-TABLE_HEADERS = ("model", "source", "vectors", "decoding capacity (tokens)", "exact capacity (tokens)",
+TABLE_COLUMNS = ("model", "source", "vectors", "recipe", "decoding_capacity", "exact_capacity", "token_gain",
+                 "information_gain_bits", "information_gain_nats", "theoretical_capacity", "utilization", "samples",
+                 "seeds")
+TABLE_HEADERS = ("model", "source", "vectors", "recipe", "decoding capacity (tokens)", "exact capacity (tokens)",
                  "token gain", "information gain (bits)", "information gain (nats)", "theoretical capacity (tokens)",
-                 "utilization", "samples")
+                 "utilization", "samples", "seeds")
 
 
 def table_cells(ours: list[dict], published: list[dict]) -> list[list[str]]:
@@ -131,8 +151,10 @@ def table_cells(ours: list[dict], published: list[dict]) -> list[list[str]]:
     for r in published:
         row = [_fmt(r.get(c)) for c in TABLE_COLUMNS]
         row[0] = f"{r['model']} (published)"
+        row[TABLE_COLUMNS.index("recipe")] = "Kuratov et al., first token given"
         row[TABLE_COLUMNS.index("exact_capacity")] = "–"
         row[TABLE_COLUMNS.index("samples")] = "50"
+        row[TABLE_COLUMNS.index("seeds")] = "1"
         cells.append(row)
     return cells
 
@@ -146,7 +168,7 @@ def _label(ax, title: str, xlabel: str, ylabel: str, legend_size: int = 8) -> No
 
 def figure_tokens_per_vector(ours: list[dict], published: list[dict]) -> Figure:
     fig, ax = plt.subplots(figsize=(10, 4.8))
-    names = [f"{r['model']}\n{r['source']}" for r in ours]
+    names = [f"{r['model']}\n{r['source']}, {r['recipe']}" for r in ours]
     names += [f"{r['model']}\n{r['source']} (pub.)" for r in published]
     values = [r["decoding_capacity"] / r["vectors"] for r in ours] + [r["decoding_capacity"] for r in published]
     theory = [r["theoretical_capacity"] / r["vectors"] for r in ours] + [r["theoretical_capacity"] for r in published]
@@ -162,8 +184,8 @@ def figure_tokens_per_vector(ours: list[dict], published: list[dict]) -> Figure:
     samples = "/".join(str(n) for n in sorted({r["samples"] for r in ours}))
     return Figure("tokens_per_vector", "Tokens per vector by model", (
         f"Decoding capacity (largest length with mean teacher-forced accuracy >= {PAPER_CRITERION}) divided by the "
-        f"number of vectors, for our {len(ours)} (model, source, vectors) groups ({samples} samples each) and the "
-        "published 1-vector figures (50 samples each); black ticks: theoretical capacity d*16/log2(V)."), fig)
+        f"number of vectors, for our {len(ours)} (model, source, vectors, recipe) groups ({samples} samples each) and "
+        "the published 1-vector figures (50 samples each); black ticks: theoretical capacity d*16/log2(V)."), fig)
 
 
 def figure_cross_entropy(rows: list[dict]) -> Figure:
@@ -188,11 +210,11 @@ def figure_vectors_scaling(ours: list[dict]) -> Figure:
         rs = [r for r in published if r["model"] == model and r["pg19_max_tokens"] is not None]
         ax.plot([r["n_vectors"] for r in rs], [r["pg19_max_tokens"] for r in rs], marker="s", linestyle="--",
                 label=f"{model}, PG-19 (published)")
-    for model, source in sorted({(r["model"], r["source"]) for r in ours}):
-        rs = sorted((r for r in ours if r["model"] == model and r["source"] == source and r["decoding_capacity"] > 0),
-                    key=lambda r: r["vectors"])  # a capacity of 0 has no place on a log axis
+    for model, source, recipe in sorted({(r["model"], r["source"], r["recipe"]) for r in ours}):
+        rs = sorted((r for r in ours if (r["model"], r["source"], r["recipe"]) == (model, source, recipe)
+                     and r["decoding_capacity"] > 0), key=lambda r: r["vectors"])  # 0 has no place on a log axis
         ax.plot([r["vectors"] for r in rs], [r["decoding_capacity"] for r in rs], marker="o",
-                label=f"{model}, {source} (ours)")
+                label=f"{model}, {source}, {recipe} (ours)")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     _label(ax, "Capacity vs number of vectors", "number of trained vectors N (log scale)",
@@ -206,13 +228,15 @@ def figure_vectors_scaling(ours: list[dict]) -> Figure:
 
 def figure_accuracy_vs_length(rows: list[dict]) -> Figure:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for i, key in enumerate(sorted({(r["model"], r["source"], r["vectors"]) for r in rows})):
-        rs = [r for r in rows if (r["model"], r["source"], r["vectors"]) == key]
+    labels = recipe_labels(rows)
+    group = lambda r: (r["model"], r["source"], r["vectors"], labels[r["recipe_digest"]])  # noqa: E731
+    for i, key in enumerate(sorted({group(r) for r in rows})):
+        rs = [r for r in rows if group(r) == key]
         lengths = sorted({r["length"] for r in rs})
         acc = [statistics.mean(r["accuracy_with"] for r in rs if r["length"] == L) for L in lengths]
         exact = [statistics.mean(float(r["exact"]) for r in rs if r["length"] == L) for L in lengths]
         color = f"C{i % 10}"
-        label = f"{key[0]}, {key[1]}, N={key[2]}"
+        label = f"{key[0]}, {key[1]}, N={key[2]}, {key[3]}"
         ax.plot(lengths, acc, marker="o", color=color, label=f"{label}: teacher-forced accuracy")
         ax.plot(lengths, exact, marker="x", linestyle=":", color=color, label=f"{label}: exact round trip")
     ax.axhline(PAPER_CRITERION, color="gray", linewidth=0.8)
@@ -276,11 +300,15 @@ def build_report(db: str | Path, out_dir: str | Path) -> Report:
         with atomic_output(out / f"{f.name}.png") as tmp:
             tmp.write_bytes(pngs[f.name])
     cells = table_cells(ours, published)
-    intro = (f"{len(rows)} results from {db}: {len(ours)} (model, source, vectors) groups. Decoding capacity is the "
-             f"paper's (largest length whose mean teacher-forced accuracy is >= {PAPER_CRITERION}); exact capacity is "
-             "ours (per sample, the largest length whose greedy round trip is exact, averaged). Gains are means at "
-             "the decoding-capacity length. Published rows: Kuratov et al. (2025), Table 1, 50 PG-19 samples per "
-             "model, information gain published in nats.")
+    recipes = sorted({r["recipe_name"] for r in ours})
+    intro = (f"{len(rows)} results from {db}: {len(ours)} (model, source, vectors, recipe) groups; rows of different "
+             "recipes, budgets or models are never averaged together. Decoding capacity is the paper's (largest length "
+             f"whose mean teacher-forced accuracy is >= {PAPER_CRITERION}); exact capacity is ours (per sample and "
+             "seed, the largest length whose greedy round trip is exact, averaged). Gains are means at the "
+             "decoding-capacity length. Recipes: " + "; ".join(f"{name}: {DESCRIPTIONS.get(name, 'user-defined')}"
+                                                                for name in recipes)
+             + ". Published rows: Kuratov et al. (2025), Table 1, 50 PG-19 samples per model, base models, "
+             "teacher-forced with the first token given; information gain published in nats.")
     md = Path(out / "report.md")
     with atomic_output(md) as tmp:
         tmp.write_text(_markdown(intro, cells, figures), encoding="utf-8")

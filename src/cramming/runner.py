@@ -10,7 +10,9 @@
     max_steps = 2000      # optional: the recipes' own budgets otherwise
     text_seed = 0         # optional: which passages each source gives
 
-Finished rows are skipped, so a rerun resumes where a crash (kill -9 included) left off.
+Finished rows are skipped, so a rerun resumes where a crash (kill -9 included) left off. A row is keyed by what
+ran (store.py): the model's fingerprint, the recipe's full settings with the budget, the text seed, ... so a
+rerun with any of those changed runs new rows beside the old ones.
 """
 
 from __future__ import annotations
@@ -19,20 +21,29 @@ import itertools
 import os
 import socket
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 
 from . import api
-from .engine import CPU_BATCH_SIZE, auto_batch_size, get_recipe
+from .engine import CPU_BATCH_SIZE, Recipe, auto_batch_size, get_recipe
 from .errors import CrammingError
 from .store import Store, TaskKey
 from .texts import load_samples
 from .vectors import vector_bytes
 
 HISTORY_POINTS = 200  # per-step history kept per row, evenly thinned to at most this many points
+
+
+@dataclass(frozen=True)
+class ModelId:
+    """A loaded model as rows know it: its name (a label) and the fingerprints that identify it."""
+
+    name: str
+    fingerprint: str
+    tokenizer_fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -74,14 +85,27 @@ class Spec:
                 raise CrammingError(f"spec: {name} must be a non-empty list")
         if any(not isinstance(x, int) or x < 1 for x in self.lengths + self.vectors) or self.samples < 1:
             raise CrammingError("spec: lengths, vectors and samples must be positive integers")
-        for recipe in self.recipes:
-            get_recipe(recipe)
+        for name in self.recipes:
+            self.recipe(name)
 
-    def tasks(self) -> Iterator[TaskKey]:
-        for model, source, length, n, recipe, seed in itertools.product(
-                self.models, self.sources, self.lengths, self.vectors, self.recipes, self.seeds):
+    def recipe(self, name: str) -> Recipe:
+        """The recipe as this spec runs it: the named one, with the spec's budget where it sets one."""
+        recipe = get_recipe(name)
+        return recipe if self.max_steps is None else replace(recipe, max_steps=self.max_steps)
+
+    def size(self) -> int:
+        """Tasks in the grid, over all models."""
+        return (len(self.models) * len(self.sources) * len(self.lengths) * len(self.vectors) * len(self.recipes)
+                * len(self.seeds) * self.samples)
+
+    def tasks(self, model: ModelId) -> Iterator[TaskKey]:
+        """The grid's tasks for one loaded model."""
+        for source, length, n, recipe, seed in itertools.product(
+                self.sources, self.lengths, self.vectors, self.recipes, self.seeds):
+            digest = self.recipe(recipe).digest()
             for sample in range(self.samples):
-                yield TaskKey(model, source, sample, length, n, recipe, seed)
+                yield TaskKey(model.name, recipe, model.fingerprint, model.tokenizer_fingerprint, source,
+                              self.text_seed, sample, length, n, digest, seed)
 
 
 def thin(history: list, points: int = HISTORY_POINTS) -> list:
@@ -99,36 +123,41 @@ class Worker:
                  batch_size: int | None = None):
         if threads is not None:
             torch.set_num_threads(threads)
-        self.lm = api.as_model(model, device)  # loaded once, not per task
+        self.lm = api.as_model(model, device=device)  # loaded once, not per task
         self.spec = spec
         self.batch_size = batch_size  # None: chosen per batch from the device (free GPU memory, or CPU default)
-        self._texts: dict[tuple[str, int], list[str]] = {}
+        self._texts: dict[tuple[str, int, int], list[str]] = {}
 
     def describe(self) -> dict:
         return {"host": socket.gethostname(), "pid": os.getpid(), "device": str(self.lm.device),
-                "threads": torch.get_num_threads()}
+                "threads": torch.get_num_threads(), "model": self.model_id()}
+
+    def model_id(self) -> ModelId:
+        return ModelId(self.lm.name, self.lm.fingerprint, self.lm.tokenizer_fingerprint)
 
     def text(self, key: TaskKey) -> str:
-        if (key.source, key.length) not in self._texts:
-            samples = load_samples(key.source, self.spec.samples, key.length, self.lm.tokenizer, self.spec.text_seed)
-            self._texts[(key.source, key.length)] = [s.text for s in samples]
-        return self._texts[(key.source, key.length)][key.sample]
+        where = (key.source, key.length, key.text_seed)
+        if where not in self._texts:
+            samples = load_samples(key.source, self.spec.samples, key.length, self.lm.tokenizer, key.text_seed)
+            self._texts[where] = [s.text for s in samples]
+        return self._texts[where][key.sample]
 
-    def run(self, keys: list[TaskKey]) -> list[tuple[TaskKey, dict, str, bytes, list]]:
+    def run(self, keys: list[TaskKey]) -> list[tuple[TaskKey, dict, dict, str, bytes, list]]:
         """Cram tasks that differ only in their sample, batch_size at a time, and measure each
-        -> per task (key, metrics, text, vector file bytes, thinned history)."""
+        -> per task (key, recipe settings, metrics, text, vector file bytes, thinned history)."""
         k = keys[0]
+        recipe = self.spec.recipe(k.recipe)
         size = self.batch_size or auto_batch_size(self.lm.model, k.length, k.vectors,
-                                                  api.prefix_token(self.lm.tokenizer, get_recipe(k.recipe)))
+                                                  api.prefix_token(self.lm.tokenizer, recipe))
         out = []
         for i in range(0, len(keys), size):
             chunk = keys[i: i + size]
             texts = [self.text(key) for key in chunk]
-            for key, text, compressed in zip(chunk, texts, api.compress(texts, self.lm, k.vectors, k.recipe,
-                                                                        self.spec.max_steps, None, k.seed)):
+            crammed = api.compress(texts, self.lm, n_vectors=k.vectors, recipe=recipe, seed=k.seed)
+            for key, text, compressed in zip(chunk, texts, crammed):
                 metrics = api.measure(compressed, self.lm).to_dict()
-                out.append((key, metrics, text, vector_bytes(compressed.vectors, compressed.metadata()),
-                            thin(compressed.result.history)))
+                out.append((key, recipe.to_dict(), metrics, text,
+                            vector_bytes(compressed.vectors, compressed.metadata()), thin(compressed.result.history)))
         return out
 
 
@@ -137,7 +166,8 @@ def batches(keys: list[TaskKey], batch_size: int | None) -> list[list[TaskKey]]:
     when batch_size is None (the worker then splits it to fit its device)."""
     groups: dict[tuple, list[TaskKey]] = {}
     for key in keys:
-        groups.setdefault((key.model, key.source, key.length, key.vectors, key.recipe, key.seed), []).append(key)
+        groups.setdefault((key.model_fingerprint, key.source, key.text_seed, key.length, key.vectors,
+                           key.recipe_digest, key.recipe, key.seed), []).append(key)
     out = []
     for group in groups.values():
         size = batch_size or len(group)
@@ -145,33 +175,37 @@ def batches(keys: list[TaskKey], batch_size: int | None) -> list[list[TaskKey]]:
     return out
 
 
-def pending(spec: Spec, store: Store) -> list[TaskKey]:
+def pending(spec: Spec, store: Store, model: ModelId, on_skipped: OnSkipped | None = None) -> list[TaskKey]:
+    """The model's tasks in the grid that have no row yet; on_skipped hears how many have one."""
     done = store.done()
-    return [k for k in spec.tasks() if k.astuple() not in done]
+    tasks = list(spec.tasks(model))
+    todo = [k for k in tasks if k.identity() not in done]
+    if on_skipped is not None:
+        on_skipped(len(tasks) - len(todo))
+    return todo
 
 
 OnTask = Callable[[TaskKey, dict], None]
+OnSkipped = Callable[[int], None]
 
 
-def _commit(store: Store, done: list[tuple[TaskKey, dict, str, bytes, list]], on_task: OnTask | None) -> int:
+def _commit(store: Store, done: list[tuple[TaskKey, dict, dict, str, bytes, list]], on_task: OnTask | None) -> int:
     """Store a finished batch in one transaction, then report each task -> rows added."""
     added = store.add_batch(done)
     if on_task is not None:
-        for key, metrics, *_ in done:
+        for key, _, metrics, *_ in done:
             on_task(key, metrics)
     return added
 
 
-def run_local(spec: Spec, store: Store, device: str = "auto", on_task: OnTask | None = None,
-              batch_size: int | None = None) -> int:
-    """Run the spec's unfinished tasks in this process, each batch committed as it finishes -> rows added."""
-    todo, added = pending(spec, store), 0
+def run_local(spec: Spec, store: Store, *, device: str = "auto", on_task: OnTask | None = None,
+              batch_size: int | None = None, on_skipped: OnSkipped | None = None) -> int:
+    """Run the spec's unfinished tasks in this process, each batch committed as it finishes -> rows added.
+    Each model is loaded first, since its fingerprint is part of every row's key."""
+    added = 0
     for model in spec.models:
-        mine = [k for k in todo if k.model == model]
-        if not mine:
-            continue
         worker = Worker(model, device, spec, batch_size=batch_size)
-        for batch in batches(mine, batch_size):
+        for batch in batches(pending(spec, store, worker.model_id(), on_skipped), batch_size):
             added += _commit(store, worker.run(batch), on_task)
     return added
 
@@ -187,8 +221,8 @@ def _check_reachable(address: str | None) -> None:
         raise CrammingError(f"cannot reach a Ray cluster at {address}: {err.strerror or err}") from None
 
 
-def run_ray(spec: Spec, store: Store, device: str = "auto", on_task: OnTask | None = None,
-            batch_size: int | None = None,
+def run_ray(spec: Spec, store: Store, *, device: str = "auto", on_task: OnTask | None = None,
+            batch_size: int | None = None, on_skipped: OnSkipped | None = None,
             address: str | None = None, workers: int | None = None, cpus_per_worker: int = 1,
             on_workers: Callable[[list[dict]], None] | None = None) -> int:
     """Run the spec's unfinished tasks on Ray actors, each holding one model and serving many batches.
@@ -197,16 +231,15 @@ def run_ray(spec: Spec, store: Store, device: str = "auto", on_task: OnTask | No
     hold: a row commits as its batch returns, reruns skip finished rows. A worker that dies mid-task is
     restarted and its batch retried (at most twice); a row can never be stored twice (primary key).
     GPU workers ask Ray for one GPU each (device cuda, or auto on a cluster with GPUs); CPU workers for
-    cpus_per_worker CPUs. By default there is one worker per GPU, else one per cpus_per_worker CPUs.
+    cpus_per_worker CPUs. By default there is one worker per GPU, else one per cpus_per_worker CPUs. The first
+    worker of each model tells the model's fingerprint, which keys its rows, before the others start.
     """
     try:
         import ray
         from ray.exceptions import RayError
     except ImportError:
         raise CrammingError("the ray executor needs Ray: pip install 'cramming[ray]'") from None
-    todo, added = pending(spec, store), 0
-    if not todo:
-        return 0
+    added = 0
     ours = not ray.is_initialized()  # a caller that has connected Ray itself keeps its connection
     if ours:
         _check_reachable(address)
@@ -226,13 +259,14 @@ def run_ray(spec: Spec, store: Store, device: str = "auto", on_task: OnTask | No
         # GPU workers size their batches from free memory, so they get whole groups; CPU work is spread thin.
         size = batch_size or (None if gpu else CPU_BATCH_SIZE)
         for model in spec.models:
-            queue = batches([k for k in todo if k.model == model], size)
-            if not queue:
-                continue
-            pool = [remote.remote(model, "cuda" if gpu else "cpu", spec, None if gpu else cpus_per_worker, batch_size)
-                    for _ in range(min(n_workers, len(queue)))]
+            start = lambda: remote.remote(model, "cuda" if gpu else "cpu", spec,  # noqa: E731
+                                          None if gpu else cpus_per_worker, batch_size)
+            pool = [start()]
+            first = ray.get(pool[0].describe.remote())
+            queue = batches(pending(spec, store, first["model"], on_skipped), size)
+            pool += [start() for _ in range(min(n_workers, len(queue)) - 1)]
             if on_workers is not None:
-                on_workers(ray.get([w.describe.remote() for w in pool]))
+                on_workers([first] + ray.get([w.describe.remote() for w in pool[1:]]))
             running = {}
 
             def submit(worker) -> None:

@@ -1,7 +1,12 @@
-"""The results database: one SQLite row per (model, source, sample, length, vectors, recipe, seed).
+"""The results database: one SQLite row per task, keyed by what ran.
+
+A row's identity is the model's and tokenizer's fingerprints, the text source, its text seed, the sample,
+the length, the number of vectors, a digest of the recipe's full settings (step budget included) and the
+seed. The model's and the recipe's names are labels beside it: a rerun after the recipe, the budget, the
+text seed or the model changed runs new rows and never "resumes" onto the old ones.
 
 Each finished batch of tasks is committed in one transaction, so a crash loses at most the batch in flight
-(one task at batch size 1) and never keeps part of a batch. The key is the primary key and rows are
+(one task at batch size 1) and never keeps part of a batch. The identity is the primary key and rows are
 inserted with INSERT OR IGNORE, so rerunning a spec, or two runs on one file at once, never duplicates a
 row. WAL mode and a busy timeout let concurrent runs share the file safely.
 """
@@ -16,37 +21,49 @@ from pathlib import Path
 from .errors import CrammingError
 from .vectors import vector_metadata
 
-KEY = ("model", "source", "sample", "length", "vectors", "recipe", "seed")
+SCHEMA_VERSION = 2  # PRAGMA user_version; 1 (no user_version) keyed rows by recipe name only
+IDENTITY = ("model_fingerprint", "tokenizer_fingerprint", "source", "text_seed", "sample", "length", "vectors",
+            "recipe_digest", "seed")
+LABELS = ("model", "recipe")
+KEY = (*LABELS, *IDENTITY)  # every column of a TaskKey
 METRICS = ("tokens", "ce_without_bits", "ce_with_bits", "information_gain_bits", "information_gain_nats",
-           "token_gain", "accuracy_without", "accuracy_with", "exact", "theoretical_capacity", "utilization",
-           "steps", "seconds")
+           "token_gain", "accuracy_without", "accuracy_with", "exact", "diverged", "theoretical_capacity",
+           "utilization", "steps", "seconds")
+_TEXT_COLUMNS = {"model", "recipe", "model_fingerprint", "tokenizer_fingerprint", "source", "recipe_digest"}
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS results (
-    model TEXT NOT NULL, source TEXT NOT NULL, sample INTEGER NOT NULL, length INTEGER NOT NULL,
-    vectors INTEGER NOT NULL, recipe TEXT NOT NULL, seed INTEGER NOT NULL,
+    {", ".join(f"{c} {'TEXT' if c in _TEXT_COLUMNS else 'INTEGER'} NOT NULL" for c in KEY)},
+    recipe_settings TEXT NOT NULL,
     {", ".join(f"{m} REAL" for m in METRICS)},
     text TEXT NOT NULL,
     vector_file BLOB NOT NULL,
     history TEXT NOT NULL,
     finished_at TEXT NOT NULL DEFAULT (datetime('now')),
-    PRIMARY KEY ({", ".join(KEY)})
+    PRIMARY KEY ({", ".join(IDENTITY)})
 )
 """
 
 
 @dataclass(frozen=True)
 class TaskKey:
+    """One task: its labels (model and recipe names) and its identity (what ran)."""
+
     model: str
+    recipe: str
+    model_fingerprint: str
+    tokenizer_fingerprint: str
     source: str
+    text_seed: int
     sample: int
     length: int
     vectors: int
-    recipe: str
+    recipe_digest: str
     seed: int
 
-    def astuple(self) -> tuple:
-        return tuple(asdict(self)[k] for k in KEY)
+    def identity(self) -> tuple:
+        values = asdict(self)
+        return tuple(values[k] for k in IDENTITY)
 
 
 class Store:
@@ -54,54 +71,77 @@ class Store:
         self.path = Path(path)
         try:
             self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA busy_timeout=60000")
-            self.db.execute(SCHEMA)
+            old = self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'results'").fetchone()
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as err:
+            raise CrammingError(f"{self.path} is not a usable results database ({err})") from None
+        if old and version != SCHEMA_VERSION:
+            self.db.close()
+            raise CrammingError(f"{self.path} was written by an older cramming whose rows are keyed by recipe name "
+                                "only (not by the model fingerprint, the budget or the text seed); it is left as it "
+                                "is: run into a new --db file")
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute(SCHEMA)
+                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as err:
             raise CrammingError(f"{self.path} is not a usable results database ({err})") from None
 
     def done(self) -> set[tuple]:
-        return set(self.db.execute(f"SELECT {', '.join(KEY)} FROM results"))
+        """The identities of the stored rows."""
+        return set(self.db.execute(f"SELECT {', '.join(IDENTITY)} FROM results"))
 
-    def add(self, key: TaskKey, metrics: dict, text: str, vector_file: bytes, history: list) -> bool:
+    def add(self, key: TaskKey, settings: dict, metrics: dict, text: str, vector_file: bytes, history: list) -> bool:
         """Insert a finished task in its own transaction; False if the row was there already."""
-        return self.add_batch([(key, metrics, text, vector_file, history)]) == 1
+        return self.add_batch([(key, settings, metrics, text, vector_file, history)]) == 1
 
-    def add_batch(self, results: list[tuple[TaskKey, dict, str, bytes, list]]) -> int:
+    def add_batch(self, results: list[tuple[TaskKey, dict, dict, str, bytes, list]]) -> int:
         """Insert a batch's finished tasks in one transaction, so a crash keeps all of them or none
-        (a rerun then crams the same batch again) -> rows added."""
-        cols = (*KEY, *METRICS, "text", "vector_file", "history")
+        (a rerun then crams the same batch again) -> rows added. Each task comes with the recipe's settings
+        as run, its metrics, its text, its vector file and its thinned history."""
+        cols = (*KEY, "recipe_settings", *METRICS, "text", "vector_file", "history")
         sql = f"INSERT OR IGNORE INTO results ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
         added = 0
         with self.db:  # BEGIN ... COMMIT (or ROLLBACK on error)
             self.db.execute("BEGIN IMMEDIATE")
-            for key, metrics, text, vector_file, history in results:
-                values = (*key.astuple(), *(float(metrics[m]) for m in METRICS), text, vector_file,
-                          json.dumps(history))
+            for key, settings, metrics, text, vector_file, history in results:
+                values = (*(getattr(key, k) for k in KEY), json.dumps(settings, sort_keys=True),
+                          *(float(metrics[m]) for m in METRICS), text, vector_file, json.dumps(history))
                 added += self.db.execute(sql, values).rowcount
         return added
 
     def rows(self) -> list[dict]:
-        """Every row's key and metrics, as plain values (no vectors, no history)."""
-        cols = (*KEY, *METRICS)
+        """Every row's key, its step budget and its metrics, as plain values (no vectors, no history)."""
+        cols = (*KEY, "budget", *METRICS)
         out = []
-        for row in self.db.execute(f"SELECT {', '.join(cols)} FROM results ORDER BY {', '.join(KEY)}"):
+        order = ", ".join(("model", "source", "recipe", "vectors", "length", "text_seed", "sample", "seed"))
+        select = ", ".join(c if c != "budget" else "json_extract(recipe_settings, '$.max_steps')" for c in cols)
+        for row in self.db.execute(f"SELECT {select} FROM results ORDER BY {order}"):
             d = dict(zip(cols, row))
-            d["exact"] = bool(d["exact"])
+            for k in ("exact", "diverged"):
+                d[k] = bool(d[k])
             for k in ("tokens", "token_gain", "steps"):
                 d[k] = int(d[k])
             out.append(d)
         return out
 
     def _column(self, key: dict, column: str):
-        row = self.db.execute(f"SELECT {column} FROM results WHERE {' AND '.join(f'{k} = ?' for k in KEY)}",
-                              tuple(key[k] for k in KEY)).fetchone()
+        row = self.db.execute(f"SELECT {column} FROM results WHERE {' AND '.join(f'{k} = ?' for k in IDENTITY)}",
+                              tuple(key[k] for k in IDENTITY)).fetchone()
         return row[0] if row else None
 
     def history(self, key: dict) -> list[list[float]]:
         """The thinned per-step history [(step, loss, accuracy), ...] of the row with this key."""
         row = self._column(key, "history")
         return json.loads(row) if row else []
+
+    def settings(self, key: dict) -> dict:
+        """The recipe's full settings as run (budget included) of the row with this key."""
+        row = self._column(key, "recipe_settings")
+        return json.loads(row) if row else {}
 
     def vector_file(self, key: dict) -> bytes | None:
         """The vector file (safetensors bytes) of the row with this key."""

@@ -132,7 +132,9 @@ def load_samples(source: str, n: int, n_tokens: int | None, tokenizer, seed: int
     """n samples of n_tokens tokens each (whole documents when n_tokens is None) from a named source."""
     if n < 1:
         raise CrammingError(f"the number of samples must be at least 1, got {n}")
-    rng = random.Random(f"{source}|{seed}")
+    # A file source is seeded by the file's name, not its folder: the same file drawn from anywhere gives the
+    # same passages.
+    rng = random.Random(f"file:{Path(source[5:]).name}|{seed}" if source.startswith("file:") else f"{source}|{seed}")
     if source == "random":
         if n_tokens is None:
             raise CrammingError("the random source needs a number of tokens")
