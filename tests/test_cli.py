@@ -178,9 +178,11 @@ def test_failed_decompress_keeps_existing_output(run_cli, tiny_dir, other_tiny_d
     assert code == 2 and target.read_text() == "precious" and no_leftovers(tmp_path)
 
 
-def test_models_lists_the_default_alias(run_cli):
+def test_models_names_the_default_for_what_it_is(run_cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # one line per row
     code, out, _ = run_cli("models")
-    assert code == 0 and b"smollm2-135m" in out and b"default" in out
+    assert code == 0 and b"smollm2-135m-instruct-q4_1 (default); also smollm2-135m" in out
+    assert b"SmolLM2-135M-Instruct" in out and b"Q4_1" in out
 
 
 def test_measure_json_has_the_metric_keys(run_cli, tiny_dir):

@@ -19,7 +19,7 @@ from .atomic import atomic_output
 from .capacity import STRATEGIES, search
 from .engine import RECIPES, StepInfo
 from .errors import CrammingError
-from .models import ALIASES, DEFAULT_MODEL, alias_status
+from .models import ALIASES, DEFAULT_MODEL, SYNONYMS, alias_status
 from .runner import Spec, run_local, run_ray
 from .store import KEY, METRICS, Store
 from .texts import load_samples
@@ -350,10 +350,14 @@ def report(
 @app.command()
 def models() -> None:
     """List the model aliases and whether each is ready offline."""
-    table = Table("alias", "status", "model")
+    table = Table()
+    table.add_column("alias", overflow="fold")  # never cut: it is what --model takes
+    table.add_column("status")
+    table.add_column("model")
     for alias in ALIASES.values():
-        table.add_row(alias.name + (" (default)" if alias.name == DEFAULT_MODEL else ""), alias_status(alias),
-                      alias.description)
+        synonyms = [old for old, name in SYNONYMS.items() if name == alias.name]
+        table.add_row(alias.name + (" (default)" if alias.name == DEFAULT_MODEL else "")
+                      + "".join(f"; also {old}" for old in synonyms), alias_status(alias), alias.description)
     Console().print(table)
     Console().print("Any Hugging Face id or local model directory works too, where a network or a copy exists.")
 
