@@ -54,12 +54,26 @@ def test_unknown_strategy(tiny_lm):
         search("guess", tiny_lm, TEXTS, n_vectors=1)
 
 
-def test_capacity_command(run_cli, tiny_dir, tmp_path):
+def capacity_cli(run_cli, tiny_dir, tmp_path, *args):
+    """`cram capacity` by bisection on TEXTS, 150 steps a try -> (exit code, stdout, stderr)."""
     (tmp_path / "t.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in TEXTS))
-    code, out, err = run_cli("capacity", "--source", f"file:{tmp_path / 't.jsonl'}", "--samples", "2",
-                             "--vectors", "1,2", "--strategy", "bisect", "--max-tokens", "10", "--max-steps", "150",
-                             "--model", str(tiny_dir), "--json")
+    return run_cli("capacity", "--source", f"file:{tmp_path / 't.jsonl'}", "--samples", "2", "--strategy", "bisect",
+                   "--max-steps", "150", "--model", str(tiny_dir), *args)
+
+
+def test_capacity_command(run_cli, tiny_dir, tmp_path):
+    code, out, err = capacity_cli(run_cli, tiny_dir, tmp_path, "--vectors", "1,2", "--max-tokens", "10", "--json")
     assert code == 0, err
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["vectors"] for r in rows] == [1, 2]
     assert all(0 < r["capacity_mean"] <= 10 and r["samples"] == 2 for r in rows)
+    for r in rows:  # a sample that holds all 10 tokens may hold more: a lower bound, and said so
+        assert r["lower_bound"] == [c == 10 for c in r["per_sample"]]
+        assert r["mean_is_lower_bound"] == any(r["lower_bound"])
+
+
+def test_capacity_marks_a_search_that_reached_its_top(run_cli, tiny_dir, tmp_path):
+    code, out, err = capacity_cli(run_cli, tiny_dir, tmp_path, "--vectors", "2", "--max-tokens", "3", "--quiet")
+    assert code == 0, err
+    line = " ".join(out.decode().split())
+    assert "capacity mean ≥ 3.0 (min ≥ 3, max ≥ 3)" in line and "may hold more" in line, line

@@ -9,7 +9,8 @@ import sys
 import pytest
 from safetensors.torch import save_file
 
-from cramming import load_model
+from cramming import CrammingError, api, load_model
+from cramming.threads import free_cores, use_threads
 from cramming.vectors import load_vectors
 
 from .conftest import build_tiny_model
@@ -93,9 +94,66 @@ def test_budget_out_exits_1_and_saves_best(run_cli, tiny_dir, tmp_path):
     assert row["exact"] is False and row["accuracy"] < 1.0 and vec.exists()
     assert "not exact" in err
     code, out, _ = run_cli("info", str(vec), "--json")
-    assert code == 0 and json.loads(out)["recipe"]["max_steps"] == 2  # the budget it ran with, not the recipe's
-    code, _, err = run_cli("decompress", str(vec))
-    assert_one_line_error(code, err, "does not match the stored hashes")
+    meta = json.loads(out)
+    assert code == 0 and meta["recipe"]["max_steps"] == 2  # the budget it ran with, not the recipe's
+    assert meta["exact"] is False and 0 <= meta["first_mismatch"] < row["tokens"]
+
+
+def test_a_file_that_is_not_exact_says_so_before_decoding(run_cli, tiny_dir, tmp_path, monkeypatch):
+    vec = tmp_path / "b.safetensors"
+    text = "a quick brown fox jumps over the lazy dog"
+    assert compress(run_cli, tiny_dir, text, "-o", str(vec), "--vectors", "1", "--max-steps", "2")[0] == 1
+    meta = json.loads(run_cli("info", str(vec), "--json")[1])
+    with monkeypatch.context() as patch:  # refused from its metadata: no model is loaded
+        patch.setattr(api, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+        code, _, err = run_cli("decompress", str(vec))
+    assert_one_line_error(code, err, "not exact")
+    assert "--inexact" in err
+    # --inexact shows the best decode, says where it leaves the text, and exits 1
+    code, out, err = run_cli("decompress", str(vec), "--inexact")
+    assert code == 1 and out and f"from token {meta['first_mismatch']} of {meta['n_tokens']}" in err
+    assert err.startswith("warning: not exact")
+    tokens = load_model(str(tiny_dir)).tokenizer(text, add_special_tokens=False)["input_ids"]
+    decoded = load_model(str(tiny_dir)).tokenizer(out.decode(), add_special_tokens=False)["input_ids"]
+    assert decoded[: meta["first_mismatch"]] == tokens[: meta["first_mismatch"]]
+    assert decoded[meta["first_mismatch"]] != tokens[meta["first_mismatch"]]
+
+
+def test_inexact_on_an_exact_file_is_a_plain_decompress(run_cli, tiny_dir, tmp_path):
+    vec = tmp_path / "v.safetensors"
+    assert compress(run_cli, tiny_dir, TEXT, "-o", str(vec))[0] == 0
+    assert run_cli("decompress", str(vec), "--inexact") == (0, TEXT.encode(), "")
+
+
+def test_a_damaged_vector_file_is_refused_as_corrupted_at_once(run_cli, tiny_dir, tmp_path, monkeypatch):
+    vec = tmp_path / "v.safetensors"
+    assert compress(run_cli, tiny_dir, TEXT, "-o", str(vec))[0] == 0
+    data = bytearray(vec.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")  # the tensor's bytes follow the header
+    middle = (start + len(data)) // 2
+    data[middle: middle + 16] = bytes(b ^ 0x5A for b in data[middle: middle + 16])
+    vec.write_bytes(bytes(data))
+    monkeypatch.setattr(api, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    for command in ("decompress", "info"):
+        code, _, err = run_cli(command, str(vec))
+        assert_one_line_error(code, err, "is corrupted")
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(run_cli, tiny_dir, tmp_path):
+    code, out, err = compress(run_cli, tiny_dir, TEXT, "-o", str(tmp_path / "v.safetensors"), "--threads", "1",
+                              "--json")
+    assert code == 0
+    first = err.splitlines()[0]
+    assert first.startswith("cramming 0/300 loss ") and "done 0/1 threads 1 [" in first, err
+    code, out, err = compress(run_cli, tiny_dir, TEXT, "-o", str(tmp_path / "w.safetensors"), "--json", "--quiet")
+    assert code == 0 and err == ""
+
+
+def test_threads():
+    assert use_threads(1) == 1
+    assert 1 <= use_threads() == free_cores() <= (os.cpu_count() or 1)
+    with pytest.raises(CrammingError, match="--threads must be at least 1"):
+        use_threads(0)
 
 
 def test_recipes_are_selectable(run_cli, tiny_dir, tmp_path):
@@ -124,6 +182,55 @@ def test_bad_compress_input(run_cli, tiny_dir, tmp_path, args, pattern):
     code, _, err = run_cli("compress", "--model", str(tiny_dir), "--max-steps", "5", *args)
     assert_one_line_error(code, err, pattern)
     assert not (tmp_path / "x.safetensors").exists() and no_leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["compress", "", "-o", "{tmp}/x.safetensors"], "empty"),
+    (["compress", "-f", "{tmp}/missing.txt"], "no such file"),
+    (["compress", TEXT, "--tokens", "0"], "at least 1"),
+    (["compress", TEXT, "--vectors", "0"], "at least 1"),
+    (["compress", TEXT, "--recipe", "nope"], "unknown recipe"),
+    (["compress", TEXT, "--threads", "0"], "--threads"),
+    (["measure", "", "--json"], "empty"),
+    (["measure", TEXT, "--recipe", "nope"], "unknown recipe"),
+    (["texts", "file:{tmp}/missing.txt"], "no such file"),
+    (["texts", "gutenberg"], "unknown text source"),
+    (["texts", "books", "--n", "0"], "at least 1"),
+    (["capacity", "--source", "file:{tmp}/missing.txt"], "no such file"),
+    (["capacity", "--recipe", "nope"], "unknown recipe"),
+])
+def test_input_errors_come_before_the_model_loads(run_cli, tiny_dir, tmp_path, monkeypatch, args, pattern):
+    monkeypatch.setattr(api, "load_model", lambda *a, **k: pytest.fail("a model was loaded before the check"))
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code, _, err = run_cli(*args, "--model", str(tiny_dir))
+    assert_one_line_error(code, err, pattern)
+
+
+def test_the_random_source_without_its_word_list_fails_at_once(run_cli, tiny_dir, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wordfreq" else real(name, *a))
+    monkeypatch.setattr(api, "load_model", lambda *a, **k: pytest.fail("a model was loaded before the check"))
+    code, _, err = run_cli("texts", "random", "--model", str(tiny_dir))
+    assert_one_line_error(code, err, "pip install 'cramming[texts]'")
+
+
+def test_o_into_a_missing_directory_creates_it(run_cli, tiny_dir, tmp_path):
+    vec = tmp_path / "new" / "deeper" / "v.safetensors"
+    assert compress(run_cli, tiny_dir, TEXT, "-o", str(vec))[0] == 0
+    assert run_cli("decompress", str(vec))[1] == TEXT.encode()
+
+
+def test_an_unknown_model_with_no_hub_to_ask_fails_at_once(tmp_path):
+    # No HF_HUB_OFFLINE: the tool itself finds the hub unreachable (as on this machine) and looks only in the
+    # local cache, instead of letting the hub client retry for ~50 s.
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env["HF_ENDPOINT"] = "https://127.0.0.1:9"  # nothing listens there, wherever the test runs
+    done = subprocess.run([sys.executable, "-m", "cramming", "compress", "--model", "no-such-model-xyz", TEXT,
+                           "-o", str(tmp_path / "x.safetensors")], capture_output=True, text=True, env=env)
+    assert_one_line_error(done.returncode, done.stderr, "the hub cannot be reached")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_model(run_cli, tmp_path):

@@ -58,6 +58,9 @@ def test_summary_follows_the_paper_criterion_and_exactness(store_path):
     assert books["token_gain"] == pytest.approx(sum(r["token_gain"] for r in at16) / 2)
     assert books["information_gain_bits"] == pytest.approx(sum(r["information_gain_bits"] for r in at16) / 2)
     assert summary[("books", 2)]["decoding_capacity"] == 32
+    assert summary[("books", 2)]["decoding_lower_bound"] and not books["decoding_lower_bound"]
+    assert books["exact_lower_bound"] and summary[("random", 1)]["exact_lower_bound"]  # exact at their top length
+    assert not summary[("random", 1)]["decoding_lower_bound"]  # nothing passed
     assert summary[("random", 1)]["decoding_capacity"] == 0  # mean 0.95 at its only length
     assert summary[("random", 1)]["token_gain"] is None
     assert summary[("random", 1)]["exact_capacity"] == 4  # (0 + 8) / 2
@@ -115,8 +118,9 @@ def test_report_writes_every_figure_and_table_from_the_store(store_path, tmp_pat
             assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
         assert any(ax.get_legend() is not None for ax in f.figure.axes)
     # the table: our groups, then the published rows marked as such
-    assert "| tiny | books | 1 | default, 5000 steps | 16 | 24 |" in md
-    assert "| tiny | books | 2 | default, 5000 steps | 32 | 32 |" in md
+    # books, 1 vector: sample 1 is exact at 32, the longest length run, so the exact capacity is a lower bound
+    assert "| tiny | books | 1 | default, 5000 steps | 16 | ≥ 24 |" in md
+    assert "| tiny | books | 2 | default, 5000 steps | ≥ 32 | ≥ 32 |" in md
     assert "Llama-3.1-8B (published) | PG-19 (books) | 1 | Kuratov et al., first token given | 1568 |" in md
     assert "default: ours: cold started from the model's prior" in md  # what each recipe is
     assert md.count("(published)") == len(report.published)
@@ -133,6 +137,11 @@ def test_report_writes_every_figure_and_table_from_the_store(store_path, tmp_pat
                 if ln.get_label() == "tiny, books, N=1, default, 5000 steps: teacher-forced accuracy")
     assert list(line.get_xdata()) == [8, 16, 32]
     assert list(line.get_ydata()) == pytest.approx([1.0, 0.9975, 0.985])
+    # capacity vs vectors: our two series are nudged apart, and the lower bound (books, 2 vectors, 32) is hollow
+    ours = [ln for ln in figs["vectors_scaling"].axes[0].lines if "(ours)" in ln.get_label()]
+    assert len(ours) == 2 and len({tuple(ln.get_xdata()) for ln in ours}) == 2
+    hollow = [ln for ln in figs["vectors_scaling"].axes[0].lines if ln.get_markerfacecolor() == "white"]
+    assert [(round(ln.get_xdata()[0]), ln.get_ydata()[0]) for ln in hollow] == [(2, 32)]
     # history: the stored per-step losses of the picked samples
     loss_ax = figs["history"].axes[0]
     books_line = next(ln for ln in loss_ax.lines if ln.get_label().startswith("books #0, 32 tok, N=1"))

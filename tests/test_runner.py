@@ -89,6 +89,14 @@ def test_a_diverged_sample_is_stored_as_such_and_the_grid_goes_on(spec_file, tin
     assert all(r["exact"] for r in rows if r["sample"] == 0)
 
 
+def test_a_bad_spec_leaves_no_database_behind(run_cli, tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text('models = ["m"]\nsources = ["file:missing.jsonl"]\nlengths = [8]\n')
+    code, _, err = run_cli("run", str(spec), "--db", str(tmp_path / "r.sqlite"))
+    assert code == 2 and "no such file: missing.jsonl" in err and err.count("\n") == 1
+    assert not (tmp_path / "r.sqlite").exists()
+
+
 def test_spec_errors(tmp_path):
     bad = tmp_path / "bad.toml"
     for text, pattern in [("models = [", "not valid TOML"), ('models = ["m"]\nsources = ["books"]\nlengths = [8]\n'

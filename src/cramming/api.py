@@ -49,6 +49,18 @@ def as_model(model: str | LoadedModel, *, device: str = "auto") -> LoadedModel:
     return model if isinstance(model, LoadedModel) else load_model(model, resolve_device(device))
 
 
+def check_options(texts: Sequence[str], *, n_vectors: int, max_tokens: int | None) -> None:
+    """What can be checked without a model, checked before one loads (which takes seconds)."""
+    if n_vectors < 1:
+        raise CrammingError(f"the number of vectors must be at least 1, got {n_vectors}")
+    if not texts:
+        raise CrammingError("no text given")
+    if any(not text for text in texts):
+        raise CrammingError("the text is empty")
+    if max_tokens is not None and max_tokens < 1:
+        raise CrammingError(f"the number of tokens to keep must be at least 1, got {max_tokens}")
+
+
 def tokenize(lm: LoadedModel, text: str, *, n_vectors: int = 1, max_tokens: int | None = None
              ) -> tuple[str, list[int]]:
     """-> (the text that will be crammed, its token ids). With max_tokens, both are cut to the first tokens.
@@ -56,12 +68,9 @@ def tokenize(lm: LoadedModel, text: str, *, n_vectors: int = 1, max_tokens: int 
     Raises for texts that cannot round-trip: empty, longer than the context, or not reproduced by the
     tokenizer itself.
     """
-    if not text:
-        raise CrammingError("the text is empty")
+    check_options([text], n_vectors=n_vectors, max_tokens=max_tokens)
     ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
     if max_tokens is not None:
-        if max_tokens < 1:
-            raise CrammingError(f"--tokens must be at least 1, got {max_tokens}")
         if len(ids) > max_tokens:
             ids = ids[:max_tokens]
             text = lm.tokenizer.decode(ids)
@@ -108,6 +117,13 @@ class Compressed:
         return self.result.exact
 
     @property
+    def first_mismatch(self) -> int | None:
+        """Where the greedy decode of the vectors first leaves the text's tokens (None when it never does)."""
+        r = self.result
+        return next((k for k, (a, b) in enumerate(zip(r.decoded_ids, r.token_ids)) if a != b),
+                    None if len(r.decoded_ids) == len(r.token_ids) else len(r.decoded_ids))
+
+    @property
     def status(self) -> str:
         """exact, diverged (the loss turned non-finite) or not_exact (the budget or the patience ran out)."""
         return "exact" if self.result.exact else "diverged" if self.result.diverged else "not_exact"
@@ -121,6 +137,7 @@ class Compressed:
             "tokens_sha256": sha256_ids(r.token_ids), "text_sha256": sha256_text(self.text),
             "recipe": self.recipe.to_dict(), "seed": str(self.seed), "steps": str(r.steps),
             "exact": json.dumps(r.exact), "diverged": json.dumps(r.diverged), "accuracy": str(r.accuracy),
+            "first_mismatch": json.dumps(self.first_mismatch),
             "cramming_version": __version__,
             "prefix_token_id": json.dumps(self.prefix),
         }
@@ -151,10 +168,7 @@ def compress(
     warm_start: list[torch.Tensor | None] | None = None,
 ) -> list[Compressed]:
     """Cram each text into its own n_vectors vectors, as one batch, and verify each round trip."""
-    if n_vectors < 1:
-        raise CrammingError(f"the number of vectors must be at least 1, got {n_vectors}")
-    if not texts:
-        raise CrammingError("no text given")
+    check_options(texts, n_vectors=n_vectors, max_tokens=max_tokens)
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     if max_steps is not None:  # the vector file then records the budget the vectors were crammed with
         recipe = replace(recipe, max_steps=max_steps)
@@ -164,6 +178,12 @@ def compress(
     prior = model_prior(lm, n_vectors, prefix) if recipe.prior else None
     results = cram(lm.model, [ids for _, ids in prepared], n_vectors=n_vectors, recipe=recipe, seed=seed,
                    on_step=on_step, warm_start=warm_start, prefix=prefix, prior=prior)
+    missed = [r for r in results if not r.exact]
+    if missed:  # decode the best vectors of the texts that missed, so their files can say where they went wrong
+        longest = max(len(r.token_ids) for r in missed)
+        decoded = greedy_decode(lm.model, torch.stack([r.vectors for r in missed]), longest, prefix)
+        for r, row in zip(missed, decoded.tolist()):
+            r.decoded_ids = row[: len(r.token_ids)]
     out = []
     for (text, _), result in zip(prepared, results):
         if result.exact:  # the engine compared token ids; the contract is the bytes of the text
@@ -237,16 +257,38 @@ def info(path: str | Path) -> dict:
     return decoded
 
 
-def decompress(path: str | Path, *, model: str | LoadedModel | None = None, device: str = "auto") -> str:
-    """Decode a vector file back to its text, checked against the hashes stored in the file."""
+@dataclass
+class Decoded:
+    """What a vector file decodes to, and whether that is its text."""
+
+    text: str
+    exact: bool  # the token ids and the text match the hashes stored in the file
+    n_tokens: int
+    first_mismatch: int | None  # recorded when the file was saved: the first token the decode gets wrong
+
+
+def decode(path: str | Path, *, model: str | LoadedModel | None = None, device: str = "auto") -> Decoded:
+    """Greedy-decode a vector file, exact or not, and check the result against the hashes stored in it."""
     vectors, meta = load_vectors(path)
     lm = as_model(model if model is not None else meta["model"], device=device)
     check_compatible(meta, lm.fingerprint, lm.tokenizer_fingerprint, lm.name, path)
     prefix = json.loads(meta.get("prefix_token_id", "null"))
     ids = greedy_decode(lm.model, vectors[None], int(meta["n_tokens"]), prefix)[0].tolist()
     text = lm.tokenizer.decode(ids)
-    if sha256_ids(ids) != meta["tokens_sha256"] or sha256_text(text) != meta["text_sha256"]:
-        raise CrammingError(f"{path}: the decoded text does not match the stored hashes "
-                            f"(the vectors were saved from a run that was not exact)")
-    return text
+    exact = sha256_ids(ids) == meta["tokens_sha256"] and sha256_text(text) == meta["text_sha256"]
+    return Decoded(text, exact, len(ids), json.loads(meta.get("first_mismatch", "null")))
 
+
+def decompress(path: str | Path, *, model: str | LoadedModel | None = None, device: str = "auto") -> str:
+    """Decode a vector file back to its text, checked against the hashes stored in the file. A file saved from a
+    run that was not exact is refused from its metadata, before any decoding (`decode` shows its best decode)."""
+    _, meta = load_vectors(path)
+    if meta.get("exact") == "false":
+        raise CrammingError(f"{path} was saved from a run that was not exact (teacher-forced accuracy "
+                            f"{float(meta.get('accuracy', 'nan')):.3f}): it holds no exact text to decode; "
+                            "--inexact shows its best decode")
+    decoded = decode(path, model=model, device=device)
+    if not decoded.exact:
+        raise CrammingError(f"{path}: the decoded text does not match the stored hashes (decoded on other hardware "
+                            "or another dtype than it was crammed on?)")
+    return decoded.text

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
 from .api import Compressed, Measurement, compress, measure
-from .engine import Recipe
+from .engine import Recipe, StepInfo
 from .errors import CrammingError
 from .models import LoadedModel
 
+OnStep = Callable[[StepInfo], None]
 PAPER_CRITERION = 0.99
 PAPER_GRID = (8, 16, 32, 48, 64, 80, 96, 128, 160, 192, 256, 384, 512)
 
@@ -41,49 +43,56 @@ class Capacity:
     strategy: str
     per_sample: list[int]  # tokens held, per sample (grid: the same group value for each)
     measurements: list[Measurement | None]  # per sample, at its capacity (None where nothing fit)
+    tops: list[int]  # per sample, the most the search could find (its passage, or the grid's last length tried)
     tried: dict[int, float] = field(default_factory=dict)  # grid only: length -> mean teacher-forced accuracy
 
     def summary(self) -> dict:
+        """The numbers, with `lower_bound` per sample where the search reached its top: the sample may hold more."""
         caps = self.per_sample
+        capped = [c >= top for c, top in zip(caps, self.tops)]
         found = [m for m in self.measurements if m is not None]
         mean = lambda key: sum(getattr(m, key) for m in found) / len(found) if found else None  # noqa: E731
+        lowest, highest = min(range(len(caps)), key=caps.__getitem__), max(range(len(caps)), key=caps.__getitem__)
         return {"vectors": self.vectors, "strategy": self.strategy, "capacity_mean": sum(caps) / len(caps),
-                "capacity_min": min(caps), "capacity_max": max(caps), "per_sample": caps,
+                "capacity_min": caps[lowest], "capacity_max": caps[highest], "per_sample": caps,
+                "lower_bound": capped, "mean_is_lower_bound": any(capped), "min_is_lower_bound": capped[lowest],
+                "max_is_lower_bound": capped[highest],
                 "token_gain": mean("token_gain"), "information_gain_bits": mean("information_gain_bits"),
                 "utilization": mean("utilization"), "exact": sum(m.exact for m in found), "samples": len(caps),
                 **({"grid_accuracy": self.tried} if self.tried else {})}
 
 
-def _cram(lm: LoadedModel, texts: list[str], lengths: list[int], *, n_vectors: int, recipe: str | Recipe,
-          max_steps: int | None, seed: int, warm: list[torch.Tensor | None] | None = None) -> list[Compressed]:
-    """Cram each text cut to its own length (one batch)."""
+def _cram(lm: LoadedModel, texts: list[str], lengths: list[int], *, warm: list[torch.Tensor | None] | None = None,
+          **options) -> list[Compressed]:
+    """Cram each text cut to its own length (one batch); options go to compress."""
     ids = [lm.tokenizer(t, add_special_tokens=False)["input_ids"][:L] for t, L in zip(texts, lengths)]
     prefixes = [lm.tokenizer.decode(i) for i in ids]
-    return compress(prefixes, lm, n_vectors=n_vectors, recipe=recipe, max_steps=max_steps, seed=seed,
-                    warm_start=warm)
+    return compress(prefixes, lm, warm_start=warm, **options)
 
 
 def grid(lm: LoadedModel, texts: list[str], *, n_vectors: int, recipe: str | Recipe = "default",
-         max_steps: int | None = None, seed: int = 0, lengths: tuple[int, ...] = PAPER_GRID) -> Capacity:
+         max_steps: int | None = None, seed: int = 0, lengths: tuple[int, ...] = PAPER_GRID,
+         on_step: OnStep | None = None) -> Capacity:
     """The paper's criterion over every grid length the passages are long enough for."""
     longest = min(len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
     accuracies: dict[int, list[float]] = {}
     results: dict[int, list[Compressed]] = {}
     for L in (L for L in lengths if L <= longest):
         results[L] = _cram(lm, texts, [L] * len(texts), n_vectors=n_vectors, recipe=recipe, max_steps=max_steps,
-                           seed=seed)
+                           seed=seed, on_step=on_step)
         accuracies[L] = [r.result.accuracy for r in results[L]]
     L = decoding_capacity(accuracies)
     found = [measure(r, lm) for r in results[L]] if L else [None] * len(texts)
-    return Capacity(n_vectors, "grid", [L] * len(texts), found,
+    top = max(accuracies, default=0)
+    return Capacity(n_vectors, "grid", [L] * len(texts), found, [top] * len(texts),
                     {L: statistics.mean(accs) for L, accs in accuracies.items()})
 
 
 def bisect(lm: LoadedModel, texts: list[str], *, n_vectors: int, recipe: str | Recipe = "default",
-           max_steps: int | None = None, seed: int = 0, tolerance: int = 1) -> Capacity:
+           max_steps: int | None = None, seed: int = 0, tolerance: int = 1, on_step: OnStep | None = None) -> Capacity:
     """Per sample, the largest exact prefix length, to within `tolerance` tokens."""
-    # One past each passage's length: the first length assumed to fail.
-    hi = [len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts]
+    tops = [len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    hi = [top + 1 for top in tops]  # one past each passage's length: the first length assumed to fail
     lo = [0] * len(texts)
     best: list[Compressed | None] = [None] * len(texts)
     while True:
@@ -92,17 +101,18 @@ def bisect(lm: LoadedModel, texts: list[str], *, n_vectors: int, recipe: str | R
             break
         mids = [(lo[i] + hi[i]) // 2 for i in open_]
         tries = _cram(lm, [texts[i] for i in open_], mids, n_vectors=n_vectors, recipe=recipe, max_steps=max_steps,
-                      seed=seed)
+                      seed=seed, on_step=on_step)
         for i, mid, r in zip(open_, mids, tries):
             if r.exact:
                 lo[i], best[i] = mid, r
             else:
                 hi[i] = mid
-    return Capacity(n_vectors, "bisect", lo, [measure(b, lm) if b is not None else None for b in best])
+    return Capacity(n_vectors, "bisect", lo, [measure(b, lm) if b is not None else None for b in best], tops)
 
 
 def progressive(lm: LoadedModel, texts: list[str], *, n_vectors: int, recipe: str | Recipe = "default",
-                max_steps: int | None = None, seed: int = 0, step: int = 8) -> Capacity:
+                max_steps: int | None = None, seed: int = 0, step: int = 8, on_step: OnStep | None = None
+                ) -> Capacity:
     """Grow each sample's target by `step` tokens from its last exact solution until one fails."""
     limits = [len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     held = [0] * len(texts)
@@ -112,7 +122,7 @@ def progressive(lm: LoadedModel, texts: list[str], *, n_vectors: int, recipe: st
         lengths = [min(held[i] + step, limits[i]) for i in growing]
         warm = [best[i].vectors if best[i] is not None else None for i in growing]
         results = _cram(lm, [texts[i] for i in growing], lengths, n_vectors=n_vectors, recipe=recipe,
-                        max_steps=max_steps, seed=seed, warm=warm)
+                        max_steps=max_steps, seed=seed, warm=warm, on_step=on_step)
         still = []
         for i, L, r in zip(growing, lengths, results):
             if r.exact:
@@ -120,7 +130,8 @@ def progressive(lm: LoadedModel, texts: list[str], *, n_vectors: int, recipe: st
                 if L < limits[i]:
                     still.append(i)
         growing = still
-    return Capacity(n_vectors, "progressive", held, [measure(b, lm) if b is not None else None for b in best])
+    return Capacity(n_vectors, "progressive", held, [measure(b, lm) if b is not None else None for b in best],
+                    limits)
 
 
 STRATEGIES = {"grid": grid, "bisect": bisect, "progressive": progressive}

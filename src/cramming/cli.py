@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import os
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
+import torch
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -17,12 +21,13 @@ from rich.table import Table
 from . import api
 from .atomic import atomic_output
 from .capacity import STRATEGIES, search
-from .engine import RECIPES, StepInfo
+from .engine import RECIPES, StepInfo, get_recipe
 from .errors import CrammingError
 from .models import ALIASES, DEFAULT_MODEL, SYNONYMS, alias_status
 from .runner import Spec, run_local, run_ray
 from .store import KEY, METRICS, Store
-from .texts import load_samples
+from .texts import check_source, load_samples
+from .threads import use_threads
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cram texts into a few input vectors of a frozen language model, and decode them back.")
@@ -42,6 +47,13 @@ RecipeOpt = typer.Option("default", "--recipe", help=f"One of: {', '.join(RECIPE
 MaxStepsOpt = typer.Option(None, "--max-steps", help="Step budget (default: the recipe's).")
 SeedOpt = typer.Option(0, "--seed")
 JsonOpt = typer.Option(False, "--json", help="One JSON object per text on stdout.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress on stderr.")
+ThreadsOpt = typer.Option(None, "--threads", help="CPU threads (default: the cores not busy, by the load average).")
+PLAIN_EVERY = 5.0  # seconds between plain progress lines when stderr is not a terminal
+
+
+def rounded(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
 
 
 def read_text_file(path: Path) -> str:
@@ -80,22 +92,43 @@ def output_paths(sources: list[str], out: Path | None) -> list[Path]:
     return [out / f"{s}.cram.safetensors" for s in stems]
 
 
-def progress_bar() -> tuple[Progress, callable]:
-    progress = Progress(TextColumn("cramming"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                        TimeElapsedColumn(), console=err, transient=True,
-                        disable=not err.is_terminal)
-    task = progress.add_task("", total=None)
+class Reporter:
+    """Progress on stderr: a live bar on a terminal; elsewhere (a pipe, a log file) one plain line every
+    PLAIN_EVERY seconds, the first at once; nothing with --quiet."""
 
-    def on_step(s: StepInfo) -> None:  # the total is the budget the engine runs with, whatever set it
-        progress.update(task, total=s.max_steps, completed=s.step,
-                        description=f"loss {s.loss:.3f} acc {s.accuracy:.3f} done {s.done}/{s.done + s.active}")
-    return progress, on_step
+    def __init__(self, label: str, quiet: bool, total: int | None = None, transient: bool = True):
+        self.label, self.quiet, self.total, self.completed = label, quiet, total, 0
+        self.live = err.is_terminal and not quiet
+        self.bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                            TimeElapsedColumn(), console=err, transient=transient, disable=not self.live)
+        self.task = self.bar.add_task("", total=total)
+        self.start, self.last = time.monotonic(), -math.inf
+
+    def __enter__(self) -> Reporter:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def update(self, completed: int, description: str, total: int | None = None) -> None:
+        self.completed, self.total = completed, total or self.total
+        self.bar.update(self.task, completed=completed, total=self.total, description=description)
+        now = time.monotonic()
+        if not self.live and not self.quiet and now - self.last >= PLAIN_EVERY:
+            self.last = now
+            print(f"{self.label} {completed}/{self.total} {description} [{now - self.start:.0f} s]", file=sys.stderr,
+                  flush=True)
+
+    def on_step(self, s: StepInfo) -> None:
+        """For the engine's steps; the total is the budget it runs with, whatever set it."""
+        self.update(s.step, f"loss {s.loss:.3f} acc {s.accuracy:.3f} done {s.done}/{s.done + s.active} "
+                            f"threads {torch.get_num_threads()}", total=s.max_steps)
 
 
-def cram_with_progress(texts: list[str], model, **options) -> list[api.Compressed]:
-    progress, on_step = progress_bar()
-    with progress:
-        return api.compress(texts, model, on_step=on_step, **options)
+def cram_with_progress(texts: list[str], model, quiet: bool, **options) -> list[api.Compressed]:
+    with Reporter("cramming", quiet) as reporter:
+        return api.compress(texts, model, on_step=reporter.on_step, **options)
 
 
 @app.command()
@@ -111,11 +144,14 @@ def compress(
     seed: int = SeedOpt,
     device: str = DeviceOpt,
     as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+    threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """Cram text(s) into memory vectors and verify the round trip. Exit 0 only when every text is exact."""
     sources, texts = gather_texts(text, files)
     paths = output_paths(sources, out)
-    results = cram_with_progress(texts, model, n_vectors=vectors, recipe=recipe, max_steps=max_steps,
+    use_threads(threads)
+    results = cram_with_progress(texts, model, quiet, n_vectors=vectors, recipe=recipe, max_steps=max_steps,
                                  max_tokens=tokens, seed=seed, device=device)
     for result, path in zip(results, paths):
         result.save(path)
@@ -154,12 +190,17 @@ def measure(
     seed: int = SeedOpt,
     device: str = DeviceOpt,
     as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+    threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """Cram once and print the paper's metrics: cross-entropy with and without vectors, gains, utilization."""
     _, texts = gather_texts(text, files)
+    api.check_options(texts, n_vectors=vectors, max_tokens=tokens)
+    get_recipe(recipe)
+    use_threads(threads)
     lm = api.as_model(model, device=device)
-    results = cram_with_progress(texts, lm, n_vectors=vectors, recipe=recipe, max_steps=max_steps, max_tokens=tokens,
-                                 seed=seed)
+    results = cram_with_progress(texts, lm, quiet, n_vectors=vectors, recipe=recipe, max_steps=max_steps,
+                                 max_tokens=tokens, seed=seed)
     rows = [api.measure(r, lm).to_dict() for r in results]
     if as_json:
         for row in rows:
@@ -180,9 +221,15 @@ def decompress(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Default: the model named in the file."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the text here instead of stdout."),
     device: str = DeviceOpt,
+    inexact: bool = typer.Option(False, "--inexact", help="Write the best decode of a file that is not exact, "
+                                                          "with a warning (exit status 1)."),
 ) -> None:
     """Greedy-decode the text from the vectors alone; it is checked against the file's hashes."""
-    text = api.decompress(vec, model=model, device=device)
+    if inexact:
+        decoded = api.decode(vec, model=model, device=device)
+        text = decoded.text
+    else:
+        text = api.decompress(vec, model=model, device=device)
     data = text.encode("utf-8")
     if out is None:
         sys.stdout.buffer.write(data)
@@ -190,6 +237,11 @@ def decompress(
     else:
         with atomic_output(out) as tmp:
             tmp.write_bytes(data)
+    if inexact and not decoded.exact:
+        where = (f"from token {decoded.first_mismatch} of {decoded.n_tokens} on"
+                 if decoded.first_mismatch is not None else "somewhere")
+        print(f"warning: not exact: this decode differs from the crammed text {where}", file=sys.stderr)
+        raise typer.Exit(EXIT_NOT_EXACT)
 
 
 @app.command()
@@ -218,6 +270,7 @@ def texts(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Show samples of a text source, cut to a number of the model's tokens."""
+    check_source(source, n)
     lm = api.as_model(model, device="cpu")
     samples = load_samples(source, n, tokens, lm.tokenizer, seed)
     if as_json:
@@ -243,6 +296,8 @@ def capacity(
     seed: int = SeedOpt,
     device: str = DeviceOpt,
     as_json: bool = typer.Option(False, "--json", help="One JSON object per vector count."),
+    quiet: bool = QuietOpt,
+    threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """Search how many tokens N vectors hold, on passages of a text source."""
     try:
@@ -253,16 +308,26 @@ def capacity(
         raise CrammingError(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
     if any(n < 1 for n in counts):
         raise CrammingError(f"the number of vectors must be at least 1, got {vectors}")
+    check_source(source, samples)
+    get_recipe(recipe)
+    use_threads(threads)
     lm = api.as_model(model, device=device)
     texts = [s.text for s in load_samples(source, samples, max_tokens, lm.tokenizer, seed)]
     for n in counts:
-        found = search(strategy, lm, texts, n_vectors=n, recipe=recipe, max_steps=max_steps, seed=seed).summary()
+        with Reporter(f"{n} vector(s), a try:", quiet) as reporter:
+            found = search(strategy, lm, texts, n_vectors=n, recipe=recipe, max_steps=max_steps, seed=seed,
+                           on_step=reporter.on_step).summary()
         if as_json:
             print(json.dumps(found), flush=True)
         else:
-            Console().print(f"{n} vector(s), {strategy}: capacity mean {found['capacity_mean']:.1f} "
-                            f"(min {found['capacity_min']}, max {found['capacity_max']}) over {samples} samples; "
-                            f"token gain {found['token_gain']}, information gain {found['information_gain_bits']} bits")
+            at_least = lambda key: "≥ " if found[f"{key}_is_lower_bound"] else ""  # noqa: E731
+            Console().print(
+                f"{n} vector(s), {strategy}: capacity mean {at_least('mean')}{found['capacity_mean']:.1f} (min "
+                f"{at_least('min')}{found['capacity_min']}, max {at_least('max')}{found['capacity_max']}) over "
+                f"{samples} samples; token gain {rounded(found['token_gain'])}, information gain "
+                f"{rounded(found['information_gain_bits'])} bits"
+                + ("; ≥: the search reached its top (--max-tokens), so the text may hold more"
+                   if found["mean_is_lower_bound"] else ""))
 
 
 @app.command()
@@ -277,6 +342,9 @@ def run(
     batch_size: Optional[int] = typer.Option(
         None, "--batch-size", help="Samples crammed together (same source/length/N); default: from free GPU "
                                    "memory, or the CPU default."),
+    quiet: bool = QuietOpt,
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads of the local executor (default: "
+                                                                  "the cores not busy); Ray: --cpus-per-worker."),
 ) -> None:
     """Run an experiment grid; finished rows are skipped, so rerunning resumes."""
     if executor not in ("local", "ray"):
@@ -284,27 +352,26 @@ def run(
     if cpus_per_worker < 1 or any(x is not None and x < 1 for x in (batch_size, workers)):
         raise CrammingError("--batch-size, --workers and --cpus-per-worker must be at least 1")
     spec = Spec.from_toml(spec_path)
+    if executor == "local":
+        use_threads(threads)
     store = Store(db)
     total, skipped = spec.size(), []
-    progress = Progress(TextColumn("tasks"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                        TimeElapsedColumn(), console=err, disable=not err.is_terminal)
-    bar = progress.add_task("", total=total)
+    reporter = Reporter("tasks", quiet, total, transient=False)
 
     def on_skipped(n: int) -> None:  # rows already stored for a model, known once it is loaded
         skipped.append(n)
-        progress.advance(bar, n)
+        reporter.update(reporter.completed + n, f"{sum(skipped)} done before")
 
     def on_task(key, metrics) -> None:
         status = "exact" if metrics["exact"] else "diverged" if metrics["diverged"] else "not exact"
-        progress.advance(bar)
-        progress.update(bar, description=f"{key.source} L={key.length} n={key.vectors} #{key.sample}: "
-                                         f"{status} in {int(metrics['steps'])} steps")
+        reporter.update(reporter.completed + 1, f"{key.source} L={key.length} n={key.vectors} #{key.sample}: "
+                                                f"{status} in {int(metrics['steps'])} steps")
 
     def on_workers(found: list[dict]) -> None:
         hosts = sorted({w["host"] for w in found})
         print(f"{len(found)} Ray worker(s) on {', '.join(hosts)}, device {found[0]['device']}", file=sys.stderr)
 
-    with progress:
+    with reporter:
         options = dict(device=device, on_task=on_task, batch_size=batch_size, on_skipped=on_skipped)
         if executor == "ray":
             added = run_ray(spec, store, address=address, workers=workers, cpus_per_worker=cpus_per_worker,
@@ -363,6 +430,9 @@ def models() -> None:
 
 
 def main() -> None:
+    # The hub client's retries and notices are not for our users; read when those libraries are first imported.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
     try:
         app()
     except CrammingError as e:

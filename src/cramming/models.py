@@ -11,10 +11,12 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
@@ -136,6 +138,19 @@ def _source_dir(name: str) -> tuple[str, str]:
     return name, name  # a Hugging Face hub id
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers at all: one TCP connection, so that an unknown name fails at once
+    offline instead of after the hub client's retries (~50 s of them)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
+    except (OSError, TypeError):
+        return False
+    return True
+
+
 def fingerprint_model(model: torch.nn.Module) -> str:
     """A cheap, stable fingerprint: the config plus a strided sample of every parameter's values.
 
@@ -170,11 +185,18 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu",
 
     hf_logging.disable_progress_bar()
     source, display = _source_dir(name)
+    # A hub id with no hub to ask: only a local hub cache can have it, so look there alone, at once.
+    local_only = source == name and name not in ALIASES and not hub_reachable()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code,
+                                                  local_files_only=local_only)
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code)
+            source, dtype=torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code,
+            local_files_only=local_only)
     except (OSError, ValueError) as err:
+        if local_only:
+            raise CrammingError(f"unknown model {name!r}: not an alias (see cram models), not a directory, and not "
+                                "in the local Hugging Face cache (the hub cannot be reached)") from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CrammingError(f"unknown model {name!r}: {first}") from None
     model.requires_grad_(False)

@@ -31,7 +31,7 @@ from . import api
 from .engine import CPU_BATCH_SIZE, Recipe, auto_batch_size, get_recipe
 from .errors import CrammingError
 from .store import Store, TaskKey
-from .texts import load_samples
+from .texts import check_source, load_samples
 from .vectors import vector_bytes
 
 HISTORY_POINTS = 200  # per-step history kept per row, evenly thinned to at most this many points
@@ -87,6 +87,8 @@ class Spec:
             raise CrammingError("spec: lengths, vectors and samples must be positive integers")
         for name in self.recipes:
             self.recipe(name)
+        for source in self.sources:  # before the database is created: a bad spec leaves nothing behind
+            check_source(source)
 
     def recipe(self, name: str) -> Recipe:
         """The recipe as this spec runs it: the named one, with the spec's budget where it sets one."""

@@ -15,6 +15,7 @@ names the same texts.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import random
@@ -111,10 +112,8 @@ def hf_documents(spec: str) -> list[str]:
 
 
 def english_words() -> list[str]:
-    try:
-        from wordfreq import top_n_list
-    except ImportError:
-        raise CrammingError("the random source needs wordfreq: pip install wordfreq") from None
+    from wordfreq import top_n_list  # check_source made sure it is there
+
     return [w for w in top_n_list("en", 50000) if w.isalpha()]
 
 
@@ -128,10 +127,24 @@ def random_words(rng: random.Random, tokenizer, n_tokens: int, words: list[str])
 DOCUMENT_SOURCES: dict[str, Callable[[], list[str]]] = {"books": book_documents, "recent": recent_documents}
 
 
-def load_samples(source: str, n: int, n_tokens: int | None, tokenizer, seed: int = 0) -> list[Sample]:
-    """n samples of n_tokens tokens each (whole documents when n_tokens is None) from a named source."""
+def check_source(source: str, n: int = 1) -> None:
+    """Fail at once, before any model loads or file is written, on a source that cannot give n samples: an
+    unknown name, a missing file, the random source without its word list."""
     if n < 1:
         raise CrammingError(f"the number of samples must be at least 1, got {n}")
+    if source.startswith("file:"):
+        if not Path(source[len("file:"):]).is_file():
+            raise CrammingError(f"no such file: {source[len('file:'):]}")
+    elif source == "random":
+        if importlib.util.find_spec("wordfreq") is None:
+            raise CrammingError("the random source needs wordfreq (57 MB): pip install 'cramming[texts]'")
+    elif source not in DOCUMENT_SOURCES and not source.startswith("hf:"):
+        raise CrammingError(f"unknown text source {source!r}; use file:PATH, books, recent, random or hf:DATASET")
+
+
+def load_samples(source: str, n: int, n_tokens: int | None, tokenizer, seed: int = 0) -> list[Sample]:
+    """n samples of n_tokens tokens each (whole documents when n_tokens is None) from a named source."""
+    check_source(source, n)
     # A file source is seeded by the file's name, not its folder: the same file drawn from anywhere gives the
     # same passages.
     rng = random.Random(f"file:{Path(source[5:]).name}|{seed}" if source.startswith("file:") else f"{source}|{seed}")
@@ -144,10 +157,8 @@ def load_samples(source: str, n: int, n_tokens: int | None, tokenizer, seed: int
         docs = DOCUMENT_SOURCES[source]()
     elif source.startswith("file:"):
         docs = file_documents(source[len("file:"):])
-    elif source.startswith("hf:"):
-        docs = hf_documents(source[len("hf:"):])
     else:
-        raise CrammingError(f"unknown text source {source!r}; use file:PATH, books, recent, random or hf:DATASET")
+        docs = hf_documents(source[len("hf:"):])
     if n_tokens is None:
         return [Sample(source, i, doc, len(tokenizer(doc, add_special_tokens=False)["input_ids"]))
                 for i, doc in enumerate(docs[:n])]

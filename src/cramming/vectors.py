@@ -1,7 +1,12 @@
-"""The vector file: safetensors holding `mem` [n, d] plus string metadata. Never pickle."""
+"""The vector file: safetensors holding `mem` [n, d] plus string metadata. Never pickle.
+
+Format 2 stores a sha256 of the tensor's bytes in the metadata, so a file whose numbers were damaged is refused
+as corrupted at once, not decoded into a wrong text; format 1 files (no checksum) still load.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -12,17 +17,23 @@ from safetensors.torch import save
 from .atomic import atomic_output
 from .errors import CrammingError
 
-FORMAT = "cramming-vectors/1"
+FORMAT = "cramming-vectors/2"
+READABLE = ("cramming-vectors/1", FORMAT)
 TENSOR = "mem"
 REQUIRED = ("format", "model", "model_fingerprint", "tokenizer_fingerprint", "n_tokens", "n_vectors",
             "tokens_sha256", "text_sha256")
 
 
+def tensor_sha256(vectors: torch.Tensor) -> str:
+    return hashlib.sha256(vectors.contiguous().numpy().tobytes()).hexdigest()
+
+
 def vector_bytes(vectors: torch.Tensor, metadata: dict) -> bytes:
     """The vector file's bytes: safetensors with string metadata (non-strings JSON-encoded)."""
-    meta = {"format": FORMAT}
+    tensor = vectors.detach().float().cpu().contiguous()
+    meta = {"format": FORMAT, "tensor_sha256": tensor_sha256(tensor)}
     meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
-    return save({TENSOR: vectors.detach().float().cpu().contiguous()}, metadata=meta)
+    return save({TENSOR: tensor}, metadata=meta)
 
 
 def vector_metadata(data: bytes) -> dict[str, str]:
@@ -45,7 +56,7 @@ def load_vectors(path: str | Path) -> tuple[torch.Tensor, dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            if meta.get("format") != FORMAT or any(k not in meta for k in REQUIRED) or TENSOR not in f.keys():
+            if meta.get("format") not in READABLE or any(k not in meta for k in REQUIRED) or TENSOR not in f.keys():
                 raise CrammingError(f"{path} is a safetensors file but not a cramming vector file")
             vectors = f.get_tensor(TENSOR)
     except CrammingError:
@@ -53,6 +64,8 @@ def load_vectors(path: str | Path) -> tuple[torch.Tensor, dict[str, str]]:
     except Exception as err:  # safetensors raises several types for truncated or foreign files
         reason = str(err).splitlines()[0] if str(err) else "corrupt"
         raise CrammingError(f"{path} is not a readable vector file ({type(err).__name__}: {reason})") from None
+    if meta["format"] == FORMAT and tensor_sha256(vectors) != meta.get("tensor_sha256"):
+        raise CrammingError(f"{path} is corrupted: its vectors do not match the checksum stored with them")
     if vectors.ndim != 2 or vectors.shape[0] != int(meta["n_vectors"]):
         raise CrammingError(f"{path}: vectors of shape {tuple(vectors.shape)} do not match its metadata")
     if not torch.isfinite(vectors).all():
