@@ -1,8 +1,11 @@
 """Helpers for the experiment-grid tests: a `cram` subprocess, counting rows, comparing rows."""
 
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -10,6 +13,16 @@ import pytest
 def cram(*args, env=None):
     return subprocess.Popen([sys.executable, "-m", "cramming", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
+
+
+def kill_9_after(proc, db, rows: int = 2, timeout: float = 180) -> int:
+    """kill -9 a `cram` process once the database holds `rows` rows (or after timeout) -> the rows it kept."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and count_rows(db) < rows:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return count_rows(db)
 
 
 def count_rows(db) -> int:

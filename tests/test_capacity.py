@@ -20,7 +20,7 @@ def test_bisect_finds_an_exact_length_per_sample(tiny_lm):
     assert len(cap.per_sample) == 2
     for c, m, text in zip(cap.per_sample, cap.measurements, TEXTS):
         assert 0 < c <= ntok(tiny_lm, text)
-        assert m.exact and m.tokens == c and m.accuracy_with == 1.0
+        assert m["exact"] and m["tokens"] == c and m["accuracy_with"] == 1.0
     s = cap.summary()
     assert s["capacity_min"] == min(cap.per_sample) and s["capacity_max"] == max(cap.per_sample)
     assert s["exact"] == 2
@@ -39,14 +39,14 @@ def test_grid_uses_the_paper_criterion_over_every_length(tiny_lm):
     L = cap.per_sample[0]
     assert sorted(cap.tried) == [2, 4, 8, 16, 24]  # every length the passages hold, failing ones included
     assert cap.per_sample == [L, L] and L == max((n for n, a in cap.tried.items() if a >= PAPER_CRITERION), default=0)
-    assert all(m.tokens == L for m in cap.measurements if m is not None)
+    assert all(m["tokens"] == L for m in cap.measurements if m is not None)
 
 
 def test_progressive_grows_from_the_last_solution(tiny_lm):
     cap = progressive(tiny_lm, TEXTS, n_vectors=2, max_steps=150, step=4)
     for c, m, text in zip(cap.per_sample, cap.measurements, TEXTS):
         assert c > 0 and (c % 4 == 0 or c == ntok(tiny_lm, text))
-        assert m.exact and m.tokens == c
+        assert m["exact"] and m["tokens"] == c
 
 
 def test_unknown_strategy(tiny_lm):

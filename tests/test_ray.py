@@ -11,7 +11,7 @@ import pytest
 from cramming.runner import Spec, run_local, run_ray
 from cramming.store import KEY, Store
 
-from .grid import comparable, count_rows, cram
+from .grid import comparable, cram, kill_9_after
 
 ray = pytest.importorskip("ray", reason="the Ray executor's tests need Ray: pip install 'cramming[ray]'")
 
@@ -68,13 +68,7 @@ def test_a_worker_killed_mid_task_is_retried(ray_address, spec_file, tmp_path):
 def test_ray_run_resumes_after_the_driver_is_killed(ray_address, spec_file, tmp_path):
     spec = spec_file(samples=4, lengths=(5, 7, 9))
     db = tmp_path / "killed.sqlite"
-    proc = cram("run", spec, "--db", db, "--executor", "ray", "--address", ray_address)
-    deadline = time.time() + 180
-    while time.time() < deadline and count_rows(db) < 2:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    partial = count_rows(db)
+    partial = kill_9_after(cram("run", spec, "--db", db, "--executor", "ray", "--address", ray_address), db)
     assert 2 <= partial < 12
     done = cram("run", spec, "--db", db, "--executor", "ray", "--address", ray_address)
     assert done.wait() == 0, done.stderr.read()

@@ -1,11 +1,8 @@
 """Experiment grids on the tiny model: a real SQLite file, resume after kill -9, concurrent runs."""
 
 import json
-import os
-import signal
 import sqlite3
 import sys
-import time
 
 from dataclasses import replace
 
@@ -17,7 +14,7 @@ from cramming.runner import ModelId, Spec, batches, run_local, thin
 from cramming.store import KEY, Store
 
 from .conftest import BlowsUp
-from .grid import comparable, count_rows, cram
+from .grid import comparable, cram, kill_9_after
 
 
 def test_grid_runs_once_and_rerun_skips(spec_file, tmp_path):
@@ -119,14 +116,7 @@ def test_kill_9_then_resume_gives_the_same_rows(spec_file, tmp_path):
     reference = tmp_path / "reference.sqlite"
     assert cram("run", spec, "--db", reference).wait() == 0
     db = tmp_path / "killed.sqlite"
-    proc = cram("run", spec, "--db", db)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        time.sleep(0.05)
-        if db.exists() and count_rows(db) >= 2:
-            break
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_9_after(cram("run", spec, "--db", db), db)
     partial = Store(db).rows()
     assert 2 <= len(partial) < 12
     done = cram("run", spec, "--db", db)

@@ -10,6 +10,8 @@
   scratch; another did the reverse.)
 - progressive: grow the target by a fixed number of tokens, warm-starting from the previous solution,
   until a length fails.
+- horizon (horizon.py): grow from the last exact solution, then bisect, every try a stored row; no upper
+  bound but the passage.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from .api import Compressed, Measurement, compress, measure
+from .api import Compressed, compress, measure
 from .engine import Recipe, StepInfo
 from .errors import CrammingError
 from .models import LoadedModel
@@ -42,24 +44,26 @@ class Capacity:
     vectors: int
     strategy: str
     per_sample: list[int]  # tokens held, per sample (grid: the same group value for each)
-    measurements: list[Measurement | None]  # per sample, at its capacity (None where nothing fit)
+    measurements: list[dict | None]  # per sample, the metrics at its capacity (None where nothing fit)
     tops: list[int]  # per sample, the most the search could find (its passage, or the grid's last length tried)
-    tried: dict[int, float] = field(default_factory=dict)  # grid only: length -> mean teacher-forced accuracy
+    tried: dict[int, float] = field(default_factory=dict)  # length -> mean teacher-forced accuracy (grid, horizon)
+    decoding: int | None = None  # horizon: the paper's decoding capacity over the lengths every sample tried
 
     def summary(self) -> dict:
         """The numbers, with `lower_bound` per sample where the search reached its top: the sample may hold more."""
         caps = self.per_sample
         capped = [c >= top for c, top in zip(caps, self.tops)]
         found = [m for m in self.measurements if m is not None]
-        mean = lambda key: sum(getattr(m, key) for m in found) / len(found) if found else None  # noqa: E731
+        mean = lambda key: sum(m[key] for m in found) / len(found) if found else None  # noqa: E731
         lowest, highest = min(range(len(caps)), key=caps.__getitem__), max(range(len(caps)), key=caps.__getitem__)
         return {"vectors": self.vectors, "strategy": self.strategy, "capacity_mean": sum(caps) / len(caps),
                 "capacity_min": caps[lowest], "capacity_max": caps[highest], "per_sample": caps,
                 "lower_bound": capped, "mean_is_lower_bound": any(capped), "min_is_lower_bound": capped[lowest],
                 "max_is_lower_bound": capped[highest],
                 "token_gain": mean("token_gain"), "information_gain_bits": mean("information_gain_bits"),
-                "utilization": mean("utilization"), "exact": sum(m.exact for m in found), "samples": len(caps),
-                **({"grid_accuracy": self.tried} if self.tried else {})}
+                "utilization": mean("utilization"), "exact": sum(m["exact"] for m in found), "samples": len(caps),
+                **({"accuracy_by_length": self.tried} if self.tried else {}),
+                **({"decoding_capacity": self.decoding} if self.decoding is not None else {})}
 
 
 def _cram(lm: LoadedModel, texts: list[str], lengths: list[int], *, warm: list[torch.Tensor | None] | None = None,
@@ -82,7 +86,7 @@ def grid(lm: LoadedModel, texts: list[str], *, n_vectors: int, recipe: str | Rec
                            seed=seed, on_step=on_step)
         accuracies[L] = [r.result.accuracy for r in results[L]]
     L = decoding_capacity(accuracies)
-    found = [measure(r, lm) for r in results[L]] if L else [None] * len(texts)
+    found = [measure(r, lm).to_dict() for r in results[L]] if L else [None] * len(texts)
     top = max(accuracies, default=0)
     return Capacity(n_vectors, "grid", [L] * len(texts), found, [top] * len(texts),
                     {L: statistics.mean(accs) for L, accs in accuracies.items()})
@@ -107,7 +111,7 @@ def bisect(lm: LoadedModel, texts: list[str], *, n_vectors: int, recipe: str | R
                 lo[i], best[i] = mid, r
             else:
                 hi[i] = mid
-    return Capacity(n_vectors, "bisect", lo, [measure(b, lm) if b is not None else None for b in best], tops)
+    return Capacity(n_vectors, "bisect", lo, [measure(b, lm).to_dict() if b else None for b in best], tops)
 
 
 def progressive(lm: LoadedModel, texts: list[str], *, n_vectors: int, recipe: str | Recipe = "default",
@@ -130,8 +134,7 @@ def progressive(lm: LoadedModel, texts: list[str], *, n_vectors: int, recipe: st
                 if L < limits[i]:
                     still.append(i)
         growing = still
-    return Capacity(n_vectors, "progressive", held, [measure(b, lm) if b is not None else None for b in best],
-                    limits)
+    return Capacity(n_vectors, "progressive", held, [measure(b, lm).to_dict() if b else None for b in best], limits)
 
 
 STRATEGIES = {"grid": grid, "bisect": bisect, "progressive": progressive}

@@ -24,7 +24,7 @@ from .capacity import STRATEGIES, search
 from .engine import RECIPES, StepInfo, get_recipe
 from .errors import CrammingError
 from .models import ALIASES, DEFAULT_MODEL, SYNONYMS, alias_status
-from .runner import Spec, run_local, run_ray
+from .runner import Spec, horizons, run_local, run_ray
 from .store import KEY, METRICS, Store
 from .texts import check_source, load_samples
 from .threads import use_threads
@@ -117,8 +117,8 @@ class Reporter:
         now = time.monotonic()
         if not self.live and not self.quiet and now - self.last >= PLAIN_EVERY:
             self.last = now
-            print(f"{self.label} {completed}/{self.total} {description} [{now - self.start:.0f} s]", file=sys.stderr,
-                  flush=True)
+            print(f"{self.label} {completed}/{self.total or '?'} {description} [{now - self.start:.0f} s]",
+                  file=sys.stderr, flush=True)
 
     def on_step(self, s: StepInfo) -> None:
         """For the engine's steps; the total is the budget it runs with, whatever set it."""
@@ -288,7 +288,7 @@ def capacity(
     source: str = typer.Option("books", "--source", help="file:PATH, books, recent, random or hf:DATASET."),
     samples: int = typer.Option(5, "--samples", help="Number of passages."),
     vectors: str = typer.Option("1", "--vectors", "-n", help="Comma-separated vector counts, e.g. 1,2,4."),
-    strategy: str = typer.Option("bisect", "--strategy", help="grid (paper), bisect or progressive."),
+    strategy: str = typer.Option("bisect", "--strategy", help="grid (paper), bisect, progressive or horizon."),
     max_tokens: int = typer.Option(128, "--max-tokens", help="Passage length: the most tokens searched."),
     model: str = ModelOpt,
     recipe: str = RecipeOpt,
@@ -298,25 +298,41 @@ def capacity(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per vector count."),
     quiet: bool = QuietOpt,
     threads: Optional[int] = ThreadsOpt,
+    db: Path = typer.Option(Path("capacity.sqlite"), "--db", help="horizon: the results file every try is stored "
+                                                                   "in, so a rerun resumes"),
 ) -> None:
     """Search how many tokens N vectors hold, on passages of a text source."""
     try:
         counts = [int(v) for v in vectors.split(",")]
     except ValueError:
         raise CrammingError(f"--vectors takes comma-separated integers, got {vectors!r}") from None
-    if strategy not in STRATEGIES:
-        raise CrammingError(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+    if strategy not in (*STRATEGIES, "horizon"):
+        raise CrammingError(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}, horizon")
     if any(n < 1 for n in counts):
         raise CrammingError(f"the number of vectors must be at least 1, got {vectors}")
     check_source(source, samples)
     get_recipe(recipe)
     use_threads(threads)
-    lm = api.as_model(model, device=device)
-    texts = [s.text for s in load_samples(source, samples, max_tokens, lm.tokenizer, seed)]
-    for n in counts:
-        with Reporter(f"{n} vector(s), a try:", quiet) as reporter:
-            found = search(strategy, lm, texts, n_vectors=n, recipe=recipe, max_steps=max_steps, seed=seed,
-                           on_step=reporter.on_step).summary()
+    if strategy == "horizon":
+        spec = Spec(models=[model], sources=[source], vectors=counts, recipes=[recipe], samples=samples,
+                    seeds=[seed], max_steps=max_steps, text_seed=seed, strategy="horizon", max_tokens=max_tokens)
+        spec.check()
+        store = Store(db)
+        with Reporter("tries", quiet, transient=False) as reporter:
+            def on_task(key, m) -> None:
+                reporter.update(reporter.completed + 1, f"n={key.vectors} #{key.sample} L={key.length}: "
+                                f"{'exact' if m['exact'] else 'not exact'} in {int(m['steps'])} steps")
+            found_all = [c.summary() for c in horizons(spec, store, device=device, on_task=on_task)]
+        store.close()
+    else:
+        lm = api.as_model(model, device=device)
+        texts = [s.text for s in load_samples(source, samples, max_tokens, lm.tokenizer, seed)]
+        found_all = []
+        for n in counts:
+            with Reporter(f"{n} vector(s), a try:", quiet) as reporter:
+                found_all.append(search(strategy, lm, texts, n_vectors=n, recipe=recipe, max_steps=max_steps,
+                                        seed=seed, on_step=reporter.on_step).summary())
+    for n, found in zip(counts, found_all):
         if as_json:
             print(json.dumps(found), flush=True)
         else:
@@ -326,6 +342,7 @@ def capacity(
                 f"{at_least('min')}{found['capacity_min']}, max {at_least('max')}{found['capacity_max']}) over "
                 f"{samples} samples; token gain {rounded(found['token_gain'])}, information gain "
                 f"{rounded(found['information_gain_bits'])} bits"
+                + (f"; decoding capacity (paper) {found['decoding_capacity']}" if "decoding_capacity" in found else "")
                 + ("; ≥: the search reached its top (--max-tokens), so the text may hold more"
                    if found["mean_is_lower_bound"] else ""))
 
@@ -379,8 +396,8 @@ def run(
         else:
             added = run_local(spec, store, **options)
     store.close()
-    print(f"{added} row(s) added, {sum(skipped)} already done, {total} in the grid; results in {db}",
-          file=sys.stderr)
+    print(f"{added} row(s) added, {sum(skipped)} already done, {total or added + sum(skipped)} in the "
+          f"{'grid' if total else 'horizon search'}; results in {db}", file=sys.stderr)
 
 
 @app.command()

@@ -10,6 +10,11 @@
     max_steps = 2000      # optional: the recipes' own budgets otherwise
     text_seed = 0         # optional: which passages each source gives
 
+or, for the exact horizon of each passage (horizon.py) in place of a grid of lengths:
+
+    strategy = "horizon"
+    max_tokens = 512      # the passages' length: the most a horizon can reach
+
 Finished rows are skipped, so a rerun resumes where a crash (kill -9 included) left off. A row is keyed by what
 ran (store.py): the model's fingerprint, the recipe's full settings with the budget, the text seed, ... so a
 rerun with any of those changed runs new rows beside the old ones.
@@ -27,10 +32,11 @@ from typing import Callable, Iterator
 
 import torch
 
-from . import api
+from . import api, horizon
 from .engine import CPU_BATCH_SIZE, Recipe, auto_batch_size, get_recipe
 from .errors import CrammingError
-from .store import Store, TaskKey
+from .capacity import Capacity
+from .store import IDENTITY, Store, TaskKey
 from .texts import check_source, load_samples
 from .vectors import vector_bytes
 
@@ -50,13 +56,15 @@ class ModelId:
 class Spec:
     models: list[str]
     sources: list[str]
-    lengths: list[int]
+    lengths: list[int] = field(default_factory=list)
     vectors: list[int] = field(default_factory=lambda: [1])
     recipes: list[str] = field(default_factory=lambda: ["default"])
     samples: int = 1
     seeds: list[int] = field(default_factory=lambda: [0])
     max_steps: int | None = None
     text_seed: int = 0
+    strategy: str = "grid"  # grid: every length of `lengths`; horizon: each passage's exact horizon
+    max_tokens: int | None = None  # horizon: the passages' length
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Spec:
@@ -79,12 +87,17 @@ class Spec:
         return spec
 
     def check(self) -> None:
-        for name in ("models", "sources", "lengths", "vectors", "recipes", "seeds"):
+        if self.strategy not in ("grid", "horizon"):
+            raise CrammingError(f"spec: strategy must be grid or horizon, got {self.strategy!r}")
+        lists = ("models", "sources", "vectors", "recipes", "seeds") + (("lengths",) if self.strategy == "grid" else ())
+        for name in lists:
             value = getattr(self, name)
             if not isinstance(value, list) or not value:
                 raise CrammingError(f"spec: {name} must be a non-empty list")
         if any(not isinstance(x, int) or x < 1 for x in self.lengths + self.vectors) or self.samples < 1:
             raise CrammingError("spec: lengths, vectors and samples must be positive integers")
+        if self.strategy == "horizon" and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
+            raise CrammingError("spec: a horizon search needs max_tokens, the passages' length (a positive integer)")
         for name in self.recipes:
             self.recipe(name)
         for source in self.sources:  # before the database is created: a bad spec leaves nothing behind
@@ -95,8 +108,10 @@ class Spec:
         recipe = get_recipe(name)
         return recipe if self.max_steps is None else replace(recipe, max_steps=self.max_steps)
 
-    def size(self) -> int:
-        """Tasks in the grid, over all models."""
+    def size(self) -> int | None:
+        """Tasks in the grid, over all models; None for a horizon search, whose tries depend on their results."""
+        if self.strategy == "horizon":
+            return None
         return (len(self.models) * len(self.sources) * len(self.lengths) * len(self.vectors) * len(self.recipes)
                 * len(self.seeds) * self.samples)
 
@@ -137,25 +152,37 @@ class Worker:
     def model_id(self) -> ModelId:
         return ModelId(self.lm.name, self.lm.fingerprint, self.lm.tokenizer_fingerprint)
 
-    def text(self, key: TaskKey) -> str:
-        where = (key.source, key.length, key.text_seed)
+    def passage(self, source: str, tokens: int, text_seed: int, sample: int) -> str:
+        """The sample-th passage of `tokens` tokens the source gives with this text seed."""
+        where = (source, tokens, text_seed)
         if where not in self._texts:
-            samples = load_samples(key.source, self.spec.samples, key.length, self.lm.tokenizer, key.text_seed)
+            samples = load_samples(source, self.spec.samples, tokens, self.lm.tokenizer, text_seed)
             self._texts[where] = [s.text for s in samples]
-        return self._texts[where][key.sample]
+        return self._texts[where][sample]
 
-    def run(self, keys: list[TaskKey]) -> list[tuple[TaskKey, dict, dict, str, bytes, list]]:
-        """Cram tasks that differ only in their sample, batch_size at a time, and measure each
+    def text(self, key: TaskKey) -> str:
+        """The task's text: its passage, cut to its first `length` tokens."""
+        text = self.passage(key.source, key.passage_tokens, key.text_seed, key.sample)
+        if key.length == key.passage_tokens:
+            return text
+        return self.lm.tokenizer.decode(self.lm.tokenizer(text, add_special_tokens=False)["input_ids"][: key.length])
+
+    def run(self, keys: list[TaskKey], warm: list[torch.Tensor | None] | None = None
+            ) -> list[tuple[TaskKey, dict, dict, str, bytes, list]]:
+        """Cram tasks that share a recipe, vector count and seed, batch_size at a time, each from its own warm
+        start where `warm` gives one, and measure each
         -> per task (key, recipe settings, metrics, text, vector file bytes, thinned history)."""
         k = keys[0]
         recipe = self.spec.recipe(k.recipe)
-        size = self.batch_size or auto_batch_size(self.lm.model, k.length, k.vectors,
+        warm = warm or [None] * len(keys)
+        size = self.batch_size or auto_batch_size(self.lm.model, max(key.length for key in keys), k.vectors,
                                                   api.prefix_token(self.lm.tokenizer, recipe))
         out = []
         for i in range(0, len(keys), size):
             chunk = keys[i: i + size]
             texts = [self.text(key) for key in chunk]
-            crammed = api.compress(texts, self.lm, n_vectors=k.vectors, recipe=recipe, seed=k.seed)
+            crammed = api.compress(texts, self.lm, n_vectors=k.vectors, recipe=recipe, seed=k.seed,
+                                   warm_start=warm[i: i + size])
             for key, text, compressed in zip(chunk, texts, crammed):
                 metrics = api.measure(compressed, self.lm).to_dict()
                 out.append((key, recipe.to_dict(), metrics, text,
@@ -207,8 +234,53 @@ def run_local(spec: Spec, store: Store, *, device: str = "auto", on_task: OnTask
     added = 0
     for model in spec.models:
         worker = Worker(model, device, spec, batch_size=batch_size)
+        if spec.strategy == "horizon":
+            added += run_horizons(spec, store, worker, on_task=on_task, on_skipped=on_skipped)
+            continue
         for batch in batches(pending(spec, store, worker.model_id(), on_skipped), batch_size):
             added += _commit(store, worker.run(batch), on_task)
+    return added
+
+
+def horizons(spec: Spec, store: Store, *, device: str = "auto", on_task: OnTask | None = None,
+             batch_size: int | None = None) -> list[Capacity]:
+    """Run a horizon spec in this process, resuming what the store holds, and summarize each search: one
+    Capacity per (model, source, vectors, recipe, seed), in the spec's order."""
+    found: list[Capacity] = []
+    for model in spec.models:
+        run_horizons(spec, store, Worker(model, device, spec, batch_size=batch_size), on_task=on_task,
+                     on_searched=found.append)
+    return found
+
+
+def run_horizons(spec: Spec, store: Store, worker: Worker, *, on_task: OnTask | None = None,
+                 on_skipped: OnSkipped | None = None, on_searched: Callable[[Capacity], None] | None = None) -> int:
+    """The exact horizon of each of the spec's passages (horizon.py), per (source, vectors, recipe, seed), every
+    try a row -> rows added. on_searched hears each finished search's summary."""
+    model, added = worker.model_id(), 0
+    for source, n, name, seed in itertools.product(spec.sources, spec.vectors, spec.recipes, spec.seeds):
+        digest = spec.recipe(name).digest()
+        passages = [worker.passage(source, spec.max_tokens, spec.text_seed, i) for i in range(spec.samples)]
+        limits = [len(worker.lm.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in passages]
+        visited: set[tuple] = set()
+
+        def key_for(s: horizon.Search, length: int) -> TaskKey:
+            key = TaskKey(model.name, name, model.fingerprint, model.tokenizer_fingerprint, source, spec.text_seed,
+                          s.sample, length, n, digest, seed, passage_tokens=spec.max_tokens, warm_from=s.lo)
+            visited.add(key.identity())
+            return key
+
+        def run(keys: list[TaskKey], warm: list[torch.Tensor | None]) -> None:
+            nonlocal added
+            size = worker.batch_size or CPU_BATCH_SIZE  # each batch commits as it finishes
+            for i in range(0, len(keys), size):
+                added += _commit(store, worker.run(keys[i: i + size], warm[i: i + size]), on_task)
+
+        horizon.search([horizon.Search(i, limit) for i, limit in enumerate(limits)], key_for, store, run,
+                       on_skipped)
+        if on_searched is not None:
+            rows = [r for r in store.rows() if tuple(r[c] for c in IDENTITY) in visited]
+            on_searched(horizon.summarize(rows, n))
     return added
 
 
@@ -241,6 +313,9 @@ def run_ray(spec: Spec, store: Store, *, device: str = "auto", on_task: OnTask |
         from ray.exceptions import RayError
     except ImportError:
         raise CrammingError("the ray executor needs Ray: pip install 'cramming[ray]'") from None
+    if spec.strategy == "horizon":
+        raise CrammingError("a horizon search runs on the local executor only (each round's tries depend on the "
+                            "last); use --executor local")
     added = 0
     ours = not ray.is_initialized()  # a caller that has connected Ray itself keeps its connection
     if ours:

@@ -1,9 +1,10 @@
 """The results database: one SQLite row per task, keyed by what ran.
 
 A row's identity is the model's and tokenizer's fingerprints, the text source, its text seed, the sample,
-the length, the number of vectors, a digest of the recipe's full settings (step budget included) and the
-seed. The model's and the recipe's names are labels beside it: a rerun after the recipe, the budget, the
-text seed or the model changed runs new rows and never "resumes" onto the old ones.
+the passage's length (the text is its first `length` tokens), the length, the length whose solution the try
+started from (0: from the recipe's own start), the number of vectors, a digest of the recipe's full settings
+(step budget included) and the seed. The model's and the recipe's names are labels beside it: a rerun after
+the recipe, the budget, the text seed or the model changed runs new rows and never "resumes" onto the old ones.
 
 Each finished batch of tasks is committed in one transaction, so a crash loses at most the batch in flight
 (one task at batch size 1) and never keeps part of a batch. The identity is the primary key and rows are
@@ -22,8 +23,8 @@ from .errors import CrammingError
 from .vectors import vector_metadata
 
 SCHEMA_VERSION = 2  # PRAGMA user_version; 1 (no user_version) keyed rows by recipe name only
-IDENTITY = ("model_fingerprint", "tokenizer_fingerprint", "source", "text_seed", "sample", "length", "vectors",
-            "recipe_digest", "seed")
+IDENTITY = ("model_fingerprint", "tokenizer_fingerprint", "source", "text_seed", "sample", "passage_tokens",
+            "length", "warm_from", "vectors", "recipe_digest", "seed")
 LABELS = ("model", "recipe")
 KEY = (*LABELS, *IDENTITY)  # every column of a TaskKey
 METRICS = ("tokens", "ce_without_bits", "ce_with_bits", "information_gain_bits", "information_gain_nats",
@@ -60,6 +61,12 @@ class TaskKey:
     vectors: int
     recipe_digest: str
     seed: int
+    passage_tokens: int = 0  # the passage the text is cut from; 0: a passage of `length` tokens
+    warm_from: int = 0  # the length whose exact solution this try started from; 0: the recipe's own start
+
+    def __post_init__(self) -> None:
+        if not self.passage_tokens:
+            object.__setattr__(self, "passage_tokens", self.length)
 
     def identity(self) -> tuple:
         values = asdict(self)
@@ -127,6 +134,12 @@ class Store:
                 d[k] = int(d[k])
             out.append(d)
         return out
+
+    def get(self, key: TaskKey) -> tuple[bool, bytes] | None:
+        """(exact, vector file) of the row with this key's identity, None when it has not run."""
+        row = self.db.execute(f"SELECT exact, vector_file FROM results WHERE "
+                              f"{' AND '.join(f'{k} = ?' for k in IDENTITY)}", key.identity()).fetchone()
+        return (bool(row[0]), row[1]) if row else None
 
     def _column(self, key: dict, column: str):
         row = self.db.execute(f"SELECT {column} FROM results WHERE {' AND '.join(f'{k} = ?' for k in IDENTITY)}",
