@@ -25,8 +25,9 @@ import torch.nn.functional as F
 
 from cramming.api import as_model, prefix_token
 from cramming.decode import with_prefix
-from cramming.engine import RECIPES, cram, init_vectors
+from cramming.engine import cram, starting_vectors
 from cramming.models import DEFAULT_MODEL
+from cramming.recipes import RECIPES
 from cramming.store import Store
 from cramming.texts import load_samples
 
@@ -80,7 +81,8 @@ def main() -> None:
         # a vanishing step keeps every sample in the batch for all steps: the cost of a step, not of converging;
         # the start (prior or not) does not change that cost
         frozen = dataclasses.replace(recipe, name="timing", lr=1e-12, final_lr=1e-12, prior=False, max_steps=steps)
-        return statistics.median(cram(model, token_ids, n_vectors=1, recipe=frozen, prefix=prefix)[0].seconds / steps
+        start = starting_vectors(frozen, 1, model.get_input_embeddings().weight, 0, len(token_ids))
+        return statistics.median(cram(model, token_ids, start, frozen, prefix_id=prefix)[0].seconds / steps
                                  for _ in range(3))
 
     print(f"Default model {lm.name}, float32, {platform.machine()} CPU, {torch.get_num_threads()} threads; "
@@ -89,7 +91,8 @@ def main() -> None:
           "with logits everywhere (s) | with weight gradients (s) |\n|---|---|---|---|---|---|")
     for T in (16, 32, 64):
         one = torch.tensor([ids[T][0]])
-        mem = init_vectors(recipe, 1, model.get_input_embeddings().weight, 0)[None].requires_grad_(True)
+        mem = starting_vectors(dataclasses.replace(recipe, prior=False), 1, model.get_input_embeddings().weight, 0,
+                               1).requires_grad_(True)
         floor = timed(lambda: forward_backward(model, one, mem, prefix, all_logits=False))
         everywhere = timed(lambda: forward_backward(model, one, mem, prefix, all_logits=True))
         model.requires_grad_(True)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from cramming import CrammingError, compress, cram, greedy_decode, round_trip, tokenize
-from cramming.engine import RECIPES, Recipe, init_vectors, lr_factor, text_logits
+from cramming.engine import starting_vectors, text_logits
+from cramming.recipes import RECIPES, Recipe
 
 from .conftest import BlowsUp
 
@@ -15,9 +16,16 @@ SHORT = "the cat sat on the mat"
 LONGER = "a quick brown fox jumps over the lazy dog"
 
 
-def run(lm, ids, n_vectors, recipe, steps, **options):
-    """cram() with the recipe's budget set to `steps`."""
-    return cram(lm.model, ids, n_vectors=n_vectors, recipe=replace(recipe, max_steps=steps), **options)
+def run(lm, ids, n_vectors, recipe, steps, prefix=None, seed=0, prior=None, warm_start=None, model=None):
+    """cram() from the recipe's start, with its budget set to `steps`."""
+    start = starting_vectors(recipe, n_vectors, lm.model.get_input_embeddings().weight, seed, len(ids), prior,
+                             warm_start)
+    return cram(model or lm.model, ids, start, replace(recipe, max_steps=steps), prefix_id=prefix)
+
+
+def init_vectors(recipe, n_vectors, embedding, seed):
+    """One sample's random start, without the prior."""
+    return starting_vectors(replace(recipe, prior=False), n_vectors, embedding, seed, 1)[0]
 
 
 def test_round_trip_exact_from_vectors_alone(tiny_lm):
@@ -93,8 +101,7 @@ def test_greedy_decode_emits_exactly_n_tokens(tiny_lm):
 def test_a_sample_that_diverges_stops_alone_and_the_batch_goes_on(tiny_lm):
     ids = [tokenize(tiny_lm, t)[1] for t in (SHORT, LONGER)]
     prefix = tiny_lm.tokenizer.bos_token_id
-    short, longer = cram(BlowsUp(tiny_lm.model, after=3), ids, n_vectors=2,
-                         recipe=replace(RECIPES["cold"], max_steps=300), prefix=prefix)
+    short, longer = run(tiny_lm, ids, 2, RECIPES["cold"], 300, prefix=prefix, model=BlowsUp(tiny_lm.model, after=3))
     assert longer.diverged and not longer.exact and len(longer.history) == 4
     assert not math.isfinite(longer.history[-1][1])
     assert longer.steps <= 2 and math.isfinite(longer.loss) and torch.isfinite(longer.vectors).all()  # its best
@@ -138,7 +145,7 @@ def test_gradient_clipping_is_per_sample(tiny_lm):
 def test_the_options_are_keyword_only(tiny_lm):
     ids = [tokenize(tiny_lm, SHORT)[1]]
     with pytest.raises(TypeError):
-        cram(tiny_lm.model, ids, 2, RECIPES["paper"])  # noqa
+        cram(tiny_lm.model, ids, torch.zeros(1, 2, tiny_lm.d_model), RECIPES["paper"], 3)  # noqa
     with pytest.raises(TypeError):
         compress([SHORT], tiny_lm, 2)  # noqa
 
@@ -176,22 +183,22 @@ def test_init_depends_on_the_recipe():
 
 
 def test_schedules():
-    prog = RECIPES["progressive"]
-    assert lr_factor(prog, 0, 1000) == pytest.approx(1 / 100)
-    assert lr_factor(prog, 99, 1000) == pytest.approx(1.0)
-    assert lr_factor(prog, 1000, 1000) == pytest.approx(1e-3 / 0.1)
-    assert lr_factor(RECIPES["paper"], 777, 5000) == 1.0
+    prog = replace(RECIPES["progressive"], max_steps=1000)
+    assert prog.lr_factor(0) == pytest.approx(1 / 100)
+    assert prog.lr_factor(99) == pytest.approx(1.0)
+    assert prog.lr_factor(1000) == pytest.approx(1e-3 / 0.1)
+    assert RECIPES["paper"].lr_factor(777) == 1.0
     cycling = Recipe(name="c", lr=0.2, schedule="cosine", final_lr=0.002, period=100)
-    assert lr_factor(cycling, 0, 5000) == pytest.approx(1.0)
-    assert lr_factor(cycling, 50, 5000) == pytest.approx((1 + 0.01) / 2)  # halfway down the first cycle
-    assert lr_factor(cycling, 99, 5000) < 0.02 and lr_factor(cycling, 100, 5000) == pytest.approx(1.0)  # restart
-    assert lr_factor(cycling, 250, 5000) == pytest.approx(lr_factor(cycling, 50, 5000))
+    assert cycling.lr_factor(0) == pytest.approx(1.0)
+    assert cycling.lr_factor(50) == pytest.approx((1 + 0.01) / 2)  # halfway down the first cycle
+    assert cycling.lr_factor(99) < 0.02 and cycling.lr_factor(100) == pytest.approx(1.0)  # restart
+    assert cycling.lr_factor(250) == pytest.approx(cycling.lr_factor(50))
     growing = Recipe(name="g", lr=0.2, schedule="cosine", final_lr=0.002, period=100, period_mult=2.0)
-    assert lr_factor(growing, 99, 5000) < 0.02 and lr_factor(growing, 100, 5000) == pytest.approx(1.0)
-    assert lr_factor(growing, 200, 5000) == pytest.approx(lr_factor(cycling, 50, 5000))  # halfway through 200
-    assert lr_factor(growing, 299, 5000) < 0.02 and lr_factor(growing, 300, 5000) == pytest.approx(1.0)
-    assert lr_factor(growing, 500, 5000) == pytest.approx(lr_factor(cycling, 50, 5000))  # halfway through 400
-    assert lr_factor(growing, 700, 5000) == pytest.approx(1.0)
+    assert growing.lr_factor(99) < 0.02 and growing.lr_factor(100) == pytest.approx(1.0)
+    assert growing.lr_factor(200) == pytest.approx(cycling.lr_factor(50))  # halfway through 200
+    assert growing.lr_factor(299) < 0.02 and growing.lr_factor(300) == pytest.approx(1.0)
+    assert growing.lr_factor(500) == pytest.approx(cycling.lr_factor(50))  # halfway through 400
+    assert growing.lr_factor(700) == pytest.approx(1.0)
 
 
 def test_margin_loss_trains_only_the_tokens_not_yet_safely_right(tiny_lm):

@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from cramming import compress
-from cramming.api import measure
-from cramming.engine import teacher_forced
-from cramming.metrics import information_gain, nats_to_bits, theoretical_capacity, token_gain, utilization
+from cramming.metrics import (information_gain, measure, nats_to_bits, teacher_forced, theoretical_capacity,
+                              token_gain, utilization)
 
 
 def test_theoretical_capacity_matches_eq1():

@@ -9,7 +9,9 @@ from safetensors.torch import save_file
 
 from cramming import prior as prior_module
 from cramming.api import compress, prefix_token
-from cramming.engine import RECIPES, cram, init_vectors, teacher_forced
+from cramming.engine import cram, starting_vectors
+from cramming.metrics import teacher_forced
+from cramming.recipes import RECIPES
 from cramming.texts import load_samples
 
 
@@ -32,7 +34,9 @@ def test_the_prior_is_the_mean_of_the_passages_vectors_crammed_with_cold_and_is_
     passages = load_samples(prior_module.source(), prior_module.PASSAGES, prior_module.TOKENS, tiny_lm.tokenizer,
                             prior_module.TEXT_SEED)
     ids = [tiny_lm.tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in passages]
-    results = cram(tiny_lm.model, ids, n_vectors=2, recipe=replace(RECIPES["cold"], max_steps=40), prefix=prefix)
+    built_with = replace(RECIPES["cold"], max_steps=40)
+    start = starting_vectors(built_with, 2, tiny_lm.model.get_input_embeddings().weight, 0, len(ids))
+    results = cram(tiny_lm.model, ids, start, built_with, prefix_id=prefix)
     assert torch.allclose(built, torch.stack([r.vectors for r in results]).mean(0))
     path = prior_module.prior_path(tiny_lm, 2)
     assert path.parent == cache / "priors"  # the tiny model is named by its directory: no file beside it
@@ -63,7 +67,9 @@ def test_compress_with_a_prior_recipe_builds_the_prior_and_starts_from_it(tiny_l
     recipe = replace(RECIPES["default"], lr=0.2, max_steps=300)  # any recipe with a prior: the same prior
     [c] = compress(["the cat sat on the mat"], tiny_lm, n_vectors=2, recipe=recipe)
     assert c.exact and prior_module.prior_path(tiny_lm, 2).exists()
-    start = init_vectors(recipe, 2, tiny_lm.model.get_input_embeddings().weight, seed=0) + prior_module.model_prior(
-        tiny_lm, 2, c.prefix)
-    nats, _ = teacher_forced(tiny_lm.model, c.result.token_ids, start, prefix=c.prefix)
+    prior = prior_module.model_prior(tiny_lm, 2, c.prefix)
+    start = starting_vectors(recipe, 2, tiny_lm.model.get_input_embeddings().weight, 0, 1, prior)[0]
+    nats, _ = teacher_forced(tiny_lm.model, c.result.token_ids, start, prefix_id=c.prefix)
     assert c.result.history[0][1] == pytest.approx(sum(nats) / len(nats), rel=1e-5)  # the loss at step 0
+    fresh = starting_vectors(replace(recipe, prior=False), 2, tiny_lm.model.get_input_embeddings().weight, 0, 1)[0]
+    assert torch.allclose(start, fresh + prior)  # that start is the random one plus the prior

@@ -6,7 +6,7 @@ import pytest
 
 from dataclasses import replace
 
-from cramming.engine import RECIPES
+from cramming.recipes import RECIPES
 from cramming.report import build_report, published_rows, reference, summarize
 from cramming.store import Store, TaskKey
 

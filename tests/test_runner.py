@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from cramming import CrammingError, LoadedModel, api
-from cramming.engine import RECIPES
+from cramming.recipes import RECIPES
 from cramming.runner import ModelId, Spec, batches, run_local, thin
 from cramming.store import KEY, Store
 

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
-from . import __version__, metrics
+from . import __version__
 from .decode import greedy_decode
-from .engine import CramResult, Recipe, StepInfo, cram, get_recipe, teacher_forced
+from .engine import CramResult, StepInfo, cram, starting_vectors
 from .errors import CrammingError
 from .models import DEFAULT_MODEL, LoadedModel, load_model
 from .prior import model_prior
+from .recipes import Recipe, get_recipe
 from .vectors import check_compatible, load_vectors, save_vectors
 
 
@@ -176,8 +177,9 @@ def compress(
     prepared = [tokenize(lm, t, n_vectors=n_vectors, max_tokens=max_tokens) for t in texts]
     prefix = prefix_token(lm.tokenizer, recipe)
     prior = model_prior(lm, n_vectors, prefix) if recipe.prior else None
-    results = cram(lm.model, [ids for _, ids in prepared], n_vectors=n_vectors, recipe=recipe, seed=seed,
-                   on_step=on_step, warm_start=warm_start, prefix=prefix, prior=prior)
+    start = starting_vectors(recipe, n_vectors, lm.model.get_input_embeddings().weight, seed, len(texts), prior,
+                             warm_start)
+    results = cram(lm.model, [ids for _, ids in prepared], start, recipe, prefix_id=prefix, on_step=on_step)
     missed = [r for r in results if not r.exact]
     if missed:  # decode the best vectors of the texts that missed, so their files can say where they went wrong
         longest = max(len(r.token_ids) for r in missed)
@@ -190,58 +192,6 @@ def compress(
             result.exact = lm.tokenizer.decode(result.decoded_ids) == text
         out.append(Compressed(text, result, recipe, seed, lm.name, lm.fingerprint, lm.tokenizer_fingerprint, prefix))
     return out
-
-
-@dataclass
-class Measurement:
-    """The paper's metrics for one crammed text. Bits unless named otherwise."""
-
-    tokens: int
-    vectors: int
-    scored_tokens: int  # tokens the no-vector baseline scores: T with a BOS token, else T - 1
-    first_token_scored: bool
-    ce_without_bits: float
-    ce_with_bits: float
-    information_gain_bits: float
-    information_gain_nats: float
-    token_gain: int
-    accuracy_without: float
-    accuracy_with: float
-    exact: bool
-    diverged: bool
-    theoretical_capacity: float
-    utilization: float
-    steps: int
-    seconds: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def measure(compressed: Compressed, lm: LoadedModel) -> Measurement:
-    """Score a crammed text with and without its vectors.
-
-    Both cross-entropies and both hit counts cover the same tokens, the ones the no-vector baseline can
-    score, so that information gain and token gain compare like with like. accuracy_with covers every
-    token, the first included, since that is what decoding from the vectors alone needs.
-    """
-    ids, r = compressed.result.token_ids, compressed.result
-    bos = lm.tokenizer.bos_token_id if getattr(lm.tokenizer, "add_bos_token", False) else None
-    nats_without, hits_without = teacher_forced(lm.model, ids, None, bos)
-    nats_with, hits_with = teacher_forced(lm.model, ids, r.vectors, None, compressed.prefix)
-    skip = len(ids) - len(nats_without)  # 1 when the first token has no baseline score
-    ce_without = metrics.summed_cross_entropy(nats_without)
-    ce_with = metrics.summed_cross_entropy(nats_with[skip:])
-    gain = metrics.token_gain(sum(hits_with[skip:]), sum(hits_without))
-    capacity = metrics.theoretical_capacity(lm.d_model, lm.vocab_size) * r.vectors.shape[0]
-    return Measurement(
-        tokens=len(ids), vectors=r.vectors.shape[0], scored_tokens=len(nats_without), first_token_scored=skip == 0,
-        ce_without_bits=metrics.nats_to_bits(ce_without), ce_with_bits=metrics.nats_to_bits(ce_with),
-        information_gain_bits=metrics.nats_to_bits(metrics.information_gain(ce_without, ce_with)),
-        information_gain_nats=metrics.information_gain(ce_without, ce_with), token_gain=gain,
-        accuracy_without=sum(hits_without) / max(1, len(hits_without)), accuracy_with=sum(hits_with) / len(ids),
-        exact=r.exact, diverged=r.diverged, theoretical_capacity=capacity,
-        utilization=metrics.utilization(gain, capacity), steps=r.steps, seconds=r.seconds)
 
 
 def info(path: str | Path) -> dict:

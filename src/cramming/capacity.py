@@ -22,8 +22,10 @@ from typing import Callable
 
 import torch
 
-from .api import Compressed, compress, measure
-from .engine import Recipe, StepInfo
+from .api import Compressed, compress
+from .engine import StepInfo
+from .metrics import measure
+from .recipes import Recipe
 from .errors import CrammingError
 from .models import LoadedModel
 

@@ -21,7 +21,9 @@ from rich.table import Table
 from . import api
 from .atomic import atomic_output
 from .capacity import STRATEGIES, search
-from .engine import RECIPES, StepInfo, get_recipe
+from .engine import StepInfo
+from .metrics import measure as measure_text
+from .recipes import RECIPES, get_recipe
 from .errors import CrammingError
 from .models import ALIASES, DEFAULT_MODEL, SYNONYMS, alias_status
 from .runner import Spec, horizons, run_local, run_ray
@@ -201,7 +203,7 @@ def measure(
     lm = api.as_model(model, device=device)
     results = cram_with_progress(texts, lm, quiet, n_vectors=vectors, recipe=recipe, max_steps=max_steps,
                                  max_tokens=tokens, seed=seed)
-    rows = [api.measure(r, lm).to_dict() for r in results]
+    rows = [measure_text(r, lm).to_dict() for r in results]
     if as_json:
         for row in rows:
             print(json.dumps(row))

@@ -1,9 +1,21 @@
-"""The paper's metrics as pure functions of per-token numbers (Kuratov et al. 2025, Sec. 3 and Eq. 1)."""
+"""The paper's metrics (Kuratov et al. 2025, Sec. 3 and Eq. 1): pure functions of per-token numbers, and the
+measurement of a crammed text that feeds them (cross-entropy and argmax hits with and without its vectors)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from .engine import text_logits
+from .models import LoadedModel, autocast
+
+if TYPE_CHECKING:
+    from .api import Compressed
 
 NATS_PER_BIT = math.log(2)
 
@@ -34,3 +46,81 @@ def theoretical_capacity(d_model: int, vocab_size: int, bits_per_value: int = 16
 
 def utilization(gain_in_tokens: float, capacity: float) -> float:
     return gain_in_tokens / capacity
+
+
+@torch.no_grad()
+def teacher_forced(model: torch.nn.Module, token_ids: list[int], vectors: torch.Tensor | None = None,
+                   bos_id: int | None = None, prefix_id: int | None = None) -> tuple[list[float], list[bool]]:
+    """Per-token cross-entropy (nats) and argmax hits of a text, with [n, d] vectors or without.
+
+    Without vectors the first token is scored from BOS when the tokenizer has one, else it is not scored:
+    the lists then hold T - 1 entries, for tokens 1 .. T-1.
+    """
+    embedding = model.get_input_embeddings()
+    device = embedding.weight.device
+    ids = torch.tensor([token_ids], device=device)
+    if vectors is not None:
+        with autocast(device):
+            logits = text_logits(model, vectors[None].to(device), embedding(ids), prefix_id)
+        targets = ids
+    else:
+        inputs = torch.cat([torch.tensor([[bos_id]], device=device), ids], 1) if bos_id is not None else ids
+        if inputs.shape[1] < 2:
+            return [], []
+        with autocast(device):
+            logits = model(input_ids=inputs[:, :-1], use_cache=False).logits
+        targets = inputs[:, 1:]
+    nats = F.cross_entropy(logits.float()[0], targets[0], reduction="none")
+    return nats.tolist(), (logits[0].argmax(-1) == targets[0]).tolist()
+
+
+@dataclass
+class Measurement:
+    """The paper's metrics for one crammed text. Bits unless named otherwise."""
+
+    tokens: int
+    vectors: int
+    scored_tokens: int  # tokens the no-vector baseline scores: T with a BOS token, else T - 1
+    first_token_scored: bool
+    ce_without_bits: float
+    ce_with_bits: float
+    information_gain_bits: float
+    information_gain_nats: float
+    token_gain: int
+    accuracy_without: float
+    accuracy_with: float
+    exact: bool
+    diverged: bool
+    theoretical_capacity: float
+    utilization: float
+    steps: int
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def measure(compressed: Compressed, lm: LoadedModel) -> Measurement:
+    """Score a crammed text with and without its vectors.
+
+    Both cross-entropies and both hit counts cover the same tokens, the ones the no-vector baseline can
+    score, so that information gain and token gain compare like with like. accuracy_with covers every
+    token, the first included, since that is what decoding from the vectors alone needs.
+    """
+    ids, r = compressed.result.token_ids, compressed.result
+    bos = lm.tokenizer.bos_token_id if getattr(lm.tokenizer, "add_bos_token", False) else None
+    nats_without, hits_without = teacher_forced(lm.model, ids, None, bos)
+    nats_with, hits_with = teacher_forced(lm.model, ids, r.vectors, None, compressed.prefix)
+    skip = len(ids) - len(nats_without)  # 1 when the first token has no baseline score
+    ce_without = summed_cross_entropy(nats_without)
+    ce_with = summed_cross_entropy(nats_with[skip:])
+    gain = token_gain(sum(hits_with[skip:]), sum(hits_without))
+    capacity = theoretical_capacity(lm.d_model, lm.vocab_size) * r.vectors.shape[0]
+    return Measurement(
+        tokens=len(ids), vectors=r.vectors.shape[0], scored_tokens=len(nats_without), first_token_scored=skip == 0,
+        ce_without_bits=nats_to_bits(ce_without), ce_with_bits=nats_to_bits(ce_with),
+        information_gain_bits=nats_to_bits(information_gain(ce_without, ce_with)),
+        information_gain_nats=information_gain(ce_without, ce_with), token_gain=gain,
+        accuracy_without=sum(hits_without) / max(1, len(hits_without)), accuracy_with=sum(hits_with) / len(ids),
+        exact=r.exact, diverged=r.diverged, theoretical_capacity=capacity,
+        utilization=utilization(gain, capacity), steps=r.steps, seconds=r.seconds)

@@ -29,8 +29,9 @@ from safetensors.torch import load_file, save_file
 
 from .assets import cache_dir
 from .atomic import atomic_output
-from .engine import RECIPES, Recipe, cram
+from .engine import cram, starting_vectors
 from .models import LoadedModel
+from .recipes import RECIPES, Recipe
 from .texts import load_samples
 
 PASSAGES, TOKENS, TEXT_SEED = 16, 16, 1
@@ -77,7 +78,8 @@ def model_prior(lm: LoadedModel, n_vectors: int, prefix: int | None) -> torch.Te
           file=sys.stderr)
     passages = load_samples(source(), PASSAGES, TOKENS, lm.tokenizer, TEXT_SEED)
     ids = [lm.tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in passages]
-    results = cram(lm.model, ids, n_vectors=n_vectors, recipe=building, prefix=prefix)
+    start = starting_vectors(building, n_vectors, lm.model.get_input_embeddings().weight, 0, len(ids))
+    results = cram(lm.model, ids, start, building, prefix_id=prefix)
     prior = torch.stack([r.vectors for r in results]).mean(0).contiguous()
     with atomic_output(path) as tmp:
         save_file({"prior": prior}, str(tmp), metadata={

@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from .atomic import atomic_output  # noqa: E402
 from .capacity import PAPER_CRITERION, decoding_capacity  # noqa: E402
-from .engine import DESCRIPTIONS  # noqa: E402
+from .recipes import DESCRIPTIONS  # noqa: E402
 from .errors import CrammingError  # noqa: E402
 from .store import Store  # noqa: E402
 

@@ -31,16 +31,46 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 
 from . import api, horizon
-from .engine import CPU_BATCH_SIZE, Recipe, auto_batch_size, get_recipe
-from .errors import CrammingError
 from .capacity import Capacity
+from .engine import text_logits
+from .errors import CrammingError
+from .metrics import measure
+from .models import autocast
+from .recipes import Recipe, get_recipe
 from .store import IDENTITY, Store, TaskKey
 from .texts import check_source, load_samples
 from .vectors import vector_bytes
 
 HISTORY_POINTS = 200  # per-step history kept per row, evenly thinned to at most this many points
+
+# Samples crammed at once on a CPU when nobody says: batch 4 gave 1.5-1.6x the sample-steps per second of batch 1,
+# and batch 16 1.6x, in two runs on 2 cores (benchmarks/step_cost.py, benchmarks/README.md).
+CPU_BATCH_SIZE = 4
+
+
+def auto_batch_size(model: torch.nn.Module, n_tokens: int, n_vectors: int, prefix: int | None = None,
+                    cap: int = 256) -> int:
+    """How many samples to cram at once. On CUDA: as many as fit in 80% of the free memory, from the peak
+    memory of one sample's forward and backward pass, measured here. Elsewhere: CPU_BATCH_SIZE."""
+    embedding = model.get_input_embeddings()
+    device = embedding.weight.device
+    if device.type != "cuda":
+        return CPU_BATCH_SIZE
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    mem = torch.zeros(1, n_vectors, embedding.weight.shape[1], device=device, requires_grad=True)
+    ids = torch.zeros(1, n_tokens, dtype=torch.long, device=device)
+    with autocast(device):
+        logits = text_logits(model, mem, embedding(ids), prefix)
+    F.cross_entropy(logits.float().transpose(1, 2), ids).backward()
+    per_sample = max(1, torch.cuda.max_memory_allocated(device) - before)
+    del mem, logits
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(cap, int(0.8 * free / per_sample)))
 
 
 @dataclass(frozen=True)
@@ -184,7 +214,7 @@ class Worker:
             crammed = api.compress(texts, self.lm, n_vectors=k.vectors, recipe=recipe, seed=k.seed,
                                    warm_start=warm[i: i + size])
             for key, text, compressed in zip(chunk, texts, crammed):
-                metrics = api.measure(compressed, self.lm).to_dict()
+                metrics = measure(compressed, self.lm).to_dict()
                 out.append((key, recipe.to_dict(), metrics, text,
                             vector_bytes(compressed.vectors, compressed.metadata()), thin(compressed.result.history)))
         return out
