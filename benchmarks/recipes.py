@@ -6,7 +6,7 @@
     python benchmarks/recipes.py --recipes paper,progressive --samples 3 --lengths 32,64 \
         --budget paper=2000 --budget progressive=2000 --batch-size 3   # the anchors, cut to fit the run time
     python benchmarks/recipes.py --samples 3 --table  # the table of the first 3 samples of every recipe
-    python benchmarks/recipes.py --quick --variant 'lr1=lr:0.1;schedule:cosine' --recipes lr1 --mine lr1  # a variant
+    python benchmarks/recipes.py --quick --variant lr1=default --set lr1.lr=0.1 --recipes lr1 --mine lr1  # a variant
 
 Each (recipe as run, length, sample) is one row of a results database (benchmarks/results/recipes-*.sqlite by
 default), so an interrupted run resumes where it stopped and the table can be printed again with --table.
@@ -22,8 +22,6 @@ teacher-forced accuracy with its best vectors (1.00 when exact).
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import platform
 import statistics
 import sys
@@ -31,10 +29,10 @@ from pathlib import Path
 
 import torch
 
-from cramming.engine import RECIPES, Recipe
 from cramming.errors import CrammingError
 from cramming.models import DEFAULT_MODEL
-from cramming.runner import Spec, run_local
+from cramming.recipes import RECIPES, parse_setting
+from cramming.runner import Spec, run_local, run_ray
 from cramming.store import Store
 
 HERE = Path(__file__).parent
@@ -71,25 +69,22 @@ def table(rows: list[dict], mine: str, anchors: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
-def variant(text: str) -> Recipe:
-    """NAME=field:value;... -> the default recipe with those fields changed, registered under NAME; the
-    pseudo-field base:RECIPE starts from another recipe (base:cold). Values are JSON (0.1, true, null,
-    [0.9,0.99]); anything else is a string (cosine)."""
-    name, _, changes = text.partition("=")
-    fields = {}
-    for change in filter(None, changes.split(";")):
-        key, _, value = change.partition(":")
-        try:
-            fields[key] = json.loads(value)
-        except json.JSONDecodeError:
-            fields[key] = value
-        if isinstance(fields[key], list):
-            fields[key] = tuple(fields[key])
-    base = fields.pop("base", "default")
-    if base not in RECIPES:
-        raise CrammingError(f"unknown base recipe {base!r}")
-    RECIPES[name] = dataclasses.replace(RECIPES[base], name=name, **fields)
-    return RECIPES[name]
+def recipe_tables(variants: list[str], settings: list[str]) -> dict[str, dict]:
+    """--variant NAME=BASE and --set NAME.FIELD=VALUE -> a spec's [recipes.NAME] tables (runner.Spec checks them,
+    and a spec carries them to Ray workers too)."""
+    tables: dict[str, dict] = {}
+    for text in variants:
+        name, sep, base = text.partition("=")
+        if not sep:
+            raise CrammingError(f"--variant takes NAME=BASE, got {text!r}")
+        tables[name] = {"base": base}
+    for text in settings:
+        target, sep, setting = text.partition(".")
+        if not sep or target not in tables:
+            raise CrammingError(f"--set takes NAME.FIELD=VALUE for a --variant NAME, got {text!r}")
+        field, value = parse_setting(setting)
+        tables[target][field] = value
+    return tables
 
 
 def main() -> None:
@@ -100,8 +95,12 @@ def main() -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="the model's name as rows store it")
     parser.add_argument("--db", help="results database (default: benchmarks/results/recipes-MODE.sqlite)")
     parser.add_argument("--table", action="store_true", help="print the table of stored rows, run nothing")
-    parser.add_argument("--variant", action="append", default=[], metavar="NAME=FIELD:VALUE;...",
-                        help="register a variant of the default (or of base:RECIPE) under NAME (repeatable)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=BASE",
+                        help="a variant of recipe BASE under NAME, its changes from --set (repeatable)")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME.FIELD=VALUE",
+                        help="change a field of a --variant (repeatable; values are JSON where they parse)")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="ray: the same runs on a local Ray instance's workers")
     parser.add_argument("--batch-size", type=int, default=1, help="samples crammed together (timings then differ)")
     parser.add_argument("--samples", type=int, help="samples per length (default: the mode's); the first ones")
     parser.add_argument("--lengths", type=lambda text: [int(n) for n in text.split(",")],
@@ -109,11 +108,10 @@ def main() -> None:
     parser.add_argument("--budget", action="append", default=[], metavar="RECIPE=STEPS",
                         help="a recipe's step budget, below the mode's when run time forces it (repeatable)")
     args = parser.parse_args()
-    for text in args.variant:
-        try:
-            variant(text)
-        except (CrammingError, TypeError) as e:  # TypeError: a field Recipe does not have
-            sys.exit(f"--variant {text!r}: {e}")
+    try:
+        tables = recipe_tables(args.variant, args.settings)
+    except CrammingError as e:
+        sys.exit(f"error: {e}")
 
     mode = "quick" if args.quick else "full"
     lengths, samples, budget = MODES[mode]
@@ -143,9 +141,14 @@ def main() -> None:
         torch.manual_seed(0)
         for length in lengths:
             for name in recipes:
-                spec = Spec(models=[args.model], sources=["books"], lengths=[length], vectors=[1], recipes=[name],
-                            samples=samples, max_steps=budgets[name])
-                run_local(spec, store, device="cpu", batch_size=args.batch_size, on_task=lambda k, m: print(
+                spec = Spec(models=[args.model], sources=["books"], lengths=[length], vectors=[1],
+                            recipes={name: tables.get(name, {})}, samples=samples, max_steps=budgets[name])
+                try:
+                    spec.check()
+                except CrammingError as e:
+                    sys.exit(f"error: {e}")
+                run = run_ray if args.executor == "ray" else run_local
+                run(spec, store, device="cpu", batch_size=args.batch_size, on_task=lambda k, m: print(
                     f"{k.recipe:>12} {k.length:>3} tokens sample {k.sample}: exact={m['exact']} steps={m['steps']} "
                     f"{m['seconds']:.1f} s", file=sys.stderr, flush=True))
     rows = stored()

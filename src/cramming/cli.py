@@ -23,7 +23,7 @@ from .atomic import atomic_output
 from .capacity import STRATEGIES, search
 from .engine import StepInfo
 from .metrics import measure as measure_text
-from .recipes import RECIPES, get_recipe
+from .recipes import RECIPES, get_recipe, parse_setting
 from .errors import CrammingError
 from .models import ALIASES, DEFAULT_MODEL, SYNONYMS, alias_status
 from .runner import Spec, horizons, run_local, run_ray
@@ -46,6 +46,7 @@ FilesOpt = typer.Option([], "--file", "-f", help="Text file(s); several are cram
 VectorsOpt = typer.Option(1, "--vectors", "-n", help="Memory vectors per text.")
 TokensOpt = typer.Option(None, "--tokens", "-t", help="Keep the first T tokens of each text.")
 RecipeOpt = typer.Option("default", "--recipe", help=f"One of: {', '.join(RECIPES)}.")
+SetOpt = typer.Option([], "--set", help="Change a field of the recipe, FIELD=VALUE (repeatable): --set lr=0.1.")
 MaxStepsOpt = typer.Option(None, "--max-steps", help="Step budget (default: the recipe's).")
 SeedOpt = typer.Option(0, "--seed")
 JsonOpt = typer.Option(False, "--json", help="One JSON object per text on stdout.")
@@ -142,6 +143,7 @@ def compress(
     vectors: int = VectorsOpt,
     tokens: Optional[int] = TokensOpt,
     recipe: str = RecipeOpt,
+    settings: list[str] = SetOpt,
     max_steps: Optional[int] = MaxStepsOpt,
     seed: int = SeedOpt,
     device: str = DeviceOpt,
@@ -152,8 +154,9 @@ def compress(
     """Cram text(s) into memory vectors and verify the round trip. Exit 0 only when every text is exact."""
     sources, texts = gather_texts(text, files)
     paths = output_paths(sources, out)
+    chosen = get_recipe(recipe, settings)
     use_threads(threads)
-    results = cram_with_progress(texts, model, quiet, n_vectors=vectors, recipe=recipe, max_steps=max_steps,
+    results = cram_with_progress(texts, model, quiet, n_vectors=vectors, recipe=chosen, max_steps=max_steps,
                                  max_tokens=tokens, seed=seed, device=device)
     for result, path in zip(results, paths):
         result.save(path)
@@ -188,6 +191,7 @@ def measure(
     vectors: int = VectorsOpt,
     tokens: Optional[int] = TokensOpt,
     recipe: str = RecipeOpt,
+    settings: list[str] = SetOpt,
     max_steps: Optional[int] = MaxStepsOpt,
     seed: int = SeedOpt,
     device: str = DeviceOpt,
@@ -198,10 +202,10 @@ def measure(
     """Cram once and print the paper's metrics: cross-entropy with and without vectors, gains, utilization."""
     _, texts = gather_texts(text, files)
     api.check_options(texts, n_vectors=vectors, max_tokens=tokens)
-    get_recipe(recipe)
+    chosen = get_recipe(recipe, settings)
     use_threads(threads)
     lm = api.as_model(model, device=device)
-    results = cram_with_progress(texts, lm, quiet, n_vectors=vectors, recipe=recipe, max_steps=max_steps,
+    results = cram_with_progress(texts, lm, quiet, n_vectors=vectors, recipe=chosen, max_steps=max_steps,
                                  max_tokens=tokens, seed=seed)
     rows = [measure_text(r, lm).to_dict() for r in results]
     if as_json:
@@ -294,6 +298,7 @@ def capacity(
     max_tokens: int = typer.Option(128, "--max-tokens", help="Passage length: the most tokens searched."),
     model: str = ModelOpt,
     recipe: str = RecipeOpt,
+    settings: list[str] = SetOpt,
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Step budget per try."),
     seed: int = SeedOpt,
     device: str = DeviceOpt,
@@ -313,10 +318,11 @@ def capacity(
     if any(n < 1 for n in counts):
         raise CrammingError(f"the number of vectors must be at least 1, got {vectors}")
     check_source(source, samples)
-    get_recipe(recipe)
+    chosen = get_recipe(recipe, settings)
     use_threads(threads)
     if strategy == "horizon":
-        spec = Spec(models=[model], sources=[source], vectors=counts, recipes=[recipe], samples=samples,
+        table = {chosen.name: {"base": recipe, **dict(map(parse_setting, settings))}}
+        spec = Spec(models=[model], sources=[source], vectors=counts, recipes=table, samples=samples,
                     seeds=[seed], max_steps=max_steps, text_seed=seed, strategy="horizon", max_tokens=max_tokens)
         spec.check()
         store = Store(db)
@@ -332,7 +338,7 @@ def capacity(
         found_all = []
         for n in counts:
             with Reporter(f"{n} vector(s), a try:", quiet) as reporter:
-                found_all.append(search(strategy, lm, texts, n_vectors=n, recipe=recipe, max_steps=max_steps,
+                found_all.append(search(strategy, lm, texts, n_vectors=n, recipe=chosen, max_steps=max_steps,
                                         seed=seed, on_step=reporter.on_step).summary())
     for n, found in zip(counts, found_all):
         if as_json:

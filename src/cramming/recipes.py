@@ -76,6 +76,8 @@ class Recipe:
     def override(self, changes: dict[str, Any], name: str | None = None) -> Recipe:
         """This recipe with some fields changed, each checked against its type and the validity rules; named
         `name`, or by default this one's name followed by the changes (a label says what a thing is)."""
+        if "name" in changes:
+            raise CrammingError(f"recipe {self.name!r}: name is its label, not a setting")
         checked = {key: _checked(self.name, key, value) for key, value in changes.items()}
         label = name or "+".join([self.name] + [f"{k}={json.dumps(v)}" for k, v in changes.items()])
         return replace(self, name=label, **checked)
@@ -196,7 +198,8 @@ DESCRIPTIONS = {
 }
 
 
-def get_recipe(name: str) -> Recipe:
+def get_recipe(name: str, settings: list[str] | None = None) -> Recipe:
+    """The named recipe, with FIELD=VALUE settings (a command line's --set) applied and checked."""
     if name not in RECIPES:
         raise CrammingError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}")
-    return RECIPES[name]
+    return RECIPES[name].override(dict(map(parse_setting, settings))) if settings else RECIPES[name]

@@ -10,6 +10,10 @@
     max_steps = 2000      # optional: the recipes' own budgets otherwise
     text_seed = 0         # optional: which passages each source gives
 
+    [recipes.fast]        # or a table per recipe: a variant under its own name
+    base = "cold"
+    lr = 0.1
+
 or, for the exact horizon of each passage (horizon.py) in place of a grid of lengths:
 
     strategy = "horizon"
@@ -39,7 +43,7 @@ from .engine import text_logits
 from .errors import CrammingError
 from .metrics import measure
 from .models import autocast
-from .recipes import Recipe, get_recipe
+from .recipes import RECIPES, Recipe, get_recipe
 from .store import IDENTITY, Store, TaskKey
 from .texts import check_source, load_samples
 from .vectors import vector_bytes
@@ -88,7 +92,7 @@ class Spec:
     sources: list[str]
     lengths: list[int] = field(default_factory=list)
     vectors: list[int] = field(default_factory=lambda: [1])
-    recipes: list[str] = field(default_factory=lambda: ["default"])
+    recipes: list[str] | dict[str, dict] = field(default_factory=lambda: ["default"])  # names, or NAME -> changes
     samples: int = 1
     seeds: list[int] = field(default_factory=lambda: [0])
     max_steps: int | None = None
@@ -119,11 +123,15 @@ class Spec:
     def check(self) -> None:
         if self.strategy not in ("grid", "horizon"):
             raise CrammingError(f"spec: strategy must be grid or horizon, got {self.strategy!r}")
-        lists = ("models", "sources", "vectors", "recipes", "seeds") + (("lengths",) if self.strategy == "grid" else ())
+        lists = ("models", "sources", "vectors", "seeds") + (("lengths",) if self.strategy == "grid" else ())
         for name in lists:
             value = getattr(self, name)
             if not isinstance(value, list) or not value:
                 raise CrammingError(f"spec: {name} must be a non-empty list")
+        if not isinstance(self.recipes, (list, dict)) or not self.recipes:
+            raise CrammingError("spec: recipes must be a non-empty list of names or a table of [recipes.NAME]")
+        if isinstance(self.recipes, dict) and any(not isinstance(t, dict) for t in self.recipes.values()):
+            raise CrammingError("spec: each [recipes.NAME] is a table of the fields to change (base = a recipe)")
         if any(not isinstance(x, int) or x < 1 for x in self.lengths + self.vectors) or self.samples < 1:
             raise CrammingError("spec: lengths, vectors and samples must be positive integers")
         if self.strategy == "horizon" and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
@@ -134,8 +142,15 @@ class Spec:
             check_source(source)
 
     def recipe(self, name: str) -> Recipe:
-        """The recipe as this spec runs it: the named one, with the spec's budget where it sets one."""
-        recipe = get_recipe(name)
+        """The recipe as this spec runs it: the named one, or its [recipes.NAME] table (`base`, default the
+        name itself, with the table's fields changed), with the spec's budget where it sets one."""
+        recipe = get_recipe(name) if isinstance(self.recipes, list) else None
+        if recipe is None:
+            changes = dict(self.recipes[name])
+            base = changes.pop("base", name)
+            if base not in RECIPES:
+                raise CrammingError(f"spec: [recipes.{name}] needs base = one of {', '.join(RECIPES)}")
+            recipe = RECIPES[base].override(changes, name=name)
         return recipe if self.max_steps is None else replace(recipe, max_steps=self.max_steps)
 
     def size(self) -> int | None:
