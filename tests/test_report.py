@@ -1,6 +1,8 @@
 """The report: every table row and figure is produced from the stored numbers."""
 
 import math
+import subprocess
+import sys
 
 import pytest
 
@@ -160,3 +162,11 @@ def test_report_cli_writes_the_page(store_path, tmp_path, run_cli):
     code, out, err = run_cli("report", "--db", str(store_path), "-o", str(tmp_path / "r"))
     assert code == 0, err
     assert (tmp_path / "r" / "index.html").is_file() and b"5 figures" in out
+
+
+def test_importing_and_building_a_report_leaves_matplotlib_as_it_was(store_path, tmp_path):
+    code = ("import matplotlib; matplotlib.use('svg'); import matplotlib.pyplot as plt; from cramming.report import "
+            f"build_report; build_report({str(store_path)!r}, {str(tmp_path / 'r')!r}); "
+            "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend(); assert plt.get_fignums() == []")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

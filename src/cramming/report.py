@@ -18,16 +18,15 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import matplotlib
+# Figures are drawn on matplotlib.figure.Figure objects, never through pyplot: importing this module in a notebook
+# or an application changes neither matplotlib's backend nor its current figure.
+from matplotlib.figure import Figure as MplFigure
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-
-from .atomic import atomic_output  # noqa: E402
-from .capacity import PAPER_CRITERION, decoding_capacity  # noqa: E402
-from .recipes import DESCRIPTIONS  # noqa: E402
-from .errors import CrammingError  # noqa: E402
-from .store import Store  # noqa: E402
+from .atomic import atomic_output
+from .capacity import PAPER_CRITERION, decoding_capacity
+from .recipes import DESCRIPTIONS
+from .errors import CrammingError
+from .store import Store
 
 HISTORY_SAMPLES = 4  # samples drawn in the loss/accuracy-over-steps figure
 MARKERS = "osD^vP*X"
@@ -39,7 +38,7 @@ class Figure:
     name: str  # file stem
     title: str
     caption: str
-    figure: plt.Figure
+    figure: MplFigure
 
 
 @dataclass
@@ -172,7 +171,8 @@ def _label(ax, title: str, xlabel: str, ylabel: str, legend_size: int = 8) -> No
 
 
 def figure_tokens_per_vector(ours: list[dict], published: list[dict]) -> Figure:
-    fig, ax = plt.subplots(figsize=(10, 4.8))
+    fig = MplFigure(figsize=(10, 4.8))
+    ax = fig.subplots()
     names = [f"{r['model']}\n{r['source']}, {r['recipe']}" for r in ours]
     names += [f"{r['model']}\n{r['source']} (pub.)" for r in published]
     values = [r["decoding_capacity"] / r["vectors"] for r in ours] + [r["decoding_capacity"] for r in published]
@@ -199,7 +199,8 @@ def figure_tokens_per_vector(ours: list[dict], published: list[dict]) -> Figure:
 
 
 def figure_cross_entropy(rows: list[dict]) -> Figure:
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig = MplFigure(figsize=(6, 5))
+    ax = fig.subplots()
     for source in sorted({r["source"] for r in rows}):
         rs = [r for r in rows if r["source"] == source]
         ax.scatter([r["ce_without_bits"] for r in rs], [r["ce_with_bits"] for r in rs], label=source, alpha=0.7)
@@ -214,7 +215,8 @@ def figure_cross_entropy(rows: list[dict]) -> Figure:
 
 
 def figure_vectors_scaling(ours: list[dict]) -> Figure:
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig = MplFigure(figsize=(6, 5))
+    ax = fig.subplots()
     published = reference("paper_vectors_scaling.csv")
     for model in sorted({r["model"] for r in published}):
         rs = [r for r in published if r["model"] == model and r["pg19_max_tokens"] is not None]
@@ -246,7 +248,8 @@ def figure_vectors_scaling(ours: list[dict]) -> Figure:
 
 
 def figure_accuracy_vs_length(rows: list[dict]) -> Figure:
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig = MplFigure(figsize=(6.5, 4.5))
+    ax = fig.subplots()
     labels = recipe_labels(rows)
     group = lambda r: (r["model"], r["source"], r["vectors"], labels[r["recipe_digest"]])  # noqa: E731
     for i, key in enumerate(sorted({group(r) for r in rows})):
@@ -271,7 +274,8 @@ def figure_accuracy_vs_length(rows: list[dict]) -> Figure:
 
 
 def figure_history(histories: list[tuple[dict, list]]) -> Figure:
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = MplFigure(figsize=(10, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for key, history in histories:
         label = f"{key['source']} #{key['sample']}, {key['length']} tok, N={key['vectors']}, {key['recipe']}"
         steps = [h[0] for h in history]
@@ -314,7 +318,6 @@ def build_report(db: str | Path, out_dir: str | Path) -> Report:
     for f in figures:
         buffer = io.BytesIO()  # rendered once: written beside the page and embedded in it
         f.figure.savefig(buffer, dpi=110, format="png")
-        plt.close(f.figure)
         pngs[f.name] = buffer.getvalue()
         with atomic_output(out / f"{f.name}.png") as tmp:
             tmp.write_bytes(pngs[f.name])
