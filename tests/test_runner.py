@@ -30,7 +30,7 @@ def test_grid_runs_once_and_rerun_skips(spec_file, tmp_path):
     history = store.history(rows[0])
     assert history and history[0][0] == 0 and history[-1][2] == 1.0
     meta = store.metadata(rows[0])  # the vector file records the spec's budget, not the recipe's 5000
-    assert json.loads(meta["recipe"])["max_steps"] == spec.max_steps == 300 and meta["n_tokens"] == "4"
+    assert meta["recipe"]["max_steps"] == spec.max_steps == 300 and meta["n_tokens"] == 4
 
 
 def test_rows_are_keyed_by_what_ran(spec_file, tiny_lm, tmp_path, monkeypatch):

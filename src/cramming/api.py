@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -81,7 +82,7 @@ def tokenize(lm: LoadedModel, text: str, *, n_vectors: int = 1, max_tokens: int 
     if limit is not None and len(ids) + n_vectors > limit:
         raise CrammingError(f"the text has {len(ids)} tokens; {lm.name} reads at most {limit} positions, "
                             f"so with {n_vectors} vector(s) it can take at most {limit - n_vectors} tokens "
-                            f"(cut it with --tokens)")
+                            f"(keep fewer of its tokens)")
     if lm.tokenizer.decode(ids) != text:
         raise CrammingError("the tokenizer does not reproduce this text (decode(encode(text)) differs), "
                             "so no round trip can be exact")
@@ -134,13 +135,11 @@ class Compressed:
         return {
             "model": self.model, "model_fingerprint": self.model_fingerprint,
             "tokenizer_fingerprint": self.tokenizer_fingerprint,
-            "n_tokens": str(len(r.token_ids)), "n_vectors": str(r.vectors.shape[0]),
+            "n_tokens": len(r.token_ids), "n_vectors": r.vectors.shape[0],
             "tokens_sha256": sha256_ids(r.token_ids), "text_sha256": sha256_text(self.text),
-            "recipe": self.recipe.to_dict(), "seed": str(self.seed), "steps": str(r.steps),
-            "exact": json.dumps(r.exact), "diverged": json.dumps(r.diverged), "accuracy": str(r.accuracy),
-            "first_mismatch": json.dumps(self.first_mismatch),
-            "cramming_version": __version__,
-            "prefix_token_id": json.dumps(self.prefix),
+            "recipe": self.recipe.to_dict(), "seed": self.seed, "steps": r.steps, "exact": r.exact,
+            "diverged": r.diverged, "accuracy": r.accuracy, "first_mismatch": self.first_mismatch,
+            "cramming_version": __version__, "prefix_token_id": self.prefix,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -195,16 +194,9 @@ def compress(
 
 
 def info(path: str | Path) -> dict:
-    """The metadata of a vector file, with JSON values decoded."""
+    """The metadata of a vector file, and its tensor's shape."""
     vectors, meta = load_vectors(path)
-    decoded = {}
-    for key, value in meta.items():
-        try:
-            decoded[key] = json.loads(value)
-        except json.JSONDecodeError:
-            decoded[key] = value
-    decoded["shape"] = list(vectors.shape)
-    return decoded
+    return {**meta, "shape": list(vectors.shape)}
 
 
 @dataclass
@@ -222,21 +214,20 @@ def decode(path: str | Path, *, model: str | LoadedModel | None = None, device: 
     vectors, meta = load_vectors(path)
     lm = as_model(model if model is not None else meta["model"], device=device)
     check_compatible(meta, lm.fingerprint, lm.tokenizer_fingerprint, lm.name, path)
-    prefix = json.loads(meta.get("prefix_token_id", "null"))
-    ids = greedy_decode(lm.model, vectors[None], int(meta["n_tokens"]), prefix)[0].tolist()
+    ids = greedy_decode(lm.model, vectors[None], meta["n_tokens"], meta.get("prefix_token_id"))[0].tolist()
     text = lm.tokenizer.decode(ids)
     exact = sha256_ids(ids) == meta["tokens_sha256"] and sha256_text(text) == meta["text_sha256"]
-    return Decoded(text, exact, len(ids), json.loads(meta.get("first_mismatch", "null")))
+    return Decoded(text, exact, len(ids), meta.get("first_mismatch"))
 
 
 def decompress(path: str | Path, *, model: str | LoadedModel | None = None, device: str = "auto") -> str:
     """Decode a vector file back to its text, checked against the hashes stored in the file. A file saved from a
     run that was not exact is refused from its metadata, before any decoding (`decode` shows its best decode)."""
     _, meta = load_vectors(path)
-    if meta.get("exact") == "false":
+    if meta.get("exact") is False:
         raise CrammingError(f"{path} was saved from a run that was not exact (teacher-forced accuracy "
-                            f"{float(meta.get('accuracy', 'nan')):.3f}): it holds no exact text to decode; "
-                            "--inexact shows its best decode")
+                            f"{meta.get('accuracy', math.nan):.3f}): it holds no exact text to decode; "
+                            "decode() gives its best decode")
     decoded = decode(path, model=model, device=device)
     if not decoded.exact:
         raise CrammingError(f"{path}: the decoded text does not match the stored hashes (decoded on other hardware "

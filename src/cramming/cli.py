@@ -234,6 +234,9 @@ def decompress(
     if inexact:
         decoded = api.decode(vec, model=model, device=device)
         text = decoded.text
+    elif api.info(vec).get("exact") is False:
+        raise CrammingError(f"{vec} was saved from a run that was not exact: it holds no exact text to decode; "
+                            "--inexact writes its best decode")
     else:
         text = api.decompress(vec, model=model, device=device)
     data = text.encode("utf-8")

@@ -204,8 +204,9 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu",
             local_files_only=local_only)
     except (OSError, ValueError) as err:
         if local_only:
-            raise CrammingError(f"unknown model {name!r}: not an alias (see cram models), not a directory, and not "
-                                "in the local Hugging Face cache (the hub cannot be reached)") from None
+            raise CrammingError(f"unknown model {name!r}: not an alias ({', '.join([*ALIASES, *SYNONYMS])}), not a "
+                                "directory, and not in the local Hugging Face cache (the hub cannot be reached)"
+                                ) from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CrammingError(f"unknown model {name!r}: {first}") from None
     model.requires_grad_(False)

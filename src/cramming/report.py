@@ -307,7 +307,7 @@ def build_report(db: str | Path, out_dir: str | Path) -> Report:
     store = Store(db)
     rows = store.rows()
     if not rows:
-        raise CrammingError(f"{db} holds no results yet; run a spec into it first (cram run SPEC --db {db})")
+        raise CrammingError(f"{db} holds no results yet; run a spec into it first")
     ours, published = summarize(rows), published_rows()
     figures = [figure_tokens_per_vector(ours, published), figure_cross_entropy(rows), figure_vectors_scaling(ours),
                figure_accuracy_vs_length(rows), figure_history(pick_histories(store, rows))]

@@ -360,7 +360,7 @@ def run_ray(spec: Spec, store: Store, *, device: str = "auto", on_task: OnTask |
         raise CrammingError("the ray executor needs Ray: pip install 'cramming[ray]'") from None
     if spec.strategy == "horizon":
         raise CrammingError("a horizon search runs on the local executor only (each round's tries depend on the "
-                            "last); use --executor local")
+                            "last)")
     added = 0
     ours = not ray.is_initialized()  # a caller that has connected Ray itself keeps its connection
     if ours:

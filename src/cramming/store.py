@@ -87,7 +87,7 @@ class Store:
             self.db.close()
             raise CrammingError(f"{self.path} was written by an older cramming whose rows are keyed by recipe name "
                                 "only (not by the model fingerprint, the budget or the text seed); it is left as it "
-                                "is: run into a new --db file")
+                                "is: use a new results file")
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
             with self.db:

@@ -25,6 +25,6 @@ def free_cores() -> int:
 def use_threads(threads: int | None = None) -> int:
     """Set torch's CPU threads: `threads`, or free_cores() when None -> the number set."""
     if threads is not None and threads < 1:
-        raise CrammingError(f"--threads must be at least 1, got {threads}")
+        raise CrammingError(f"the number of threads must be at least 1, got {threads}")
     torch.set_num_threads(threads or free_cores())
     return torch.get_num_threads()

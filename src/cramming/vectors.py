@@ -1,7 +1,9 @@
 """The vector file: safetensors holding `mem` [n, d] plus string metadata. Never pickle.
 
 Format 2 stores a sha256 of the tensor's bytes in the metadata, so a file whose numbers were damaged is refused
-as corrupted at once, not decoded into a wrong text; format 1 files (no checksum) still load.
+as corrupted at once, not decoded into a wrong text, and JSON-encodes every metadata value but `format`, so each
+reads back as what it was (a model named "1" stays a string). Format 1 files (no checksum; strings stored raw,
+other values as JSON) still load.
 """
 
 from __future__ import annotations
@@ -29,17 +31,30 @@ def tensor_sha256(vectors: torch.Tensor) -> str:
 
 
 def vector_bytes(vectors: torch.Tensor, metadata: dict) -> bytes:
-    """The vector file's bytes: safetensors with string metadata (non-strings JSON-encoded)."""
+    """The vector file's bytes: safetensors with its metadata's values JSON-encoded."""
     tensor = vectors.detach().float().cpu().contiguous()
-    meta = {"format": FORMAT, "tensor_sha256": tensor_sha256(tensor)}
-    meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
-    return save({TENSOR: tensor}, metadata=meta)
+    meta = {k: json.dumps(v) for k, v in {**metadata, "tensor_sha256": tensor_sha256(tensor)}.items()}
+    return save({TENSOR: tensor}, metadata={"format": FORMAT, **meta})
 
 
-def vector_metadata(data: bytes) -> dict[str, str]:
+def decode_metadata(raw: dict[str, str]) -> dict:
+    """A vector file's metadata as the values it was written from."""
+    decoded = {}
+    for key, value in raw.items():
+        if key == "format" or raw.get("format") == FORMAT:
+            decoded[key] = value if key == "format" else json.loads(value)
+            continue
+        try:  # format 1: strings were stored raw, everything else as JSON
+            decoded[key] = json.loads(value)
+        except json.JSONDecodeError:
+            decoded[key] = value
+    return decoded
+
+
+def vector_metadata(data: bytes) -> dict:
     """The metadata of a vector file's bytes, read from the safetensors header (8-byte length, then JSON)."""
     size = int.from_bytes(data[:8], "little")
-    return json.loads(data[8: 8 + size]).get("__metadata__", {})
+    return decode_metadata(json.loads(data[8: 8 + size]).get("__metadata__", {}))
 
 
 def save_vectors(path: str | Path, vectors: torch.Tensor, metadata: dict) -> Path:
@@ -49,7 +64,8 @@ def save_vectors(path: str | Path, vectors: torch.Tensor, metadata: dict) -> Pat
     return Path(path)
 
 
-def load_vectors(path: str | Path) -> tuple[torch.Tensor, dict[str, str]]:
+def load_vectors(path: str | Path) -> tuple[torch.Tensor, dict]:
+    """The vectors of a checked vector file, and its metadata as values (decode_metadata)."""
     path = Path(path)
     if not path.is_file():
         raise CrammingError(f"no such vector file: {path}")
@@ -59,6 +75,7 @@ def load_vectors(path: str | Path) -> tuple[torch.Tensor, dict[str, str]]:
             if meta.get("format") not in READABLE or any(k not in meta for k in REQUIRED) or TENSOR not in f.keys():
                 raise CrammingError(f"{path} is a safetensors file but not a cramming vector file")
             vectors = f.get_tensor(TENSOR)
+            meta = decode_metadata(meta)
     except CrammingError:
         raise
     except Exception as err:  # safetensors raises several types for truncated or foreign files
@@ -73,7 +90,7 @@ def load_vectors(path: str | Path) -> tuple[torch.Tensor, dict[str, str]]:
     return vectors, meta
 
 
-def check_compatible(meta: dict[str, str], model_fingerprint: str, tokenizer_fingerprint: str,
+def check_compatible(meta: dict, model_fingerprint: str, tokenizer_fingerprint: str,
                      model_name: str, path: str | Path) -> None:
     """Refuse vectors made for another model or tokenizer: they would decode to garbage."""
     if meta["model_fingerprint"] != model_fingerprint:

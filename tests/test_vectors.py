@@ -1,0 +1,34 @@
+"""The vector file's metadata reads back as what was written, in format 2 and in the older format 1."""
+
+import hashlib
+import json
+
+import torch
+from safetensors.torch import save
+
+from cramming.vectors import FORMAT, load_vectors, vector_bytes, vector_metadata
+
+META = {"model": "1", "model_fingerprint": "0123", "tokenizer_fingerprint": "4567", "n_tokens": 3, "n_vectors": 2,
+        "tokens_sha256": "a" * 64, "text_sha256": "b" * 64, "exact": True, "prefix_token_id": None,
+        "recipe": {"name": "default", "betas": [0.9, 0.9]}}
+
+
+def test_every_value_reads_back_as_it_was_written(tmp_path):
+    vectors = torch.randn(2, 8)
+    meta = vector_metadata(vector_bytes(vectors, META))
+    assert meta["format"] == FORMAT and meta["model"] == "1"  # a string that looks like a number stays a string
+    assert {k: meta[k] for k in META} == META
+    assert meta["tensor_sha256"] == hashlib.sha256(vectors.numpy().tobytes()).hexdigest()
+    path = tmp_path / "v.safetensors"
+    path.write_bytes(vector_bytes(vectors, META))
+    loaded, meta = load_vectors(path)
+    assert torch.equal(loaded, vectors) and meta["n_tokens"] == 3 and meta["exact"] is True
+
+
+def test_a_format_1_file_still_loads(tmp_path):
+    raw = {k: v if isinstance(v, str) else json.dumps(v) for k, v in META.items()}  # how format 1 wrote them
+    path = tmp_path / "old.safetensors"
+    path.write_bytes(save({"mem": torch.ones(2, 8)}, metadata={"format": "cramming-vectors/1", **raw}))
+    vectors, meta = load_vectors(path)  # no checksum to check
+    assert torch.equal(vectors, torch.ones(2, 8)) and meta["n_vectors"] == 2 and meta["recipe"]["name"] == "default"
+    assert meta["exact"] is True and meta["prefix_token_id"] is None
