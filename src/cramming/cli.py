@@ -28,7 +28,7 @@ from .errors import CrammingError
 from .models import ALIASES, DEFAULT_MODEL, SYNONYMS, alias_status
 from .runner import Spec, horizons, run_local, run_ray
 from .store import KEY, METRICS, Store
-from .texts import check_source, load_samples
+from .texts import SOURCE_USAGE, check_source, load_samples
 from .threads import use_threads
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -271,7 +271,7 @@ def info(
 
 @app.command()
 def texts(
-    source: str = typer.Argument(..., help="file:PATH, books, recent, random or hf:DATASET[:split]."),
+    source: str = typer.Argument(..., help=f"One of: {SOURCE_USAGE}."),
     n: int = typer.Option(3, "--n", help="Number of samples."),
     tokens: Optional[int] = typer.Option(None, "--tokens", "-t", help="Tokens per sample (default: whole texts)."),
     seed: int = typer.Option(0, "--seed"),
@@ -294,7 +294,7 @@ def texts(
 
 @app.command()
 def capacity(
-    source: str = typer.Option("books", "--source", help="file:PATH, books, recent, random or hf:DATASET."),
+    source: str = typer.Option("books", "--source", help=f"One of: {SOURCE_USAGE}."),
     samples: int = typer.Option(5, "--samples", help="Number of passages."),
     vectors: str = typer.Option("1", "--vectors", "-n", help="Comma-separated vector counts, e.g. 1,2,4."),
     strategy: str = typer.Option("bisect", "--strategy", help="grid (paper), bisect, progressive or horizon."),

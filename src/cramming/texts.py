@@ -15,6 +15,7 @@ names the same texts.
 from __future__ import annotations
 
 import csv
+import functools
 import importlib.util
 import io
 import json
@@ -111,20 +112,54 @@ def hf_documents(spec: str) -> list[str]:
     return [row["text"] for row in data.select(range(min(len(data), 1000)))]
 
 
-def english_words() -> list[str]:
+@functools.cache
+def english_words() -> tuple[str, ...]:
     from wordfreq import top_n_list  # check_source made sure it is there
 
-    return [w for w in top_n_list("en", 50000) if w.isalpha()]
+    return tuple(w for w in top_n_list("en", 50000) if w.isalpha())
 
 
-def random_words(rng: random.Random, tokenizer, n_tokens: int, words: list[str]) -> str:
-    text = ""
+def random_words(rng: random.Random, tokenizer, n_tokens: int) -> str:
+    """n_tokens tokens of words drawn uniformly from the word list, joined by spaces."""
+    words, text = english_words(), ""
     while len(tokenizer(text, add_special_tokens=False)["input_ids"]) < n_tokens:
         text += (" " if text else "") + " ".join(rng.choice(words) for _ in range(n_tokens))
     return tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:n_tokens])
 
 
-DOCUMENT_SOURCES: dict[str, Callable[[], list[str]]] = {"books": book_documents, "recent": recent_documents}
+def _file_exists(path: str) -> None:
+    if not Path(path).is_file():
+        raise CrammingError(f"no such file: {path}")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A text source: documents to draw passages from, or a generator of samples of a given length."""
+
+    usage: str  # how it is named, e.g. "file:PATH"
+    documents: Callable[[str], list[str]] | None = None  # its documents, from what follows its prefix
+    generate: Callable[[random.Random, object, int], str] | None = None  # a sample of n tokens, from the rng
+    needs: tuple[str, str] | None = None  # (a module it needs, how to install it)
+    check: Callable[[str], None] | None = None  # fails at once on a bad argument (what follows the prefix)
+
+
+# Every text source, in one place: a name, or a prefix ending in ":" that takes an argument.
+SOURCES: dict[str, Source] = {
+    "file:": Source("file:PATH", documents=file_documents, check=_file_exists),
+    "books": Source("books", documents=lambda _: book_documents()),
+    "recent": Source("recent", documents=lambda _: recent_documents()),
+    "random": Source("random", generate=random_words, needs=("wordfreq", "pip install 'cramming[texts]' (57 MB)")),
+    "hf:": Source("hf:DATASET[:split]", documents=hf_documents),
+}
+SOURCE_USAGE = ", ".join(source.usage for source in SOURCES.values())
+
+
+def find_source(source: str) -> tuple[Source, str]:
+    """-> (the registry's entry, its argument) for a source as a user names it."""
+    for key, entry in SOURCES.items():
+        if source == key or (key.endswith(":") and source.startswith(key)):
+            return entry, source[len(key):] if key.endswith(":") else ""
+    raise CrammingError(f"unknown text source {source!r}; use {SOURCE_USAGE}")
 
 
 def check_source(source: str, n: int = 1) -> None:
@@ -132,33 +167,25 @@ def check_source(source: str, n: int = 1) -> None:
     unknown name, a missing file, the random source without its word list."""
     if n < 1:
         raise CrammingError(f"the number of samples must be at least 1, got {n}")
-    if source.startswith("file:"):
-        if not Path(source[len("file:"):]).is_file():
-            raise CrammingError(f"no such file: {source[len('file:'):]}")
-    elif source == "random":
-        if importlib.util.find_spec("wordfreq") is None:
-            raise CrammingError("the random source needs wordfreq (57 MB): pip install 'cramming[texts]'")
-    elif source not in DOCUMENT_SOURCES and not source.startswith("hf:"):
-        raise CrammingError(f"unknown text source {source!r}; use file:PATH, books, recent, random or hf:DATASET")
+    entry, argument = find_source(source)
+    if entry.needs is not None and importlib.util.find_spec(entry.needs[0]) is None:
+        raise CrammingError(f"the {entry.usage} source needs {entry.needs[0]}: {entry.needs[1]}")
+    if entry.check is not None:
+        entry.check(argument)
 
 
 def load_samples(source: str, n: int, n_tokens: int | None, tokenizer, seed: int = 0) -> list[Sample]:
     """n samples of n_tokens tokens each (whole documents when n_tokens is None) from a named source."""
     check_source(source, n)
+    entry, argument = find_source(source)
     # A file source is seeded by the file's name, not its folder: the same file drawn from anywhere gives the
     # same passages.
-    rng = random.Random(f"file:{Path(source[5:]).name}|{seed}" if source.startswith("file:") else f"{source}|{seed}")
-    if source == "random":
+    rng = random.Random(f"file:{Path(argument).name}|{seed}" if entry.check is _file_exists else f"{source}|{seed}")
+    if entry.generate is not None:
         if n_tokens is None:
-            raise CrammingError("the random source needs a number of tokens")
-        words = english_words()
-        return [Sample(source, i, random_words(rng, tokenizer, n_tokens, words), n_tokens) for i in range(n)]
-    if source in DOCUMENT_SOURCES:
-        docs = DOCUMENT_SOURCES[source]()
-    elif source.startswith("file:"):
-        docs = file_documents(source[len("file:"):])
-    else:
-        docs = hf_documents(source[len("hf:"):])
+            raise CrammingError(f"the {source} source needs a number of tokens")
+        return [Sample(source, i, entry.generate(rng, tokenizer, n_tokens), n_tokens) for i in range(n)]
+    docs = entry.documents(argument)
     if n_tokens is None:
         return [Sample(source, i, doc, len(tokenizer(doc, add_special_tokens=False)["input_ids"]))
                 for i, doc in enumerate(docs[:n])]
