@@ -24,7 +24,7 @@ def lm(request, tmp_path_factory):
 def test_round_trip_in_a_batch_and_from_the_file(lm, recipe, tmp_path):
     crammed = compress(TEXTS, lm, n_vectors=4, recipe=recipe, max_steps=1000)
     for c, text in zip(crammed, TEXTS):
-        assert c.exact, (recipe, text, c.result.accuracy)
+        assert c.exact, (recipe, text, c.accuracy)
         path = c.save(tmp_path / f"{len(text)}.safetensors")
         assert decompress(path, model=lm) == text
 
@@ -33,7 +33,7 @@ def test_a_padded_batch_scores_each_sample_as_alone(lm):
     batch = compress(TEXTS, lm, n_vectors=2, recipe="cold", max_steps=0)
     for sample, text in zip(batch, TEXTS):
         [alone] = compress([text], lm, n_vectors=2, recipe="cold", max_steps=0)
-        assert sample.result.history[0] == pytest.approx(alone.result.history[0], rel=1e-5)
+        assert sample.history[0] == pytest.approx(alone.history[0], rel=1e-5)
 
 
 def test_greedy_decoding_with_the_cache_matches_a_full_forward(lm):

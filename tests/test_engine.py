@@ -30,24 +30,24 @@ def init_vectors(recipe, n_vectors, embedding, seed):
 
 def test_round_trip_exact_from_vectors_alone(tiny_lm):
     [c] = compress([SHORT], tiny_lm, n_vectors=2, max_steps=300)
-    assert c.exact and c.result.accuracy == 1.0
-    assert 0 < c.result.steps < 300
-    assert c.prefix == tiny_lm.tokenizer.bos_token_id  # the default recipe puts BOS before the vectors
-    rt = round_trip(tiny_lm.model, tiny_lm.tokenizer, c.vectors, c.result.token_ids, SHORT, c.prefix)
+    assert c.exact and c.accuracy == 1.0
+    assert 0 < c.steps < 300
+    assert c.prefix_id == tiny_lm.tokenizer.bos_token_id  # the default recipe puts BOS before the vectors
+    rt = round_trip(tiny_lm.model, tiny_lm.tokenizer, c.vectors, c.token_ids, SHORT, c.prefix_id)
     assert rt.exact and rt.decoded_text == SHORT and rt.first_mismatch is None
-    wrong = round_trip(tiny_lm.model, tiny_lm.tokenizer, c.vectors, c.result.token_ids, SHORT, None)
+    wrong = round_trip(tiny_lm.model, tiny_lm.tokenizer, c.vectors, c.token_ids, SHORT, None)
     assert not wrong.exact  # the prefix token is part of the decoder's input
 
 
 def test_first_token_comes_from_the_last_vector(tiny_lm):
     [c] = compress([SHORT], tiny_lm, n_vectors=2, max_steps=300)
-    logits = text_logits(tiny_lm.model, c.vectors[None], torch.zeros(1, 0, tiny_lm.d_model), c.prefix)
+    logits = text_logits(tiny_lm.model, c.vectors[None], torch.zeros(1, 0, tiny_lm.d_model), c.prefix_id)
     assert logits.shape[1] == 0  # no text positions asked for: nothing but the prefix is scored
-    x = torch.cat([tiny_lm.model.get_input_embeddings()(torch.tensor([[c.prefix]])), c.vectors[None]], 1)
-    assert tiny_lm.model(inputs_embeds=x).logits[0, -1].argmax().item() == c.result.token_ids[0]
+    x = torch.cat([tiny_lm.model.get_input_embeddings()(torch.tensor([[c.prefix_id]])), c.vectors[None]], 1)
+    assert tiny_lm.model(inputs_embeds=x).logits[0, -1].argmax().item() == c.token_ids[0]
     [p] = compress([SHORT], tiny_lm, n_vectors=2, recipe="paper", max_steps=1000)
-    assert p.prefix is None and p.exact  # the published recipe: the last vector predicts the first token
-    assert tiny_lm.model(inputs_embeds=p.vectors[None]).logits[0, -1].argmax().item() == p.result.token_ids[0]
+    assert p.prefix_id is None and p.exact  # the published recipe: the last vector predicts the first token
+    assert tiny_lm.model(inputs_embeds=p.vectors[None]).logits[0, -1].argmax().item() == p.token_ids[0]
 
 
 def test_batch_equals_single_with_padding(tiny_lm):
@@ -84,12 +84,12 @@ def test_weights_stay_frozen_and_get_no_gradient(tiny_lm):
 
 def test_budget_exhausted_keeps_best_vectors(tiny_lm):
     [c] = compress([LONGER], tiny_lm, n_vectors=1, max_steps=3)
-    assert not c.exact and c.result.steps <= 3
-    assert c.result.accuracy < 1.0 and math.isfinite(c.result.loss)
+    assert not c.exact and c.steps <= 3
+    assert c.accuracy < 1.0 and math.isfinite(c.loss)
     logits = text_logits(tiny_lm.model, c.vectors[None], tiny_lm.model.get_input_embeddings()(
-        torch.tensor([c.result.token_ids])), c.prefix)
-    acc = (logits.argmax(-1)[0] == torch.tensor(c.result.token_ids)).float().mean().item()
-    assert acc == pytest.approx(c.result.accuracy)
+        torch.tensor([c.token_ids])), c.prefix_id)
+    acc = (logits.argmax(-1)[0] == torch.tensor(c.token_ids)).float().mean().item()
+    assert acc == pytest.approx(c.accuracy)
 
 
 def test_greedy_decode_emits_exactly_n_tokens(tiny_lm):
@@ -114,7 +114,7 @@ def test_compress_marks_a_diverged_text(tiny_lm):
     [ok, blown] = compress([SHORT, LONGER], tiny_lm, n_vectors=2, max_steps=300,
                            warm_start=[None, torch.full((2, tiny_lm.d_model), float("nan"))])
     assert ok.status == "exact" and blown.status == "diverged" and blown.summary()["status"] == "diverged"
-    assert blown.result.steps == 0 and not blown.exact
+    assert blown.steps == 0 and not blown.exact
 
 
 def test_patience_counts_steps_without_a_rise_in_accuracy_as_the_paper_does(tiny_lm):

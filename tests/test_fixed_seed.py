@@ -26,7 +26,7 @@ def reference(lm) -> dict[str, torch.Tensor]:
         for name in RECIPES:
             for i, c in enumerate(compress(TEXTS, lm, n_vectors=2, recipe=name, max_steps=60, seed=3)):
                 out[f"{name}/{i}/vectors"] = c.vectors
-                out[f"{name}/{i}/steps"] = torch.tensor([c.result.steps, int(c.exact)])
+                out[f"{name}/{i}/steps"] = torch.tensor([c.steps, int(c.exact)])
         return out
     finally:
         torch.set_num_threads(threads)

@@ -38,9 +38,9 @@ def test_teacher_forced_without_bos_skips_the_first_token(tiny_lm):
 def test_measure_by_hand(tiny_lm):
     [c] = compress(["to be or not to be"], tiny_lm, n_vectors=2, max_steps=300)
     m = measure(c, tiny_lm)
-    ids = c.result.token_ids
+    ids = c.token_ids
     embed = tiny_lm.model.get_input_embeddings()
-    x = torch.cat([embed(torch.tensor([[c.prefix]])), c.vectors[None], embed(torch.tensor([ids]))], 1)
+    x = torch.cat([embed(torch.tensor([[c.prefix_id]])), c.vectors[None], embed(torch.tensor([ids]))], 1)
     logp_with = tiny_lm.model(inputs_embeds=x).logits[0].log_softmax(-1)
     logp_without = tiny_lm.model(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
     T = len(ids)

@@ -67,9 +67,9 @@ def test_compress_with_a_prior_recipe_builds_the_prior_and_starts_from_it(tiny_l
     recipe = replace(RECIPES["default"], lr=0.2, max_steps=300)  # any recipe with a prior: the same prior
     [c] = compress(["the cat sat on the mat"], tiny_lm, n_vectors=2, recipe=recipe)
     assert c.exact and prior_module.prior_path(tiny_lm, 2).exists()
-    prior = prior_module.model_prior(tiny_lm, 2, c.prefix)
+    prior = prior_module.model_prior(tiny_lm, 2, c.prefix_id)
     start = starting_vectors(recipe, 2, tiny_lm.model.get_input_embeddings().weight, 0, 1, prior)[0]
-    nats, _ = teacher_forced(tiny_lm.model, c.result.token_ids, start, prefix_id=c.prefix)
-    assert c.result.history[0][1] == pytest.approx(sum(nats) / len(nats), rel=1e-5)  # the loss at step 0
+    nats, _ = teacher_forced(tiny_lm.model, c.token_ids, start, prefix_id=c.prefix_id)
+    assert c.history[0][1] == pytest.approx(sum(nats) / len(nats), rel=1e-5)  # the loss at step 0
     fresh = starting_vectors(replace(recipe, prior=False), 2, tiny_lm.model.get_input_embeddings().weight, 0, 1)[0]
     assert torch.allclose(start, fresh + prior)  # that start is the random one plus the prior

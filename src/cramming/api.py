@@ -96,50 +96,39 @@ def prefix_token(tokenizer, recipe: Recipe) -> int | None:
     return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
 
 
-@dataclass
-class Compressed:
-    """A crammed text: its vectors and everything needed to check and reproduce them."""
+@dataclass(kw_only=True)
+class Compressed(CramResult):
+    """A crammed text: the engine's result for it, and everything needed to check and reproduce its vectors."""
 
     text: str
-    result: CramResult
     recipe: Recipe
     seed: int
     model: str
     model_fingerprint: str
     tokenizer_fingerprint: str
-    prefix: int | None = None
+    prefix_id: int | None = None
     path: Path | None = None
-
-    @property
-    def vectors(self) -> torch.Tensor:
-        return self.result.vectors
-
-    @property
-    def exact(self) -> bool:
-        return self.result.exact
 
     @property
     def first_mismatch(self) -> int | None:
         """Where the greedy decode of the vectors first leaves the text's tokens (None when it never does)."""
-        r = self.result
-        return next((k for k, (a, b) in enumerate(zip(r.decoded_ids, r.token_ids)) if a != b),
-                    None if len(r.decoded_ids) == len(r.token_ids) else len(r.decoded_ids))
+        return next((k for k, (a, b) in enumerate(zip(self.decoded_ids, self.token_ids)) if a != b),
+                    None if len(self.decoded_ids) == len(self.token_ids) else len(self.decoded_ids))
 
     @property
     def status(self) -> str:
         """exact, diverged (the loss turned non-finite) or not_exact (the budget or the patience ran out)."""
-        return "exact" if self.result.exact else "diverged" if self.result.diverged else "not_exact"
+        return "exact" if self.exact else "diverged" if self.diverged else "not_exact"
 
     def metadata(self) -> dict:
-        r = self.result
         return {
             "model": self.model, "model_fingerprint": self.model_fingerprint,
             "tokenizer_fingerprint": self.tokenizer_fingerprint,
-            "n_tokens": len(r.token_ids), "n_vectors": r.vectors.shape[0],
-            "tokens_sha256": sha256_ids(r.token_ids), "text_sha256": sha256_text(self.text),
-            "recipe": self.recipe.to_dict(), "seed": self.seed, "steps": r.steps, "exact": r.exact,
-            "diverged": r.diverged, "accuracy": r.accuracy, "first_mismatch": self.first_mismatch,
-            "cramming_version": __version__, "prefix_token_id": self.prefix,
+            "n_tokens": len(self.token_ids), "n_vectors": self.vectors.shape[0],
+            "tokens_sha256": sha256_ids(self.token_ids), "text_sha256": sha256_text(self.text),
+            "recipe": self.recipe.to_dict(), "seed": self.seed, "steps": self.steps, "exact": self.exact,
+            "diverged": self.diverged, "accuracy": self.accuracy, "first_mismatch": self.first_mismatch,
+            "cramming_version": __version__, "prefix_token_id": self.prefix_id,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -147,11 +136,10 @@ class Compressed:
         return self.path
 
     def summary(self) -> dict:
-        r = self.result
-        return {"tokens": len(r.token_ids), "vectors": r.vectors.shape[0], "steps": r.steps,
-                "seconds": round(r.seconds, 3), "exact": r.exact, "status": self.status, "accuracy": r.accuracy,
-                "loss": r.loss,
-                "recipe": self.recipe.name, "path": str(self.path) if self.path else None}
+        return {"tokens": len(self.token_ids), "vectors": self.vectors.shape[0], "steps": self.steps,
+                "seconds": round(self.seconds, 3), "exact": self.exact, "status": self.status,
+                "accuracy": self.accuracy, "loss": self.loss, "recipe": self.recipe.name,
+                "path": str(self.path) if self.path else None}
 
 
 def compress(
@@ -189,7 +177,9 @@ def compress(
     for (text, _), result in zip(prepared, results):
         if result.exact:  # the engine compared token ids; the contract is the bytes of the text
             result.exact = lm.tokenizer.decode(result.decoded_ids) == text
-        out.append(Compressed(text, result, recipe, seed, lm.name, lm.fingerprint, lm.tokenizer_fingerprint, prefix))
+        out.append(Compressed(**vars(result), text=text, recipe=recipe, seed=seed, model=lm.name,
+                              model_fingerprint=lm.fingerprint, tokenizer_fingerprint=lm.tokenizer_fingerprint,
+                              prefix_id=prefix))
     return out
 
 

@@ -86,7 +86,7 @@ def grid(lm: LoadedModel, texts: list[str], *, n_vectors: int, recipe: str | Rec
     for L in (L for L in lengths if L <= longest):
         results[L] = _cram(lm, texts, [L] * len(texts), n_vectors=n_vectors, recipe=recipe, max_steps=max_steps,
                            seed=seed, on_step=on_step)
-        accuracies[L] = [r.result.accuracy for r in results[L]]
+        accuracies[L] = [r.accuracy for r in results[L]]
     L = decoding_capacity(accuracies)
     found = [measure(r, lm).to_dict() for r in results[L]] if L else [None] * len(texts)
     top = max(accuracies, default=0)

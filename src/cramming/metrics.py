@@ -107,10 +107,10 @@ def measure(compressed: Compressed, lm: LoadedModel) -> Measurement:
     score, so that information gain and token gain compare like with like. accuracy_with covers every
     token, the first included, since that is what decoding from the vectors alone needs.
     """
-    ids, r = compressed.result.token_ids, compressed.result
+    ids, r = compressed.token_ids, compressed
     bos = lm.tokenizer.bos_token_id if getattr(lm.tokenizer, "add_bos_token", False) else None
     nats_without, hits_without = teacher_forced(lm.model, ids, None, bos)
-    nats_with, hits_with = teacher_forced(lm.model, ids, r.vectors, None, compressed.prefix)
+    nats_with, hits_with = teacher_forced(lm.model, ids, r.vectors, None, compressed.prefix_id)
     skip = len(ids) - len(nats_without)  # 1 when the first token has no baseline score
     ce_without = summed_cross_entropy(nats_without)
     ce_with = summed_cross_entropy(nats_with[skip:])

@@ -231,7 +231,7 @@ class Worker:
             for key, text, compressed in zip(chunk, texts, crammed):
                 metrics = measure(compressed, self.lm).to_dict()
                 out.append((key, recipe.to_dict(), metrics, text,
-                            vector_bytes(compressed.vectors, compressed.metadata()), thin(compressed.result.history)))
+                            vector_bytes(compressed.vectors, compressed.metadata()), thin(compressed.history)))
         return out
 
 
