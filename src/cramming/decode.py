@@ -10,7 +10,7 @@ import torch
 from .models import autocast
 
 
-def with_prefix(model: torch.nn.Module, mem: torch.Tensor, prefix: int | None) -> torch.Tensor:
+def with_prefix(model: torch.nn.Module, vectors: torch.Tensor, prefix_id: int | None) -> torch.Tensor:
     """The model's input before the text: the fixed prefix token if there is one, then the [B, n, d] vectors.
 
     Why a prefix token: the first position of a causal LM is its attention sink. Whatever sits there is
@@ -21,15 +21,16 @@ def with_prefix(model: torch.nn.Module, mem: torch.Tensor, prefix: int | None) -
     so the vectors still decode alone, and the last vector still predicts the first text token.
     """
     embedding = model.get_input_embeddings()
-    mem = mem.to(device=embedding.weight.device, dtype=embedding.weight.dtype)
-    if prefix is None:
-        return mem
-    token = embedding(torch.full((mem.shape[0], 1), prefix, device=mem.device))
-    return torch.cat([token, mem], dim=1)
+    vectors = vectors.to(device=embedding.weight.device, dtype=embedding.weight.dtype)
+    if prefix_id is None:
+        return vectors
+    token = embedding(torch.full((vectors.shape[0], 1), prefix_id, device=vectors.device))
+    return torch.cat([token, vectors], dim=1)
 
 
 @torch.no_grad()
-def greedy_decode(model: torch.nn.Module, mem: torch.Tensor, n_tokens: int, prefix: int | None = None) -> torch.Tensor:
+def greedy_decode(model: torch.nn.Module, vectors: torch.Tensor, n_tokens: int,
+                  prefix_id: int | None = None) -> torch.Tensor:
     """Feed [B, n, d] vectors (after the prefix token, if any; no prompt), then take the argmax token n_tokens
     times -> [B, n_tokens].
 
@@ -39,7 +40,7 @@ def greedy_decode(model: torch.nn.Module, mem: torch.Tensor, n_tokens: int, pref
     device = embedding.weight.device
     # transformers 5 renamed past_key_values to cache; accept both.
     cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    x, cache, out = with_prefix(model, mem, prefix), None, []
+    x, cache, out = with_prefix(model, vectors, prefix_id), None, []
     with autocast(device):
         for _ in range(n_tokens):
             step = model(inputs_embeds=x, use_cache=True, logits_to_keep=1, **{cache_arg: cache})
@@ -58,10 +59,10 @@ class RoundTrip:
     first_mismatch: int | None  # index of the first wrong token, None when all are right
 
 
-def round_trip(model: torch.nn.Module, tokenizer, mem: torch.Tensor, token_ids: list[int], text: str,
-               prefix: int | None = None) -> RoundTrip:
+def round_trip(model: torch.nn.Module, tokenizer, vectors: torch.Tensor, token_ids: list[int], text: str,
+               prefix_id: int | None = None) -> RoundTrip:
     """Decode [n, d] vectors back to text and compare ids and bytes with the original."""
-    decoded = greedy_decode(model, mem[None], len(token_ids), prefix)[0].tolist()
+    decoded = greedy_decode(model, vectors[None], len(token_ids), prefix_id)[0].tolist()
     decoded_text = tokenizer.decode(decoded)
     mismatch = next((k for k, (a, b) in enumerate(zip(decoded, token_ids)) if a != b), None)
     exact = mismatch is None and decoded_text.encode("utf-8") == text.encode("utf-8")

@@ -66,9 +66,9 @@ def prior_path(lm: LoadedModel, n_vectors: int) -> Path:
     return cache_dir() / "priors" / f"{name}-{lm.fingerprint[:16]}-{n_vectors}v-{digest}.safetensors"
 
 
-def model_prior(lm: LoadedModel, n_vectors: int, prefix: int | None) -> torch.Tensor:
+def model_prior(lm: LoadedModel, n_vectors: int, prefix_id: int | None) -> torch.Tensor:
     """The [n_vectors, d] prior of this model: shipped with the package, or read from the cache, else built
-    (100-260 s on 2 CPU cores for the default model) and cached. prefix is the token before the vectors."""
+    (100-260 s on 2 CPU cores for the default model) and cached. prefix_id is the token before the vectors."""
     path = prior_path(lm, n_vectors)
     for found in (SHIPPED / path.name, path):
         if found.exists():
@@ -79,7 +79,7 @@ def model_prior(lm: LoadedModel, n_vectors: int, prefix: int | None) -> torch.Te
     passages = load_samples(source(), PASSAGES, TOKENS, lm.tokenizer, TEXT_SEED)
     ids = [lm.tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in passages]
     start = starting_vectors(building, n_vectors, lm.model.get_input_embeddings().weight, 0, len(ids))
-    results = cram(lm.model, ids, start, building, prefix_id=prefix)
+    results = cram(lm.model, ids, start, building, prefix_id=prefix_id)
     prior = torch.stack([r.vectors for r in results]).mean(0).contiguous()
     with atomic_output(path) as tmp:
         save_file({"prior": prior}, str(tmp), metadata={

@@ -55,7 +55,7 @@ HISTORY_POINTS = 200  # per-step history kept per row, evenly thinned to at most
 CPU_BATCH_SIZE = 4
 
 
-def auto_batch_size(model: torch.nn.Module, n_tokens: int, n_vectors: int, prefix: int | None = None,
+def auto_batch_size(model: torch.nn.Module, n_tokens: int, n_vectors: int, prefix_id: int | None = None,
                     cap: int = 256) -> int:
     """How many samples to cram at once. On CUDA: as many as fit in 80% of the free memory, from the peak
     memory of one sample's forward and backward pass, measured here. Elsewhere: CPU_BATCH_SIZE."""
@@ -66,13 +66,13 @@ def auto_batch_size(model: torch.nn.Module, n_tokens: int, n_vectors: int, prefi
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
-    mem = torch.zeros(1, n_vectors, embedding.weight.shape[1], device=device, requires_grad=True)
+    vectors = torch.zeros(1, n_vectors, embedding.weight.shape[1], device=device, requires_grad=True)
     ids = torch.zeros(1, n_tokens, dtype=torch.long, device=device)
     with autocast(device):
-        logits = text_logits(model, mem, embedding(ids), prefix)
+        logits = text_logits(model, vectors, embedding(ids), prefix_id)
     F.cross_entropy(logits.float().transpose(1, 2), ids).backward()
     per_sample = max(1, torch.cuda.max_memory_allocated(device) - before)
-    del mem, logits
+    del vectors, logits
     free, _ = torch.cuda.mem_get_info(device)
     return max(1, min(cap, int(0.8 * free / per_sample)))
 
