@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,30 +19,10 @@ from . import __version__
 from .decode import greedy_decode
 from .engine import CramResult, StepInfo, cram, starting_vectors
 from .errors import CrammingError
-from .models import DEFAULT_MODEL, LoadedModel, load_model
+from .models import DEFAULT_MODEL, LoadedModel, load_model, resolve_device
 from .prior import model_prior
 from .recipes import Recipe, get_recipe
-from .vectors import check_compatible, load_vectors, save_vectors
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def sha256_ids(ids: Sequence[int]) -> str:
-    return hashlib.sha256(json.dumps(list(ids)).encode()).hexdigest()
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise CrammingError(f"unknown device {device!r}; use auto, cpu or cuda[:i]") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise CrammingError("CUDA was asked for but no GPU is available")
-    return resolved
+from .vectors import check_compatible, load_vectors, save_vectors, sha256_ids, sha256_text
 
 
 def as_model(model: str | LoadedModel, *, device: str = "auto") -> LoadedModel:

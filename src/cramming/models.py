@@ -84,6 +84,18 @@ class LoadedModel:
         return self.model.get_input_embeddings().weight.device
 
 
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise CrammingError(f"unknown device {device!r}; use auto, cpu or cuda[:i]") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise CrammingError("CUDA was asked for but no GPU is available")
+    return resolved
+
+
 def autocast(device: torch.device):
     """bf16 autocast on CUDA (vectors and optimizer state stay float32); plain float32 elsewhere."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
