@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from . import __version__
+from . import __version__, storage
 from .decode import greedy_decode
 from .engine import CramResult, StepInfo, cram, starting_vectors
 from .errors import CrammingError
@@ -85,6 +85,7 @@ class Compressed(CramResult):
     model_fingerprint: str
     tokenizer_fingerprint: str
     prefix_id: int | None = None
+    storage: str = "fp32"  # the form its file stores the vectors in (storage.py)
     path: Path | None = None
 
     @property
@@ -102,21 +103,22 @@ class Compressed(CramResult):
         return {
             "model": self.model, "model_fingerprint": self.model_fingerprint,
             "tokenizer_fingerprint": self.tokenizer_fingerprint,
-            "n_tokens": len(self.token_ids), "n_vectors": self.vectors.shape[0],
+            "n_tokens": len(self.token_ids), "n_vectors": self.vectors.shape[0], "d_model": self.vectors.shape[1],
             "tokens_sha256": sha256_ids(self.token_ids), "text_sha256": sha256_text(self.text),
             "recipe": self.recipe.to_dict(), "seed": self.seed, "steps": self.steps, "exact": self.exact,
             "diverged": self.diverged, "accuracy": self.accuracy, "first_mismatch": self.first_mismatch,
-            "cramming_version": __version__, "prefix_token_id": self.prefix_id,
+            "cramming_version": __version__, "prefix_token_id": self.prefix_id, "margin": self.margin,
         }
 
     def save(self, path: str | Path) -> Path:
-        self.path = save_vectors(path, self.vectors, self.metadata())
+        self.path = save_vectors(path, self.vectors, self.metadata(), self.storage)
         return self.path
 
     def summary(self) -> dict:
         return {"tokens": len(self.token_ids), "vectors": self.vectors.shape[0], "steps": self.steps,
                 "seconds": round(self.seconds, 3), "exact": self.exact, "status": self.status,
-                "accuracy": self.accuracy, "loss": self.loss, "recipe": self.recipe.name,
+                "accuracy": self.accuracy, "loss": self.loss, "margin": self.margin, "storage": self.storage,
+                "recipe": self.recipe.name,
                 "path": str(self.path) if self.path else None}
 
 
@@ -132,9 +134,14 @@ def compress(
     device: str = "auto",
     on_step: Callable[[StepInfo], None] | None = None,
     warm_start: list[torch.Tensor | None] | None = None,
+    min_margin: float = 0.0,
+    storage_form: str = "fp32",
 ) -> list[Compressed]:
-    """Cram each text into its own n_vectors vectors, as one batch, and verify each round trip."""
+    """Cram each text into its own n_vectors vectors, as one batch, and verify each round trip from the vectors
+    as they will be stored (storage_form: fp32, fp16, bf16, intK; storage.py). min_margin: keep cramming until
+    every greedy-path logit margin is at least this (engine.cram)."""
     check_options(texts, n_vectors=n_vectors, max_tokens=max_tokens)
+    storage_form = storage.parse_form(storage_form)
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     if max_steps is not None:  # the vector file then records the budget the vectors were crammed with
         recipe = replace(recipe, max_steps=max_steps)
@@ -144,20 +151,20 @@ def compress(
     prior = model_prior(lm, n_vectors, prefix) if recipe.prior else None
     start = starting_vectors(recipe, n_vectors, lm.model.get_input_embeddings().weight, seed, len(texts), prior,
                              warm_start)
-    results = cram(lm.model, [ids for _, ids in prepared], start, recipe, prefix_id=prefix, on_step=on_step)
-    missed = [r for r in results if not r.exact]
-    if missed:  # decode the best vectors of the texts that missed, so their files can say where they went wrong
-        longest = max(len(r.token_ids) for r in missed)
-        decoded = greedy_decode(lm.model, torch.stack([r.vectors for r in missed]), longest, prefix)
-        for r, row in zip(missed, decoded.tolist()):
-            r.decoded_ids = row[: len(r.token_ids)]
+    results = cram(lm.model, [ids for _, ids in prepared], start, recipe, prefix_id=prefix, on_step=on_step,
+                   min_margin=min_margin)
+    # The round trip that counts is from what the file will hold: decode each text's vectors as stored (a file
+    # that is not exact then also says where its decode first goes wrong), and compare ids and bytes.
+    as_stored = torch.stack([storage.stored(r.vectors, storage_form) for r in results])
+    decoded = greedy_decode(lm.model, as_stored, max(len(r.token_ids) for r in results), prefix).tolist()
     out = []
-    for (text, _), result in zip(prepared, results):
-        if result.exact:  # the engine compared token ids; the contract is the bytes of the text
-            result.exact = lm.tokenizer.decode(result.decoded_ids) == text
+    for (text, _), result, row in zip(prepared, results, decoded):
+        result.decoded_ids = row[: len(result.token_ids)]
+        result.exact = (result.exact and result.decoded_ids == result.token_ids
+                        and lm.tokenizer.decode(result.decoded_ids) == text)
         out.append(Compressed(**vars(result), text=text, recipe=recipe, seed=seed, model=lm.name,
                               model_fingerprint=lm.fingerprint, tokenizer_fingerprint=lm.tokenizer_fingerprint,
-                              prefix_id=prefix))
+                              prefix_id=prefix, storage=storage_form))
     return out
 
 

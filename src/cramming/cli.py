@@ -28,8 +28,10 @@ from .errors import CrammingError
 from .models import ALIASES, DEFAULT_MODEL, SYNONYMS, alias_status
 from .runner import Spec, horizons, run_local, run_ray
 from .store import KEY, METRICS, Store
+from .storage import parse_form
 from .texts import SOURCE_USAGE, check_source, load_samples
 from .threads import use_threads
+from .vectors import load_vectors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cram texts into a few input vectors of a frozen language model, and decode them back.")
@@ -150,14 +152,20 @@ def compress(
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
     threads: Optional[int] = ThreadsOpt,
+    margin: float = typer.Option(0.0, "--margin", help="Keep cramming until every token of the greedy path leads "
+                                                       "the runner-up by at least this many logits."),
+    storage_form: str = typer.Option("fp32", "--storage", help="fp32, fp16, bf16, int8, int4, or a bit count "
+                                                               "(2-16); the round trip is checked as stored."),
 ) -> None:
     """Cram text(s) into memory vectors and verify the round trip. Exit 0 only when every text is exact."""
     sources, texts = gather_texts(text, files)
     paths = output_paths(sources, out)
     chosen = get_recipe(recipe, settings)
+    storage_form = parse_form(storage_form)
     use_threads(threads)
     results = cram_with_progress(texts, model, quiet, n_vectors=vectors, recipe=chosen, max_steps=max_steps,
-                                 max_tokens=tokens, seed=seed, device=device)
+                                 max_tokens=tokens, seed=seed, device=device, min_margin=margin,
+                                 storage_form=storage_form)
     for result, path in zip(results, paths):
         result.save(path)
     if as_json:
@@ -175,8 +183,12 @@ def compress(
     if diverged:
         print(f"{diverged} text(s) diverged (the loss turned NaN or infinite); their best vectors before that are "
               "saved (try a recipe with a lower learning rate)", file=sys.stderr)
-    if any(r.status == "not_exact" for r in results):
-        print(f"{sum(r.status == 'not_exact' for r in results)} text(s) not exact within "
+    lost = sum(r.status == "not_exact" and r.margin is not None for r in results)  # exact until stored
+    if lost:
+        print(f"{lost} text(s) exact in float32 but not as stored in {results[0].storage}: try --margin or more "
+              "bits", file=sys.stderr)
+    if any(r.status == "not_exact" and r.margin is None for r in results):
+        print(f"{sum(r.status == 'not_exact' and r.margin is None for r in results)} text(s) not exact within "
               f"{results[0].recipe.max_steps} steps; best vectors saved (try --max-steps or more --vectors)",
               file=sys.stderr)
     if not all(r.exact for r in results):
@@ -266,6 +278,35 @@ def info(
     table = Table("key", "value", show_header=False)
     for key, value in sorted(meta.items()):
         table.add_row(key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+    Console().print(table)
+
+
+@app.command()
+def certify(
+    vec: Path = typer.Argument(..., help="A vector file."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Default: the model named in the file."),
+    device: str = DeviceOpt,
+    as_json: bool = typer.Option(False, "--json"),
+    threads: Optional[int] = ThreadsOpt,
+) -> None:
+    """How robust a vector file is: greedy-path margins, the dtypes and bit widths it survives, its noise radius."""
+    from .certify import certify as make_certificate
+
+    load_vectors(vec)  # a bad file fails before the model loads
+    use_threads(threads)
+    c = make_certificate(vec, model=model, device=device)
+    if as_json:
+        print(json.dumps(c.to_dict()))
+        return
+    table = Table("check", "result", show_header=False)
+    table.add_row("tokens, vectors x d", f"{c.tokens}, {c.n_vectors} x {c.d_model} (stored as {c.storage})")
+    table.add_row("smallest margin", f"{c.min_margin:.3f} logits (top-1 minus top-2 along the greedy path)")
+    for check, ok in c.exact.items():
+        table.add_row(f"exact: {check}", "[green]yes[/]" if ok else "[red]no[/]")
+    table.add_row("effective bits", str(c.effective_bits) if c.effective_bits else "more than 16")
+    table.add_row("noise radius", f"{c.noise_radius:g}" if c.noise_radius else "below the smallest tried")
+    payload = ", ".join(f"{form} {size} B" for form, size in c.payload_bytes.items())
+    table.add_row("payload", f"{payload}; the text: {c.text_bytes} B" if c.text_bytes else payload)
     Console().print(table)
 
 

@@ -30,9 +30,9 @@ def with_prefix(model: torch.nn.Module, vectors: torch.Tensor, prefix_id: int | 
 
 @torch.no_grad()
 def greedy_decode(model: torch.nn.Module, vectors: torch.Tensor, n_tokens: int,
-                  prefix_id: int | None = None) -> torch.Tensor:
+                  prefix_id: int | None = None, bf16: bool | None = None) -> torch.Tensor:
     """Feed [B, n, d] vectors (after the prefix token, if any; no prompt), then take the argmax token n_tokens
-    times -> [B, n_tokens].
+    times -> [B, n_tokens]. bf16: run the model under bf16 autocast (default: on CUDA only).
 
     Exactly n_tokens: no stop on EOS, since the text's own length is known from the vector file.
     """
@@ -41,7 +41,7 @@ def greedy_decode(model: torch.nn.Module, vectors: torch.Tensor, n_tokens: int,
     # transformers 5 renamed past_key_values to cache; accept both.
     cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     x, cache, out = with_prefix(model, vectors, prefix_id), None, []
-    with autocast(device):
+    with autocast(device, bf16):
         for _ in range(n_tokens):
             step = model(inputs_embeds=x, use_cache=True, logits_to_keep=1, **{cache_arg: cache})
             cache = getattr(step, cache_arg)

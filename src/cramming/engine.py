@@ -38,6 +38,7 @@ class CramResult:
     accuracy: float  # teacher-forced argmax accuracy of `vectors`
     loss: float  # mean cross-entropy (nats per token) of `vectors`
     seconds: float  # wall time from the start of the batch until this sample finished
+    margin: float | None = None  # exact: the smallest top-1 minus top-2 logit along the greedy path
     decoded_ids: list[int] = field(default_factory=list)
     history: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, accuracy) per step
 
@@ -105,16 +106,20 @@ class _Sample:
     rose_at: int = 0
     result: CramResult | None = None
 
-    def finish(self, t0: float, exact: bool = False, decoded: list[int] | None = None, diverged: bool = False):
+    def finish(self, t0: float, exact: bool = False, decoded: list[int] | None = None, diverged: bool = False,
+               margin: float | None = None):
         accuracy, loss, vectors, step = self.best
         self.result = CramResult(self.ids, vectors, exact, diverged, step, accuracy, loss, time.perf_counter() - t0,
-                                 decoded or [], self.history)
+                                 margin, decoded or [], self.history)
 
 
 def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor, recipe: Recipe, *,
-         prefix_id: int | None = None, on_step: Callable[[StepInfo], None] | None = None) -> list[CramResult]:
+         prefix_id: int | None = None, on_step: Callable[[StepInfo], None] | None = None,
+         min_margin: float = 0.0) -> list[CramResult]:
     """Cram each token list into its own vectors, starting from start[i] ([B, n, d], see starting_vectors), for
-    at most recipe.max_steps steps. prefix_id is the token before the vectors when the recipe puts one there."""
+    at most recipe.max_steps steps. prefix_id is the token before the vectors when the recipe puts one there.
+    min_margin > 0: a sample is done only when it decodes exactly and every token along its greedy path leads
+    the runner-up by at least that many logits (vectors that survive rounding, quantization, another dtype)."""
     if not token_ids or any(len(t) == 0 for t in token_ids):
         raise CrammingError("cannot cram an empty text")
     if recipe.prefix_token and prefix_id is None:
@@ -149,11 +154,15 @@ def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor
         losses = ce.sum(1) / lengths[rows]  # per-sample mean, so samples do not weigh on each other
         with torch.no_grad():
             accuracies = ((logits.argmax(-1) == tgt) & ok).sum(1) / lengths[rows]
+            # each token's lead over the runner-up; once the argmax is all right this is the greedy path's margin
+            lead = (logits.gather(-1, tgt[..., None])[..., 0] - logits.scatter(-1, tgt[..., None], -math.inf)
+                    .amax(-1)).float().masked_fill(~ok, math.inf)
             trained = ok
-            if recipe.margin is not None:  # spend the vectors on the tokens not yet right by `margin` logits
-                runner_up = logits.scatter(-1, tgt[..., None], -math.inf).amax(-1)
-                trained = ok & ((logits.gather(-1, tgt[..., None])[..., 0] - runner_up).float() < recipe.margin)
+            if recipe.margin is not None or min_margin > 0:  # spend the vectors on the tokens not yet right enough
+                wanted = [m for m in (recipe.margin, min_margin if min_margin > 0 else None) if m is not None]
+                trained = ok & (lead < max(wanted))
         objective = (ce * trained).sum(1) / lengths[rows]
+        margins = lead.amin(1).tolist()
 
         snapshot = vectors.detach().float().cpu()
         finite = torch.isfinite(losses).tolist()
@@ -168,13 +177,14 @@ def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor
                 s.top_accuracy, s.rose_at = accuracy, step
 
         # All argmax right: check the real thing, greedy decoding from the vectors alone.
-        candidates = [j for j, s in enumerate(active) if s.result is None and s.history[-1][2] == 1.0]
+        candidates = [j for j, s in enumerate(active)
+                      if s.result is None and s.history[-1][2] == 1.0 and margins[j] >= min_margin]
         if candidates:
             for j, row in zip(candidates, greedy_decode(model, vectors.detach()[candidates], T, prefix_id).tolist()):
                 s = active[j]
                 if row[: len(s.ids)] == s.ids:
                     s.best = (1.0, s.history[-1][1], snapshot[j].clone(), step)
-                    s.finish(t0, exact=True, decoded=row[: len(s.ids)])
+                    s.finish(t0, exact=True, decoded=row[: len(s.ids)], margin=margins[j])
         for s in active:
             if recipe.patience is not None and s.result is None and step - s.rose_at >= recipe.patience:
                 s.finish(t0)

@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from safetensors.torch import load
 
 from .capacity import Capacity, decoding_capacity
 from .store import Store, TaskKey
-from .vectors import TENSOR
+from .vectors import vectors_of
 
 GROWTH = (8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 
@@ -79,7 +78,7 @@ def search(searches: list[Search], key_for: Callable[[Search, int], TaskKey], st
             stored.update({key: store.get(key) for _, key in missing})
         for s, key in tries:
             exact, vector_file = stored[key]
-            s.record(key.length, exact, load(vector_file)[TENSOR])
+            s.record(key.length, exact, vectors_of(vector_file))
 
 
 def summarize(rows: list[dict], n_vectors: int) -> Capacity:

@@ -96,9 +96,11 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (vectors and optimizer state stay float32); plain float32 elsewhere."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+def autocast(device: torch.device, bf16: bool | None = None):
+    """bf16 autocast on CUDA (vectors and optimizer state stay float32), plain float32 elsewhere; bf16 says
+    otherwise (a certificate decodes under CPU bf16 to see whether the vectors survive it)."""
+    enabled = device.type == "cuda" if bf16 is None else bf16
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def _converted_dir(alias: GGUFAlias) -> Path:

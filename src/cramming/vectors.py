@@ -15,14 +15,14 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save
+from safetensors.torch import load, save
 
+from . import storage
 from .atomic import atomic_output
 from .errors import CrammingError
 
 FORMAT = "cramming-vectors/2"
 READABLE = ("cramming-vectors/1", FORMAT)
-TENSOR = "mem"
 REQUIRED = ("format", "model", "model_fingerprint", "tokenizer_fingerprint", "n_tokens", "n_vectors",
             "tokens_sha256", "text_sha256")
 
@@ -35,15 +35,20 @@ def sha256_ids(ids: Sequence[int]) -> str:
     return hashlib.sha256(json.dumps(list(ids)).encode()).hexdigest()
 
 
-def tensor_sha256(vectors: torch.Tensor) -> str:
-    return hashlib.sha256(vectors.contiguous().numpy().tobytes()).hexdigest()
+def tensor_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of the stored tensors' bytes, in the order of their names."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(tensors[name].contiguous().flatten().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
-def vector_bytes(vectors: torch.Tensor, metadata: dict) -> bytes:
-    """The vector file's bytes: safetensors with its metadata's values JSON-encoded."""
-    tensor = vectors.detach().float().cpu().contiguous()
-    meta = {k: json.dumps(v) for k, v in {**metadata, "tensor_sha256": tensor_sha256(tensor)}.items()}
-    return save({TENSOR: tensor}, metadata={"format": FORMAT, **meta})
+def vector_bytes(vectors: torch.Tensor, metadata: dict, form: str = "fp32") -> bytes:
+    """The vector file's bytes: the vectors in a storage form (storage.py), with the metadata's values
+    JSON-encoded and a checksum of what is stored."""
+    tensors = storage.encode(vectors, form)
+    meta = {**metadata, "storage": form, "tensor_sha256": tensor_sha256(tensors)}
+    return save(tensors, metadata={"format": FORMAT, **{k: json.dumps(v) for k, v in meta.items()}})
 
 
 def decode_metadata(raw: dict[str, str]) -> dict:
@@ -66,10 +71,16 @@ def vector_metadata(data: bytes) -> dict:
     return decode_metadata(json.loads(data[8: 8 + size]).get("__metadata__", {}))
 
 
-def save_vectors(path: str | Path, vectors: torch.Tensor, metadata: dict) -> Path:
+def vectors_of(data: bytes) -> torch.Tensor:
+    """The float32 vectors of a vector file's bytes (as a results row keeps them)."""
+    meta = vector_metadata(data)
+    return storage.decode(load(data), meta.get("storage", "fp32"), meta["n_vectors"], meta.get("d_model"))
+
+
+def save_vectors(path: str | Path, vectors: torch.Tensor, metadata: dict, form: str = "fp32") -> Path:
     """Write atomically (temporary file, then rename): a crash never leaves a half-written vector file."""
     with atomic_output(path) as tmp:
-        tmp.write_bytes(vector_bytes(vectors, metadata))
+        tmp.write_bytes(vector_bytes(vectors, metadata, form))
     return Path(path)
 
 
@@ -81,17 +92,22 @@ def load_vectors(path: str | Path) -> tuple[torch.Tensor, dict]:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            if meta.get("format") not in READABLE or any(k not in meta for k in REQUIRED) or TENSOR not in f.keys():
+            if meta.get("format") not in READABLE or any(k not in meta for k in REQUIRED):
                 raise CrammingError(f"{path} is a safetensors file but not a cramming vector file")
-            vectors = f.get_tensor(TENSOR)
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
             meta = decode_metadata(meta)
     except CrammingError:
         raise
     except Exception as err:  # safetensors raises several types for truncated or foreign files
         reason = str(err).splitlines()[0] if str(err) else "corrupt"
         raise CrammingError(f"{path} is not a readable vector file ({type(err).__name__}: {reason})") from None
-    if meta["format"] == FORMAT and tensor_sha256(vectors) != meta.get("tensor_sha256"):
+    if meta["format"] == FORMAT and tensor_sha256(tensors) != meta.get("tensor_sha256"):
         raise CrammingError(f"{path} is corrupted: its vectors do not match the checksum stored with them")
+    form = meta.setdefault("storage", "fp32")
+    try:
+        vectors = storage.decode(tensors, storage.parse_form(form), meta["n_vectors"], meta.get("d_model"))
+    except CrammingError as err:
+        raise CrammingError(f"{path}: {err}") from None
     if vectors.ndim != 2 or vectors.shape[0] != int(meta["n_vectors"]):
         raise CrammingError(f"{path}: vectors of shape {tuple(vectors.shape)} do not match its metadata")
     if not torch.isfinite(vectors).all():

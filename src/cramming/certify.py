@@ -1,0 +1,85 @@
+"""How robust a vector file is: the margins along its greedy path, the storage forms and dtypes it survives,
+the fewest bits per coordinate that keep its round trip exact, and the noise it takes.
+
+A certificate never changes the file. Every check decodes greedily from altered vectors and compares the
+result with the hashes the file stores, the same test `decompress` applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import storage
+from .decode import greedy_decode
+from .engine import text_logits
+from .models import LoadedModel, load_model, resolve_device
+from .vectors import check_compatible, load_vectors, sha256_ids, sha256_text
+
+BITS = tuple(range(16, 1, -1))  # intK forms tried, 16 down to 2
+RADII = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5, 1.0)  # relative noise tried
+
+
+@dataclass
+class Certificate:
+    tokens: int
+    n_vectors: int
+    d_model: int
+    text_bytes: int | None  # the text's UTF-8 bytes, when the file decodes to it
+    storage: str  # the form the file holds
+    margins: list[float]  # top-1 minus top-2 logit at each token of the greedy path
+    min_margin: float
+    exact: dict[str, bool]  # check -> whether the round trip stays exact
+    effective_bits: int | None  # fewest k with intK exact for every k' >= k (None: not even int16)
+    noise_radius: float | None  # largest relative radius with >= `survival` of the noisy copies exact
+    payload_bytes: dict[str, int] = field(default_factory=dict)  # form -> bytes of the vectors in it
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def certify(path: str | Path, *, model: str | LoadedModel | None = None, device: str = "auto", copies: int = 20,
+            survival: float = 0.95, seed: int = 0) -> Certificate:
+    vectors, meta = load_vectors(path)
+    lm = model if isinstance(model, LoadedModel) else load_model(model or meta["model"], resolve_device(device))
+    check_compatible(meta, lm.fingerprint, lm.tokenizer_fingerprint, lm.name, path)
+    prefix, n_tokens = meta.get("prefix_token_id"), meta["n_tokens"]
+
+    def exact(batch: torch.Tensor, bf16: bool | None = None) -> list[bool]:
+        rows = greedy_decode(lm.model, batch, n_tokens, prefix, bf16=bf16).tolist()
+        return [sha256_ids(r) == meta["tokens_sha256"] and sha256_text(lm.tokenizer.decode(r)) == meta["text_sha256"]
+                for r in rows]
+
+    ids = greedy_decode(lm.model, vectors[None], n_tokens, prefix)
+    with torch.no_grad():  # the margins along the greedy path: teacher-forced on the decoded tokens
+        logits = text_logits(lm.model, vectors[None], lm.model.get_input_embeddings()(ids), prefix)[0].float()
+    top2 = logits.topk(2, dim=-1).values
+    margins = (top2[:, 0] - top2[:, 1]).tolist()
+
+    forms = ["stored", "fp16", "bf16"] + [f"int{k}" for k in BITS]
+    variants = [vectors] + [storage.stored(vectors, form) for form in forms[1:]]
+    survived = dict(zip(forms, exact(torch.stack(variants))))
+    survived["bf16 model"] = exact(vectors[None], bf16=True)[0]
+    effective = None
+    for k in BITS:  # the fewest bits below which nothing fails above
+        if not survived[f"int{k}"]:
+            break
+        effective = k
+
+    radius, g = None, torch.Generator().manual_seed(seed)
+    for r in RADII:  # noise of relative size r: each copy's vector moved by r times its norm, in a random direction
+        noise = torch.randn(copies, *vectors.shape, generator=g)
+        noise = noise / noise.norm(dim=-1, keepdim=True) * vectors.norm(dim=-1, keepdim=True) * r
+        if sum(exact(vectors[None] + noise)) < survival * copies:
+            break
+        radius = r
+
+    n, d = vectors.shape
+    payload = {form: storage.payload_bytes(n, d, form) for form in ("fp32", "fp16", "bf16")}
+    if effective is not None:
+        payload[f"int{effective}"] = storage.payload_bytes(n, d, f"int{effective}")
+    text = lm.tokenizer.decode(ids[0].tolist()) if survived["stored"] else None
+    return Certificate(n_tokens, n, d, len(text.encode("utf-8")) if text is not None else None, meta["storage"],
+                       margins, min(margins), survived, effective, radius, payload)
