@@ -13,11 +13,10 @@ import argparse
 import sys
 
 import torch
-from safetensors.torch import load
 
 from cramming.models import DEFAULT_MODEL, load_model
 from cramming.store import Store
-from cramming.vectors import TENSOR
+from cramming.vectors import vectors_of
 
 
 def main() -> None:
@@ -30,7 +29,7 @@ def main() -> None:
     rows = [r for r in store.rows() if r["recipe"] == args.recipe and r["model"] == args.model and r["vectors"] == 1]
     if len(rows) < 2:
         sys.exit(f"{args.db} holds {len(rows)} one-vector rows of {args.recipe!r} on {args.model}; need 2")
-    V = torch.stack([load(store.vector_file(r))[TENSOR].reshape(-1) for r in rows])
+    V = torch.stack([vectors_of(store.vector_file(r)).reshape(-1) for r in rows])
     unit = V / V.norm(dim=1, keepdim=True)
     cos = unit @ unit.T
     n = len(V)
