@@ -18,7 +18,7 @@ import torch
 from . import __version__, storage
 from .decode import greedy_decode
 from .engine import CramResult, StepInfo, cram, starting_vectors
-from .errors import CrammingError
+from .errors import CrammingError, NotExact
 from .models import DEFAULT_MODEL, LoadedModel, load_model, resolve_device
 from .prior import model_prior
 from .recipes import Recipe, get_recipe
@@ -200,9 +200,8 @@ def decompress(path: str | Path, *, model: str | LoadedModel | None = None, devi
     run that was not exact is refused from its metadata, before any decoding (`decode` shows its best decode)."""
     _, meta = load_vectors(path)
     if meta.get("exact") is False:
-        raise CrammingError(f"{path} was saved from a run that was not exact (teacher-forced accuracy "
-                            f"{meta.get('accuracy', math.nan):.3f}): it holds no exact text to decode; "
-                            "decode() gives its best decode")
+        raise NotExact(f"{path} was saved from a run that was not exact (teacher-forced accuracy "
+                       f"{meta.get('accuracy', math.nan):.3f}): it holds no exact text to decode")
     decoded = decode(path, model=model, device=device)
     if not decoded.exact:
         raise CrammingError(f"{path}: the decoded text does not match the stored hashes (decoded on other hardware "

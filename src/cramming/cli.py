@@ -24,7 +24,7 @@ from .capacity import STRATEGIES, search
 from .engine import StepInfo
 from .metrics import measure as measure_text
 from .recipes import RECIPES, get_recipe, parse_setting
-from .errors import CrammingError
+from .errors import CrammingError, NotExact
 from .models import ALIASES, DEFAULT_MODEL, SYNONYMS, alias_status
 from .runner import Spec, horizons, run_local, run_ray
 from .store import KEY, METRICS, Store
@@ -246,11 +246,11 @@ def decompress(
     if inexact:
         decoded = api.decode(vec, model=model, device=device)
         text = decoded.text
-    elif api.info(vec).get("exact") is False:
-        raise CrammingError(f"{vec} was saved from a run that was not exact: it holds no exact text to decode; "
-                            "--inexact writes its best decode")
     else:
-        text = api.decompress(vec, model=model, device=device)
+        try:
+            text = api.decompress(vec, model=model, device=device)
+        except NotExact as err:
+            raise CrammingError(f"{err}; --inexact writes its best decode") from None
     data = text.encode("utf-8")
     if out is None:
         sys.stdout.buffer.write(data)
