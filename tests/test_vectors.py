@@ -1,8 +1,9 @@
-"""The vector file's metadata reads back as what was written, in format 2 and in the older format 1."""
+"""The vector file's metadata reads back as what was written, in format 3 and in the older formats 1 and 2."""
 
 import hashlib
 import json
 
+import pytest
 import torch
 from safetensors.torch import save
 
@@ -25,10 +26,13 @@ def test_every_value_reads_back_as_it_was_written(tmp_path):
     assert torch.equal(loaded, vectors) and meta["n_tokens"] == 3 and meta["exact"] is True
 
 
-def test_a_format_1_file_still_loads(tmp_path):
-    raw = {k: v if isinstance(v, str) else json.dumps(v) for k, v in META.items()}  # how format 1 wrote them
+@pytest.mark.parametrize("old", ["cramming-vectors/1", "cramming-vectors/2"])
+def test_an_older_file_still_loads(tmp_path, old):
+    raw = {k: v if isinstance(v, str) else json.dumps(v) for k, v in META.items()}  # how they wrote them
+    if old.endswith("2"):  # format 2 added the checksum of the float32 tensor
+        raw["tensor_sha256"] = hashlib.sha256(torch.ones(2, 8).numpy().tobytes()).hexdigest()
     path = tmp_path / "old.safetensors"
-    path.write_bytes(save({"mem": torch.ones(2, 8)}, metadata={"format": "cramming-vectors/1", **raw}))
-    vectors, meta = load_vectors(path)  # no checksum to check
+    path.write_bytes(save({"mem": torch.ones(2, 8)}, metadata={"format": old, **raw}))
+    vectors, meta = load_vectors(path)
     assert torch.equal(vectors, torch.ones(2, 8)) and meta["n_vectors"] == 2 and meta["recipe"]["name"] == "default"
     assert meta["exact"] is True and meta["prefix_token_id"] is None

@@ -1,9 +1,9 @@
 """The vector file: safetensors holding `mem` [n, d] plus string metadata. Never pickle.
 
-Format 2 stores a sha256 of the tensor's bytes in the metadata, so a file whose numbers were damaged is refused
-as corrupted at once, not decoded into a wrong text, and JSON-encodes every metadata value but `format`, so each
-reads back as what it was (a model named "1" stays a string). Format 1 files (no checksum; strings stored raw,
-other values as JSON) still load.
+Format 3 stores a sha256 of the stored tensors' bytes in the metadata, so a file whose numbers were damaged is
+refused as corrupted at once, not decoded into a wrong text; JSON-encodes every metadata value but `format`, so
+each reads back as what it was (a model named "1" stays a string); and records its storage form (storage.py).
+Older files still load: format 2 (the checksum, strings stored raw, float32) and format 1 (no checksum).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from . import storage
 from .atomic import atomic_output
 from .errors import CrammingError
 
-FORMAT = "cramming-vectors/2"
-READABLE = ("cramming-vectors/1", FORMAT)
+FORMAT = "cramming-vectors/3"
+READABLE = ("cramming-vectors/1", "cramming-vectors/2", FORMAT)
+CHECKSUMMED = READABLE[1:]
 REQUIRED = ("format", "model", "model_fingerprint", "tokenizer_fingerprint", "n_tokens", "n_vectors",
             "tokens_sha256", "text_sha256")
 
@@ -58,7 +59,7 @@ def decode_metadata(raw: dict[str, str]) -> dict:
         if key == "format" or raw.get("format") == FORMAT:
             decoded[key] = value if key == "format" else json.loads(value)
             continue
-        try:  # format 1: strings were stored raw, everything else as JSON
+        try:  # formats 1 and 2: strings were stored raw, everything else as JSON
             decoded[key] = json.loads(value)
         except json.JSONDecodeError:
             decoded[key] = value
@@ -101,7 +102,7 @@ def load_vectors(path: str | Path) -> tuple[torch.Tensor, dict]:
     except Exception as err:  # safetensors raises several types for truncated or foreign files
         reason = str(err).splitlines()[0] if str(err) else "corrupt"
         raise CrammingError(f"{path} is not a readable vector file ({type(err).__name__}: {reason})") from None
-    if meta["format"] == FORMAT and tensor_sha256(tensors) != meta.get("tensor_sha256"):
+    if meta["format"] in CHECKSUMMED and tensor_sha256(tensors) != meta.get("tensor_sha256"):
         raise CrammingError(f"{path} is corrupted: its vectors do not match the checksum stored with them")
     form = meta.setdefault("storage", "fp32")
     try:
