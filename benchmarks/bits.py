@@ -2,14 +2,19 @@
 
     python benchmarks/bits.py --lengths 16 --samples 8 --margins 0,2          # one length (~15 min, 1 thread)
     python benchmarks/bits.py --lengths 16,32,64 --samples 8 --margins 0,2    # the study (hours)
+    python benchmarks/bits.py --lengths 16,32 --margins 0 --precisions fp32,bf16   # cramming under CPU bf16
+    python benchmarks/bits.py --lengths 64 --margins 2 --storages int3,int4        # crammed through k bits
 
-Each (length, margin): the passages (book text, text seed 0, the recipes benchmark's passages) crammed as one
-batch into one vector of the default model with the default recipe and the budget; each exact one certified
-(cramming.certify). The table gives, per row: exact count and median steps; the smallest greedy-path margin
-(median); the effective bits (median, min-max); how many survive fp32 -> bf16 storage and a bf16-autocast
-model; the noise radius (median); the smallest stored payload that still decodes exactly (the effective
-bits' intK) beside the text's UTF-8 bytes (medians); and the utilization recomputed with the effective bits in
-place of the paper's assumed 16: information gain (bits) / (d x effective bits), beside gain / (d x 16).
+Each (length, margin, precision, storage): the passages (book text, text seed 0, the recipes benchmark's
+passages) crammed as one batch into one vector of the default model with the default recipe and the budget, the
+model computing in that precision while cramming (the round trip is always verified in float32 on the CPU), the
+vectors trained through that storage form (compress --storage) and exact as stored; each exact one certified
+(cramming.certify). The table gives, per row: exact count, median steps and the batch's wall time; the smallest
+greedy-path margin (median); the effective bits (median, min-max); how many survive fp32 -> bf16
+storage and a bf16-autocast model; the noise radius (median); the smallest stored payload that still decodes
+exactly (the effective bits' intK) beside the text's UTF-8 bytes (medians); and the utilization recomputed with
+the effective bits in place of the paper's assumed 16: information gain (bits) / (d x effective bits), beside
+gain / (d x 16).
 """
 
 from __future__ import annotations
@@ -41,6 +46,10 @@ def main() -> None:
     parser.add_argument("--lengths", default="16,32,64", type=lambda t: [int(x) for x in t.split(",")])
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--margins", default="0,2", type=lambda t: [float(x) for x in t.split(",")])
+    parser.add_argument("--precisions", default="fp32", type=lambda t: t.split(","),
+                        help="the model's compute type while cramming: fp32, bf16 (comma-separated)")
+    parser.add_argument("--storages", default="fp32", type=lambda t: t.split(","),
+                        help="the forms the vectors are crammed through and stored in: fp32, bf16, int4, ...")
     parser.add_argument("--budget", type=int, default=1500, help="step budget per text")
     parser.add_argument("--text-seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -50,22 +59,26 @@ def main() -> None:
     recipe = replace(RECIPES["default"], max_steps=args.budget)
     tmp = Path(tempfile.mkdtemp())
     print(f"{lm.name}, 1 vector, default recipe, {args.budget} steps; book passages, text seed {args.text_seed}; "
-          f"float32, {platform.machine()} CPU, {args.threads} thread(s).\nCommand: python {' '.join(sys.argv)}\n")
-    print("| tokens | --margin | exact | median steps | min margin | effective bits (min-max) | survive bf16 "
-          "storage | survive bf16 model | noise radius | smallest exact file / text (bytes) | utilization "
-          "at 16 bits / at effective bits |")
-    print("|" + "---|" * 11)
+          f"{platform.machine()} CPU, {args.threads} thread(s).\nCommand: python {' '.join(sys.argv)}\n")
+    print("| tokens | --margin | precision | storage | exact | median steps | wall (s) | min margin "
+          "| effective bits (min-max) | survive bf16 storage | survive bf16 model | noise radius "
+          "| smallest exact file / text (bytes) | utilization at 16 bits / at effective bits |")
+    print("|" + "---|" * 14)
     for length in args.lengths:
         texts = [s.text for s in load_samples("books", args.samples, length, lm.tokenizer, args.text_seed)]
-        for margin in args.margins:
-            crammed = compress(texts, lm, n_vectors=1, recipe=recipe, min_margin=margin)
+        for margin, precision, form in [(m, p, f) for m in args.margins for p in args.precisions
+                                        for f in args.storages]:
+            crammed = compress(texts, lm, n_vectors=1, recipe=recipe.override({"precision": precision}, "default"),
+                               min_margin=margin, storage_form=form)
             exact = [c for c in crammed if c.exact]
-            certs = [certify(c.save(tmp / f"{length}-{margin}-{i}.safetensors"), model=lm) for i, c in enumerate(exact)]
+            certs = [certify(c.save(tmp / f"{length}-{margin}-{precision}-{form}-{i}.safetensors"), model=lm)
+                     for i, c in enumerate(exact)]
             gains = [measure(c, lm).information_gain_bits for c in exact]
             bits = [c.effective_bits for c in certs if c.effective_bits]
             files = [c.payload_bytes[f"int{c.effective_bits}"] for c in certs if c.effective_bits]
             d = lm.d_model
-            print(f"| {length} | {margin:g} | {len(exact)}/{len(crammed)} | {median([c.steps for c in exact])} | "
+            print(f"| {length} | {margin:g} | {precision} | {form} | {len(exact)}/{len(crammed)} | "
+                  f"{median([c.steps for c in exact])} | {max(c.seconds for c in crammed):.0f} | "
                   f"{median([c.min_margin for c in certs])} | {median(bits)} ({min(bits, default='–')}-"
                   f"{max(bits, default='–')}) | {sum(c.exact['bf16'] for c in certs)}/{len(certs)} | "
                   f"{sum(c.exact['bf16 model'] for c in certs)}/{len(certs)} | "

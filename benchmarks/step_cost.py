@@ -1,6 +1,7 @@
 """What one optimizer step costs, against the floor, and how batching changes throughput.
 
-    python benchmarks/step_cost.py            # tokens 16, 32, 64; batches 1, 4, 16 (~5 min on 2 cores)
+    python benchmarks/step_cost.py                        # all three tables (~10 min on 2 cores)
+    python benchmarks/step_cost.py --tables precision --threads 1
 
 Table 1, per-step cost: the floor is one forward pass (logits only where the text is predicted) plus one
 backward pass to the input, on the same [prefix ; vector ; text] sequence; a cram step is the real loop
@@ -9,14 +10,21 @@ the loop avoids: logits at every position, and gradients for the model's weights
 
 Table 2, batch throughput: sample-steps per second at batch 1, 4 and 16 (32 tokens, 1 vector), and what that
 means in samples per hour at the median steps to an exact round trip of the recipe table (or --steps).
+
+Table 3, precision: the floor in float32, under CPU bf16 autocast (weights cast on every call), and with the
+weights kept in bf16 once, at the batch x tokens shapes cramming runs; and a real cram step under the recipe's
+`precision = "bf16"` against float32. Whether bf16 pays depends on the CPU's bf16 units (the header names them):
+oneDNN's ONEDNN_VERBOSE=1 log shows the kernel each matmul ran (e.g. brg_matmul:avx512_core_bf16).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -44,11 +52,25 @@ def timed(fn, repeats: int = REPEATS) -> float:
     return statistics.median(times)
 
 
-def forward_backward(model, ids: torch.Tensor, mem: torch.Tensor, prefix: int, all_logits: bool) -> None:
-    x = torch.cat([with_prefix(model, mem, prefix), model.get_input_embeddings()(ids)], 1)
-    T = ids.shape[1]
-    logits = model(inputs_embeds=x, use_cache=False, logits_to_keep=0 if all_logits else T + 1).logits[:, -T - 1:-1]
-    F.cross_entropy(logits.transpose(1, 2), ids).backward()
+def forward_backward(model, ids: torch.Tensor, mem: torch.Tensor, prefix: int, all_logits: bool = False,
+                     bf16: bool = False) -> None:
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        embeds = model.get_input_embeddings()(ids)
+        x = torch.cat([with_prefix(model, mem.to(embeds.dtype), prefix), embeds], 1)
+        T = ids.shape[1]
+        logits = model(inputs_embeds=x, use_cache=False, logits_to_keep=0 if all_logits else T + 1).logits
+    F.cross_entropy(logits[:, -T - 1:-1].float().transpose(1, 2), ids).backward()
+
+
+def cpu() -> str:
+    """The CPU's name and its bf16 instructions, from /proc/cpuinfo (Linux)."""
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
+    except OSError:
+        return f"{platform.machine()} CPU"
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    units = [f for f in ("amx_bf16", "avx512_bf16") if f in info.get("flags", "").split()]
+    return f"{info.get('model name', 'CPU')} (bf16 units: {', '.join(units) or 'none'})"
 
 
 def recipe_median_steps(tokens: int) -> float:
@@ -65,11 +87,17 @@ def recipe_median_steps(tokens: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--tables", default="cost,batch,precision",
+                        help="which tables, comma-separated: cost, batch, precision")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--steps", type=float, default=None,
                         help="median steps to exact for samples/hour (default: the default recipe's at 32 tokens "
                              "in benchmarks/results/recipes-quick.sqlite)")
     args = parser.parse_args()
-    median_steps = args.steps or recipe_median_steps(32)
+    tables = args.tables.split(",")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    median_steps = (args.steps or recipe_median_steps(32)) if "batch" in tables else None
     lm = as_model(args.model, device="cpu")
     model, recipe = lm.model, RECIPES["default"]
     prefix = prefix_token(lm.tokenizer, recipe)
@@ -77,16 +105,27 @@ def main() -> None:
     ids = {T: [lm.tokenizer(s.text, add_special_tokens=False)["input_ids"] for s in texts[T]] for T in texts}
     steps = 12
 
-    def cram_step(token_ids: list[list[int]]) -> float:
+    def cram_step(token_ids: list[list[int]], precision: str = "auto") -> float:
         # a vanishing step keeps every sample in the batch for all steps: the cost of a step, not of converging;
         # the start (prior or not) does not change that cost
-        frozen = dataclasses.replace(recipe, name="timing", lr=1e-12, final_lr=1e-12, prior=False, max_steps=steps)
+        frozen = dataclasses.replace(recipe, name="timing", lr=1e-12, final_lr=1e-12, prior=False, max_steps=steps,
+                                     precision=precision)
         start = starting_vectors(frozen, 1, model.get_input_embeddings().weight, 0, len(token_ids))
         return statistics.median(cram(model, token_ids, start, frozen, prefix_id=prefix)[0].seconds / steps
                                  for _ in range(3))
 
-    print(f"Default model {lm.name}, float32, {platform.machine()} CPU, {torch.get_num_threads()} threads; "
-          f"median of {REPEATS} repeats.\nCommand: python benchmarks/step_cost.py\n")
+    print(f"Default model {lm.name}, float32, {cpu()}, {torch.get_num_threads()} threads; median of {REPEATS} "
+          "repeats.\n"
+          f"Command: python benchmarks/step_cost.py {' '.join(sys.argv[1:])}\n")
+    if "cost" in tables:
+        cost_table(model, recipe, prefix, ids, cram_step)
+    if "batch" in tables:
+        batch_table(ids, cram_step, median_steps)
+    if "precision" in tables:
+        precision_table(model, recipe, prefix, lm.tokenizer, cram_step)
+
+
+def cost_table(model, recipe, prefix, ids, cram_step) -> None:
     print("| tokens | floor: fwd + input-grad bwd (s) | cram step (s) | step / floor | "
           "with logits everywhere (s) | with weight gradients (s) |\n|---|---|---|---|---|---|")
     for T in (16, 32, 64):
@@ -102,6 +141,8 @@ def main() -> None:
         step = cram_step([ids[T][0]])
         print(f"| {T} | {floor:.3f} | {step:.3f} | {step / floor:.2f} | {everywhere:.3f} | {weights:.3f} |")
 
+
+def batch_table(ids, cram_step, median_steps: float) -> None:
     print(f"\nBatch throughput, 32 tokens, 1 vector; samples/hour = sample-steps/s * 3600 / {median_steps:g} "
           "median steps to exact.\n")
     print("| batch | s/step | sample-steps/s | samples/hour | vs batch 1 |\n|---|---|---|---|---|")
@@ -111,6 +152,26 @@ def main() -> None:
         rate = B / per_step
         base = base or rate
         print(f"| {B} | {per_step:.3f} | {rate:.2f} | {rate * 3600 / median_steps:.0f} | {rate / base:.2f} |")
+
+
+def precision_table(model, recipe, prefix, tokenizer, cram_step) -> None:
+    print("\nPrecision: the floor (forward + input-gradient backward) in float32, and as a ratio to it under bf16 "
+          "autocast and with bf16 weights; a cram step with precision = bf16 against one in float32.\n")
+    print("| batch x tokens | floor fp32 (s) | bf16 autocast / fp32 | bf16 weights / fp32 | cram step fp32 (s) | "
+          "cram step bf16 / fp32 |\n|---|---|---|---|---|---|")
+    weights_bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    for B, T in ((1, 32), (1, 64), (1, 128), (4, 64), (2, 96), (4, 128)):
+        batch = [tokenizer(s.text, add_special_tokens=False)["input_ids"][:T]
+                 for s in load_samples("books", B, T, tokenizer, seed=0)]
+        tensor = torch.tensor(batch)
+        mem = starting_vectors(dataclasses.replace(recipe, prior=False), 1, model.get_input_embeddings().weight, 0,
+                               B).requires_grad_(True)
+        fp32 = timed(lambda: forward_backward(model, tensor, mem, prefix))
+        autocast = timed(lambda: forward_backward(model, tensor, mem, prefix, bf16=True))
+        weights = timed(lambda: forward_backward(weights_bf16, tensor, mem, prefix))
+        step32, step16 = cram_step(batch, "fp32"), cram_step(batch, "bf16")
+        print(f"| {B} x {T} | {fp32:.3f} | {autocast / fp32:.2f} | {weights / fp32:.2f} | {step32:.3f} | "
+              f"{step16 / step32:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from cramming import CrammingError, compress
+from cramming import CrammingError, compress, greedy_decode
 from cramming.certify import certify
-from cramming.storage import encode, parse_form, payload_bytes, stored
+from cramming.storage import encode, parse_form, payload_bytes, stored, straight_through
 from cramming.vectors import load_vectors, tensor_sha256
 
 TEXT = "the cat sat on the mat"
@@ -25,6 +25,20 @@ def test_each_storage_form_round_trips_within_its_precision(form):
         assert ((y - x).abs() <= step[:, None] / 2 + 1e-5).all()  # at most half a step off
     else:
         assert torch.allclose(y, x, rtol={"fp32": 0, "fp16": 1e-3, "bf16": 1e-2}[form], atol=1e-3)
+
+
+@pytest.mark.parametrize("form", ["fp32", "bf16", "int3"])
+def test_straight_through_gives_the_stored_values_and_the_identity_gradient(form):
+    x = (torch.randn(2, 3, 64) * 5).requires_grad_(True)
+    y = straight_through(x, form)
+    assert all(torch.equal(y[i].detach(), stored(x[i].detach(), form)) for i in range(2))  # bit for bit
+    (y * torch.arange(64.0)).sum().backward()
+    assert torch.equal(x.grad, torch.arange(64.0).expand(2, 3, 64))
+
+
+def storage_exact(lm, crammed, form: str) -> bool:
+    row = greedy_decode(lm.model, stored(crammed.vectors, form)[None], len(crammed.token_ids), crammed.prefix_id)
+    return row[0].tolist() == crammed.token_ids
 
 
 def test_storage_form_names():
@@ -75,10 +89,20 @@ def test_a_certificate(tiny_lm, tmp_path):
     assert thin.min_margin == pytest.approx(plain.margin, abs=1e-3) and thick.min_margin >= 4.0 - 1e-3
     assert len(thin.margins) == len(plain.token_ids) and thin.exact["stored"] and thin.text_bytes == len(TEXT)
     assert not thin.exact["int2"]  # a small margin does not survive two bits per coordinate
-    assert thin.effective_bits is not None and all(thin.exact[f"int{k}"] for k in range(thin.effective_bits, 17))
+    assert thin.exact[f"int{thin.effective_bits}"]
+    assert not any(thin.exact[f"int{k}"] for k in range(2, thin.effective_bits))  # the fewest that works
     assert thick.effective_bits <= thin.effective_bits  # a wider margin survives coarser storage
     assert thin.noise_radius is None or thin.noise_radius <= thick.noise_radius or thick.noise_radius is None
     assert thin.payload_bytes["fp32"] == 2 * 128 * 4
+
+
+def test_cramming_through_the_storage_form_makes_it_exact_as_stored(tiny_lm, tmp_path):
+    [plain] = compress([TEXT], tiny_lm, n_vectors=2, max_steps=600)
+    assert not storage_exact(tiny_lm, plain, "int3")  # the float32 solution does not survive three bits
+    [coarse] = compress([TEXT], tiny_lm, n_vectors=2, max_steps=600, storage_form="int3")
+    assert coarse.exact and coarse.storage == "int3"
+    c = certify(coarse.save(tmp_path / "c.safetensors"), model=tiny_lm)
+    assert c.exact["stored"] and c.exact["int3"] and c.effective_bits <= 3
 
 
 def test_certify_command(run_cli, tiny_dir, tmp_path):

@@ -241,3 +241,16 @@ def test_a_prior_recipe_starts_from_the_random_start_plus_the_prior(tiny_lm):
     [r] = run(tiny_lm, ids, 2, recipe, 0, prefix=prefix, prior=prior)
     start = init_vectors(recipe, 2, tiny_lm.model.get_input_embeddings().weight, seed=0)
     assert torch.allclose(r.vectors, start + prior)
+
+
+def test_bf16_precision_crams_in_bf16_and_verifies_in_float32(tiny_lm):
+    seen = []
+    hook = tiny_lm.model.lm_head.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    try:
+        [c] = compress([SHORT], tiny_lm, n_vectors=2, max_steps=300,
+                       recipe=RECIPES["default"].override({"precision": "bf16"}))
+    finally:
+        hook.remove()
+    assert torch.bfloat16 in seen and torch.float32 in seen  # training steps in bf16, the greedy check in float32
+    assert c.exact and c.vectors.dtype == torch.float32
+    assert round_trip(tiny_lm.model, tiny_lm.tokenizer, c.vectors, c.token_ids, SHORT, c.prefix_id).exact

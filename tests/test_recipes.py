@@ -70,3 +70,14 @@ def test_a_spec_table_defines_a_variant_and_keys_its_rows(spec_file, tmp_path):
     path.write_text(text + '\n[recipes.fast]\nbase = "cold"\nlr = "high"\n')
     with pytest.raises(CrammingError, match="lr takes float"):
         Spec.from_toml(path)
+
+
+def test_precision_is_a_setting_that_keeps_old_keys():
+    # 0961b0ecc6f1893f keys the default recipe's rows (1500 steps) in results/capacity.sqlite, stored before the
+    # precision field existed: a field added later enters the digest only when set.
+    assert replace(RECIPES["default"], max_steps=1500).digest() == "0961b0ecc6f1893f"
+    bf16 = RECIPES["default"].override({"precision": "bf16"})
+    assert bf16.digest() != RECIPES["default"].digest() and (bf16.bf16, RECIPES["default"].bf16) == (True, None)
+    assert RECIPES["default"].override({"precision": "fp32"}).bf16 is False
+    with pytest.raises(CrammingError, match="precision takes 'auto' or 'fp32' or 'bf16'"):
+        RECIPES["default"].override({"precision": "fp16"})

@@ -137,8 +137,8 @@ def compress(
     min_margin: float = 0.0,
     storage_form: str = "fp32",
 ) -> list[Compressed]:
-    """Cram each text into its own n_vectors vectors, as one batch, and verify each round trip from the vectors
-    as they will be stored (storage_form: fp32, fp16, bf16, intK; storage.py). min_margin: keep cramming until
+    """Cram each text into its own n_vectors vectors, as one batch, trained through and verified from the form
+    they will be stored in (storage_form: fp32, fp16, bf16, intK; storage.py). min_margin: keep cramming until
     every greedy-path logit margin is at least this (engine.cram)."""
     check_options(texts, n_vectors=n_vectors, max_tokens=max_tokens)
     storage_form = storage.parse_form(storage_form)
@@ -152,7 +152,7 @@ def compress(
     start = starting_vectors(recipe, n_vectors, lm.model.get_input_embeddings().weight, seed, len(texts), prior,
                              warm_start)
     results = cram(lm.model, [ids for _, ids in prepared], start, recipe, prefix_id=prefix, on_step=on_step,
-                   min_margin=min_margin)
+                   min_margin=min_margin, storage_form=storage_form)
     # The round trip that counts is from what the file will hold: decode each text's vectors as stored (a file
     # that is not exact then also says where its decode first goes wrong), and compare ids and bytes.
     as_stored = torch.stack([storage.stored(r.vectors, storage_form) for r in results])

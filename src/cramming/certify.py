@@ -32,7 +32,9 @@ class Certificate:
     margins: list[float]  # top-1 minus top-2 logit at each token of the greedy path
     min_margin: float
     exact: dict[str, bool]  # check -> whether the round trip stays exact
-    effective_bits: int | None  # fewest k with intK exact for every k' >= k (None: not even int16)
+    # fewest k whose intK form of these vectors decodes exactly (None: not even int16); not monotone in k: vectors
+    # crammed through int3 (compress --storage int3) sit on its grid, which int4's does not contain
+    effective_bits: int | None
     noise_radius: float | None  # largest relative radius with >= `survival` of the noisy copies exact
     payload_bytes: dict[str, int] = field(default_factory=dict)  # form -> bytes of the vectors in it
 
@@ -62,11 +64,7 @@ def certify(path: str | Path, *, model: str | LoadedModel | None = None, device:
     variants = [vectors] + [storage.stored(vectors, form) for form in forms[1:]]
     survived = dict(zip(forms, exact(torch.stack(variants))))
     survived["bf16 model"] = exact(vectors[None], bf16=True)[0]
-    effective = None
-    for k in BITS:  # the fewest bits below which nothing fails above
-        if not survived[f"int{k}"]:
-            break
-        effective = k
+    effective = min((k for k in BITS if survived[f"int{k}"]), default=None)
 
     radius, g = None, torch.Generator().manual_seed(seed)
     for r in RADII:  # noise of relative size r: each copy's vector moved by r times its norm, in a random direction

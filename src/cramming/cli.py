@@ -49,6 +49,9 @@ VectorsOpt = typer.Option(1, "--vectors", "-n", help="Memory vectors per text.")
 TokensOpt = typer.Option(None, "--tokens", "-t", help="Keep the first T tokens of each text.")
 RecipeOpt = typer.Option("default", "--recipe", help=f"One of: {', '.join(RECIPES)}.")
 SetOpt = typer.Option([], "--set", help="Change a field of the recipe, FIELD=VALUE (repeatable): --set lr=0.1.")
+PrecisionOpt = typer.Option(None, "--precision",
+                            help="auto, fp32 or bf16: the model's compute type while cramming (--set precision=...; "
+                                 "auto: bf16 on CUDA, fp32 on CPU). The round trip is checked as decompress runs.")
 MaxStepsOpt = typer.Option(None, "--max-steps", help="Step budget (default: the recipe's).")
 SeedOpt = typer.Option(0, "--seed")
 JsonOpt = typer.Option(False, "--json", help="One JSON object per text on stdout.")
@@ -152,6 +155,7 @@ def compress(
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
     threads: Optional[int] = ThreadsOpt,
+    precision: Optional[str] = PrecisionOpt,
     margin: float = typer.Option(0.0, "--margin", help="Keep cramming until every token of the greedy path leads "
                                                        "the runner-up by at least this many logits."),
     storage_form: str = typer.Option("fp32", "--storage", help="fp32, fp16, bf16, int8, int4, or a bit count "
@@ -160,7 +164,7 @@ def compress(
     """Cram text(s) into memory vectors and verify the round trip. Exit 0 only when every text is exact."""
     sources, texts = gather_texts(text, files)
     paths = output_paths(sources, out)
-    chosen = get_recipe(recipe, settings)
+    chosen = get_recipe(recipe, settings + ([f"precision={precision}"] if precision else []))
     storage_form = parse_form(storage_form)
     use_threads(threads)
     results = cram_with_progress(texts, model, quiet, n_vectors=vectors, recipe=chosen, max_steps=max_steps,

@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from . import storage
 from .decode import greedy_decode, with_prefix
 from .errors import CrammingError
 from .models import autocast
@@ -115,11 +116,13 @@ class _Sample:
 
 def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor, recipe: Recipe, *,
          prefix_id: int | None = None, on_step: Callable[[StepInfo], None] | None = None,
-         min_margin: float = 0.0) -> list[CramResult]:
+         min_margin: float = 0.0, storage_form: str = "fp32") -> list[CramResult]:
     """Cram each token list into its own vectors, starting from start[i] ([B, n, d], see starting_vectors), for
     at most recipe.max_steps steps. prefix_id is the token before the vectors when the recipe puts one there.
     min_margin > 0: a sample is done only when it decodes exactly and every token along its greedy path leads
-    the runner-up by at least that many logits (vectors that survive rounding, quantization, another dtype)."""
+    the runner-up by at least that many logits (vectors that survive rounding, quantization, another dtype).
+    storage_form: the model sees the vectors as a file of that form will hold them (storage.py), the gradient
+    passing straight through to the float32 vectors, so a sample is done when its stored form is exact."""
     if not token_ids or any(len(t) == 0 for t in token_ids):
         raise CrammingError("cannot cram an empty text")
     if recipe.prefix_token and prefix_id is None:
@@ -147,8 +150,8 @@ def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor
         rows = torch.tensor([s.row for s in active], device=device)
         T = int(lengths[rows].max())  # trim padding no active sample needs
         tgt, ok = targets[rows, :T], valid[rows, :T]
-        vectors = torch.stack([s.vectors for s in active])
-        with autocast(device):
+        vectors = storage.straight_through(torch.stack([s.vectors for s in active]), storage_form)
+        with autocast(device, recipe.bf16):
             logits = text_logits(model, vectors, text_embeds[rows, :T], prefix_id)
         ce = F.cross_entropy(logits.float().transpose(1, 2), tgt, reduction="none") * ok
         losses = ce.sum(1) / lengths[rows]  # per-sample mean, so samples do not weigh on each other
@@ -164,7 +167,7 @@ def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor
         objective = (ce * trained).sum(1) / lengths[rows]
         margins = lead.amin(1).tolist()
 
-        snapshot = vectors.detach().float().cpu()
+        snapshot = torch.stack([s.vectors for s in active]).detach().float().cpu()
         finite = torch.isfinite(losses).tolist()
         for j, (s, loss, accuracy) in enumerate(zip(active, losses.tolist(), accuracies.tolist())):
             s.history.append((step, loss, accuracy))

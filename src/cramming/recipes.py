@@ -41,6 +41,10 @@ class Recipe:
     max_steps: int = 5000
     # Give up on a sample whose best teacher-forced accuracy has not risen for this many steps (the paper's rule).
     patience: int | None = None
+    # The model's compute type while cramming: auto = bf16 autocast on CUDA, float32 elsewhere. Whatever it is,
+    # a sample counts as exact only when greedy decoding at the device's decoding precision (decode.py) gives its
+    # text back: bf16 here is a faster way to the same verified vectors (benchmarks/step_cost.py).
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     def __post_init__(self) -> None:
         # Checked here so that a bad recipe fails at once with one line, not after minutes of cramming.
@@ -59,6 +63,8 @@ class Recipe:
             (self.max_steps < 0, f"max_steps must be >= 0, got {self.max_steps}"),
             (self.patience is not None and self.patience < 1, f"patience must be >= 1, got {self.patience}"),
             (self.prior and not self.prefix_token, "prior needs prefix_token: the prior is crammed with one"),
+            (self.precision not in ("auto", "fp32", "bf16"),
+             f"precision must be auto, fp32 or bf16, got {self.precision!r}"),
         ]
         for bad, message in problems:
             if bad:
@@ -84,9 +90,16 @@ class Recipe:
 
     def digest(self) -> str:
         """What ran, as a short hash: every setting, the step budget included, but not the name, which is a
-        label. Two recipes with the same settings are the same run whatever they are called."""
-        settings = {k: v for k, v in self.to_dict().items() if k != "name"}
+        label. Two recipes with the same settings are the same run whatever they are called. A field added after
+        rows were stored counts only when it differs from its default, so those rows keep their keys."""
+        settings = {k: v for k, v in self.to_dict().items()
+                    if k != "name" and not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def bf16(self) -> bool | None:
+        """models.autocast's bf16 argument: None leaves it to the device."""
+        return {"auto": None, "fp32": False, "bf16": True}[self.precision]
 
     def lr_factor(self, step: int) -> float:
         """Multiplier of lr at a step: linear warm-up, then constant, or cosine down to final_lr over the step
@@ -109,6 +122,7 @@ class Recipe:
 
 
 _HINTS = typing.get_type_hints(Recipe)
+_ADDED_LATER = {"precision": "auto"}
 
 
 def _checked(recipe: str, key: str, value: Any) -> Any:

@@ -3,7 +3,8 @@
 intK (k from 2 to 16) quantizes each vector uniformly between its own minimum and maximum: 2**k - 1 steps,
 a float32 scale and offset per vector, the k-bit codes packed into bytes. Loading always gives float32
 vectors back; `stored()` gives exactly what loading a file of that form gives, so a round trip can be checked
-on what was stored rather than on the float32 copy in memory.
+on what was stored rather than on the float32 copy in memory. `straight_through()` gives the same values with
+the gradient of the identity, so cramming can train the vectors through the storage form (engine.cram).
 """
 
 from __future__ import annotations
@@ -37,15 +38,45 @@ def payload_bytes(n_vectors: int, d_model: int, form: str) -> int:
     return n_vectors * (math.ceil(d_model * bits(form) / 8) + 8)
 
 
+def _grid(vectors: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[..., d] vectors -> (codes, scale, offset): each vector's k-bit codes between its minimum and maximum."""
+    low, high = vectors.amin(-1), vectors.amax(-1)
+    scale = torch.where(high > low, (high - low) / (2 ** k - 1), torch.ones_like(high))
+    return torch.round((vectors - low[..., None]) / scale[..., None]).clamp(0, 2 ** k - 1), scale, low
+
+
+class _Held(torch.autograd.Function):
+    """Forward: the stored values, bit for bit (x + (held - x) can be an ulp off); backward: the identity."""
+
+    @staticmethod
+    def forward(ctx, vectors: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
+        return held
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+def straight_through(vectors: torch.Tensor, form: str) -> torch.Tensor:
+    """[..., d] vectors as a file of this form gives them back, with the gradient passing straight through."""
+    if form == "fp32":
+        return vectors
+    if form in FLOATS:
+        held = vectors.detach().to(FLOATS[form]).float()
+    else:
+        codes, scale, low = _grid(vectors.detach(), bits(form))
+        held = codes * scale[..., None] + low[..., None]
+    return _Held.apply(vectors, held)
+
+
 def encode(vectors: torch.Tensor, form: str) -> dict[str, torch.Tensor]:
     """[n, d] float32 vectors -> the tensors a file of this form stores."""
     vectors = vectors.detach().float().cpu().contiguous()
     if form in FLOATS:
         return {"mem": vectors.to(FLOATS[form]).contiguous()}
     k = bits(form)
-    low, high = vectors.min(1).values, vectors.max(1).values
-    scale = torch.where(high > low, (high - low) / (2 ** k - 1), torch.ones_like(high))
-    codes = torch.round((vectors - low[:, None]) / scale[:, None]).clamp(0, 2 ** k - 1).to(torch.int64).numpy()
+    codes, scale, low = _grid(vectors, k)
+    codes = codes.to(torch.int64).numpy()
     as_bits = ((codes[..., None] >> np.arange(k - 1, -1, -1)) & 1).astype(np.uint8)  # [n, d, k], high bit first
     packed = np.packbits(as_bits.reshape(codes.shape[0], -1), axis=1)
     return {"codes": torch.from_numpy(packed), "scale": scale.contiguous(), "offset": low.contiguous()}
