@@ -23,9 +23,11 @@ from pathlib import Path
 from matplotlib.figure import Figure as MplFigure
 
 from .atomic import atomic_output
+from . import horizon_report
 from .capacity import PAPER_CRITERION, decoding_capacity
-from .recipes import DESCRIPTIONS
 from .errors import CrammingError
+from .horizon_report import HorizonGroup
+from .recipes import DESCRIPTIONS
 from .store import Store
 
 HISTORY_SAMPLES = 4  # samples drawn in the loss/accuracy-over-steps figure
@@ -43,8 +45,10 @@ class Figure:
 
 @dataclass
 class Report:
-    table: list[dict]  # ours, one entry per (model, source, vectors)
+    table: list[dict]  # ours, one entry per (model, source, vectors, recipe as run), horizon searches apart
     published: list[dict]  # paper_models.csv, one entry per (model, source)
+    horizons: list[HorizonGroup]  # the horizon searches (horizon_report.py)
+    findings: list[str]  # the paper's three findings, checked on the horizons
     figures: list[Figure]
     html: Path
     markdown: Path
@@ -78,6 +82,15 @@ def recipe_labels(rows: list[dict]) -> dict[str, str]:
     return labels
 
 
+def group_rows(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """(model, model fingerprint, source, vectors, recipe digest) -> its rows: what is never averaged across."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["model_fingerprint"], r["source"], r["vectors"], r["recipe_digest"]),
+                          []).append(r)
+    return groups
+
+
 def summarize(rows: list[dict]) -> list[dict]:
     """Per (model, source, vectors, recipe as run): the paper's decoding capacity, our exact capacity, the gains.
 
@@ -87,11 +100,7 @@ def summarize(rows: list[dict]) -> list[dict]:
     capacity: per passage and seed, the largest length whose round trip was exact, averaged. Gains are means
     over the rows at the decoding-capacity length.
     """
-    labels = recipe_labels(rows)
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["model"], r["model_fingerprint"], r["source"], r["vectors"], r["recipe_digest"]),
-                          []).append(r)
+    labels, groups = recipe_labels(rows), group_rows(rows)
     out = []
     for (model, _, source, vectors, digest), rs in sorted(groups.items(), key=lambda g: (*g[0][:4], labels[g[0][4]])):
         by_length: dict[int, list[dict]] = {}
@@ -308,9 +317,17 @@ def build_report(db: str | Path, out_dir: str | Path) -> Report:
     rows = store.rows()
     if not rows:
         raise CrammingError(f"{db} holds no results yet; run a spec into it first")
-    ours, published = summarize(rows), published_rows()
-    figures = [figure_tokens_per_vector(ours, published), figure_cross_entropy(rows), figure_vectors_scaling(ours),
-               figure_accuracy_vs_length(rows), figure_history(pick_histories(store, rows))]
+    groups, labels = group_rows(rows), recipe_labels(rows)
+    searched = {k: rs for k, rs in groups.items() if horizon_report.is_horizon(rs)}
+    plain = [r for k, rs in groups.items() if k not in searched for r in rs]
+    ours, published = summarize(plain) if plain else [], published_rows()
+    horizons = horizon_report.horizon_groups(searched, labels)
+    findings = horizon_report.findings(horizons)
+    figures = [figure_tokens_per_vector(ours, published), figure_vectors_scaling(ours),
+               figure_accuracy_vs_length(plain)] if plain else []
+    if horizons:
+        figures += horizon_figures(horizons, published)
+    figures += [figure_cross_entropy(rows), figure_history(pick_histories(store, rows))]
     store.close()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -322,8 +339,9 @@ def build_report(db: str | Path, out_dir: str | Path) -> Report:
         with atomic_output(out / f"{f.name}.png") as tmp:
             tmp.write_bytes(pngs[f.name])
     cells = table_cells(ours, published)
-    recipes = sorted({r["recipe_name"] for r in ours})
-    intro = (f"{len(rows)} results from {db}: {len(ours)} (model, source, vectors, recipe) groups; rows of different "
+    recipes = sorted({r["recipe"] for r in rows})
+    intro = (f"{len(rows)} results from {db}: {len(ours)} (model, source, vectors, recipe) groups in the table "
+             f"below, {len(horizons)} horizon searches in the next; rows of different "
              "recipes, budgets or models are never averaged together. Decoding capacity is the paper's (largest length "
              f"whose mean teacher-forced accuracy is >= {PAPER_CRITERION}); exact capacity is ours (per sample and "
              "seed, the largest length whose greedy round trip is exact, averaged); ≥ marks a lower bound, where the "
@@ -332,27 +350,68 @@ def build_report(db: str | Path, out_dir: str | Path) -> Report:
                                                                 for name in recipes)
              + ". Published rows: Kuratov et al. (2025), Table 1, 50 PG-19 samples per model, base models, "
              "teacher-forced with the first token given; information gain published in nats.")
+    horizon_part = (HORIZON_INTRO, [g.cells() for g in horizons], findings) if horizons else None
     md = Path(out / "report.md")
     with atomic_output(md) as tmp:
-        tmp.write_text(_markdown(intro, cells, figures), encoding="utf-8")
+        tmp.write_text(_markdown(intro, cells, figures, horizon_part), encoding="utf-8")
     page = Path(out / "index.html")
     with atomic_output(page) as tmp:
-        tmp.write_text(_html(intro, cells, figures, pngs), encoding="utf-8")
-    return Report(ours, published, figures, page, md)
+        tmp.write_text(_html(intro, cells, figures, pngs, horizon_part), encoding="utf-8")
+    return Report(ours, published, horizons, findings, figures, page, md)
 
 
-def _markdown(intro: str, cells: list[list[str]], figures: list[Figure]) -> str:
+HORIZON_INTRO = (
+    "Exact horizons (horizon search: per passage, the longest prefix whose greedy round trip is exact, growing "
+    "with warm starts and bisected to within 10%): per (model, source, N, recipe as run and its per-try step "
+    "budget), the mean, min and max over the passages; ≥ marks a lower bound (a search still open, or the whole "
+    "passage decoded). Information gain is the mean at each passage's horizon. Wall hours count each batch once.")
+
+
+def horizon_figures(groups: list[HorizonGroup], published: list[dict]) -> list[Figure]:
+    return [
+        Figure("horizon_vs_cross_entropy", "Horizon vs the text's cross-entropy", (
+            "Left: each passage's exact horizon against its cross-entropy without vectors per token over the "
+            "horizon (how predictable the text is). Right: the information gain at the horizon against the "
+            "cross-entropy without vectors there (bits; the dashed line: all of it gained)."),
+            horizon_report.figure_horizon_vs_ce(groups)),
+        Figure("horizon_scaling", "Horizon and information gain vs N", (
+            "Log-log: our mean exact horizon (bars: min-max over passages) and information gain per N, beside "
+            "Kuratov et al.'s Figure 4 (paper_vectors_scaling.csv: PG-19, teacher-forced max tokens; gain "
+            "converted from nats to bits)."), horizon_report.figure_horizon_scaling(groups)),
+        Figure("horizon_per_model", "Tokens and information gain per vector by model", (
+            "One vector: our mean exact horizon and information gain per (model, source, recipe), beside the "
+            "published Table 1 (paper_models.csv; max tokens teacher-forced with the first token given, gain "
+            "converted from nats to bits)."), horizon_report.figure_per_model(groups, published)),
+    ]
+
+
+def _markdown(intro: str, cells: list[list[str]], figures: list[Figure], horizon_part: tuple | None) -> str:
     lines = ["# Cramming report", "", intro, "", "| " + " | ".join(TABLE_HEADERS) + " |",
              "|" + "---|" * len(TABLE_HEADERS)]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
+    if horizon_part:
+        text, rows, findings = horizon_part
+        lines += ["", "## Exact horizons", "", text, "", "| " + " | ".join(horizon_report.HEADERS) + " |",
+                  "|" + "---|" * len(horizon_report.HEADERS)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines += ["", "The paper's findings, on these horizons:", ""] + [f"- {f}" for f in findings or
+                                                                         ["(not enough groups to check any yet)"]]
     for f in figures:
         lines += ["", f"## {f.title}", "", f"![{f.title}]({f.name}.png)", "", f.caption]
     return "\n".join(lines) + "\n"
 
 
-def _html(intro: str, cells: list[list[str]], figures: list[Figure], pngs: dict[str, bytes]) -> str:
+def _html(intro: str, cells: list[list[str]], figures: list[Figure], pngs: dict[str, bytes],
+          horizon_part: tuple | None) -> str:
     """One self-contained page: the figures are embedded, so it opens anywhere without a network."""
     esc = html.escape
+    horizons = ""
+    if horizon_part:
+        text, rows, findings = horizon_part
+        horizons = (f"<h2>Exact horizons</h2><p>{esc(text)}</p><table><thead><tr>"
+                    + "".join(f"<th>{esc(h)}</th>" for h in horizon_report.HEADERS) + "</tr></thead><tbody>"
+                    + "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+                    + "</tbody></table><ul>" + "".join(f"<li>{esc(f)}</li>" for f in findings) + "</ul>")
     head = "".join(f"<th>{esc(h)}</th>" for h in TABLE_HEADERS)
     body = "".join("<tr" + (' class="published"' if "(published)" in row[0] else "") + ">"
                    + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in cells)
@@ -372,6 +431,7 @@ img {{ max-width: 100%; }} figcaption {{ color: #444; font-size: 0.9em; }}
 </style></head><body>
 <h1>Cramming report</h1><p>{esc(intro)}</p>
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+{horizons}
 {figs}
 </body></html>
 """

@@ -121,8 +121,9 @@ class Store:
         return added
 
     def rows(self) -> list[dict]:
-        """Every row's key, its step budget and its metrics, as plain values (no vectors, no history)."""
-        cols = (*KEY, "budget", *METRICS)
+        """Every row's key, its step budget, its metrics and when it finished, as plain values (no vectors, no
+        history)."""
+        cols = (*KEY, "budget", *METRICS, "finished_at")
         out = []
         order = ", ".join(("model", "source", "recipe", "vectors", "length", "text_seed", "sample", "seed"))
         select = ", ".join(c if c != "budget" else "json_extract(recipe_settings, '$.max_steps')" for c in cols)

@@ -1,0 +1,231 @@
+"""The horizon campaign in a report: per (model, source, N, recipe as run) the exact horizons of its passages,
+their figures beside the published tables, and the paper's three findings checked on our numbers.
+
+A horizon group is a search's tries (horizon.py): rows with warm-started tries among them. Per passage, its
+horizon is its longest exact try; a search still open (a campaign under way) or one that decoded the whole
+passage gives a lower bound, marked as such. Information gain and cross-entropy are the row's at the horizon.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+from matplotlib.figure import Figure as MplFigure
+
+from .horizon import close_enough
+
+# The findings hold "about" when the compared numbers are within this fraction of each other (stated in the text).
+ABOUT = 0.25
+
+
+@dataclass
+class HorizonGroup:
+    model: str
+    source: str
+    vectors: int
+    recipe: str  # label: name and budget
+    horizons: list[int]  # per passage, its longest exact try
+    lower_bounds: list[bool]  # per passage: the search did not close (still open, or the whole passage decoded)
+    gains: list[float]  # per passage with a horizon, the information gain (bits) at it
+    ce_without: list[float]  # per passage with a horizon, the text's cross-entropy without vectors (bits) at it
+    tries: int
+    steps: int
+    seconds: float  # wall time of its batches
+
+    @property
+    def mean(self) -> float:
+        return statistics.mean(self.horizons)
+
+    @property
+    def gain(self) -> float | None:
+        return statistics.mean(self.gains) if self.gains else None
+
+    def cells(self) -> list[str]:
+        bound = lambda flag: "≥ " if flag else ""  # noqa: E731
+        # of tied passages, the min is a certain one where there is one, the max an open one (it may hold more)
+        ranked = sorted(range(len(self.horizons)), key=lambda i: (self.horizons[i], self.lower_bounds[i]))
+        low, high = ranked[0], ranked[-1]
+        return [self.model, self.source, str(self.vectors), self.recipe,
+                f"{bound(any(self.lower_bounds))}{self.mean:.1f}",
+                f"{bound(self.lower_bounds[low])}{self.horizons[low]}",
+                f"{bound(self.lower_bounds[high])}{self.horizons[high]}", str(len(self.horizons)),
+                "–" if self.gain is None else f"{self.gain:.0f}",
+                "–" if self.gain is None else f"{self.gain / self.vectors:.0f}", str(self.tries), str(self.steps),
+                f"{self.seconds / 3600:.2f}"]
+
+
+HEADERS = ("model", "source", "N", "recipe", "horizon mean", "min", "max", "passages", "information gain (bits)",
+           "gain per vector (bits)", "tries", "steps", "wall hours")
+
+
+def is_horizon(rows: list[dict]) -> bool:
+    return any(r["warm_from"] > 0 for r in rows)
+
+
+def _closed(tries: list[dict]) -> bool:
+    """Whether a passage's search is over with a bracket: a failure within close_enough of its horizon."""
+    lo = max((r["length"] for r in tries if r["exact"]), default=0)
+    hi = min((r["length"] for r in tries if not r["exact"] and r["length"] > lo), default=None)
+    return hi is not None and close_enough(lo, hi)
+
+
+def horizon_groups(groups: dict[tuple, list[dict]], labels: dict[str, str]) -> list[HorizonGroup]:
+    """(model, fingerprint, source, vectors, recipe digest) -> rows, for the horizon groups among them."""
+    out = []
+    for (model, _, source, vectors, digest), rows in sorted(groups.items(), key=lambda g: g[0]):
+        passages = sorted({(r["text_seed"], r["sample"], r["seed"]) for r in rows})
+        horizons, bounds, gains, ces = [], [], [], []
+        for passage in passages:
+            tries = [r for r in rows if (r["text_seed"], r["sample"], r["seed"]) == passage]
+            best = max((r for r in tries if r["exact"]), key=lambda r: r["length"], default=None)
+            horizons.append(best["length"] if best else 0)
+            bounds.append(not _closed(tries))
+            if best is not None:
+                gains.append(best["information_gain_bits"])
+                ces.append(best["ce_without_bits"])
+        # a row's seconds run from the start of its batch; a batch's rows are stored together, at one finished_at
+        batches: dict[str, float] = {}
+        for r in rows:
+            batches[r["finished_at"]] = max(batches.get(r["finished_at"], 0.0), r["seconds"])
+        seconds = sum(batches.values())
+        out.append(HorizonGroup(model, source, vectors, labels[digest], horizons, bounds, gains, ces, len(rows),
+                                int(sum(r["steps"] for r in rows)), seconds))
+    return out
+
+
+def _published_scaling() -> list[dict]:
+    from .report import reference
+
+    return reference("paper_vectors_scaling.csv")
+
+
+def findings(groups: list[HorizonGroup]) -> list[str]:
+    """The paper's three findings, each checked where our groups can check it, in one sentence each."""
+    out = []
+    books = sorted((g for g in groups if g.source == "books"), key=lambda g: (g.model, g.recipe, g.vectors))
+    for model, recipe in sorted({(g.model, g.recipe) for g in books}):
+        series = [g for g in books if (g.model, g.recipe) == (model, recipe)]
+        if len(series) < 2:
+            continue
+        xs, ys = [math.log(g.vectors) for g in series], [math.log(max(g.mean, 1)) for g in series]
+        slope = _slope(xs, ys)
+        holds = abs(slope - 1) <= ABOUT
+        out.append(f"(a) Capacity grows about linearly with N ({model}, books, {recipe}): the mean horizon goes "
+                   + ", ".join(f"{g.mean:.0f}" for g in series) + " tokens at N = "
+                   + ", ".join(str(g.vectors) for g in series) + f", a log-log slope of {slope:.2f}: "
+                   + _verdict(holds, series) + f" (linear is 1, within {ABOUT:.0%}).")
+    for model, recipe in sorted({(g.model, g.recipe) for g in groups}):
+        one = {g.source: g for g in groups if (g.model, g.recipe, g.vectors) == (model, recipe, 1)}
+        if "books" in one and "random" in one and one["books"].gain and one["random"].gain:
+            b, r = one["books"], one["random"]
+            tokens, gain = r.mean / b.mean, r.gain / b.gain
+            holds = tokens < 1 and abs(gain - 1) <= ABOUT
+            out.append(f"(b) Random text holds fewer tokens than books but about the same information gain "
+                       f"({model}, 1 vector, {recipe}): random words hold {r.mean:.0f} tokens against {b.mean:.0f} "
+                       f"({tokens:.2f}x), with {r.gain:.0f} against {b.gain:.0f} bits of gain ({gain:.2f}x): "
+                       + _verdict(holds, [b, r]) + f" (gains within {ABOUT:.0%}).")
+        gains = {s: g.gain for s, g in one.items() if g.gain}
+        if len(gains) >= 2:
+            mean = statistics.mean(gains.values())
+            spread = max(abs(v - mean) / mean for v in gains.values())
+            out.append(f"(c) The information gain per vector is about constant across sources ({model}, 1 vector, "
+                       f"{recipe}): " + ", ".join(f"{s} {v:.0f}" for s, v in sorted(gains.items()))
+                       + f" bits, at most {spread:.0%} from their mean: "
+                       + _verdict(spread <= ABOUT, list(one.values())) + f" (within {ABOUT:.0%}).")
+    return out
+
+
+def _verdict(holds: bool, groups: list[HorizonGroup]) -> str:
+    verdict = "holds" if holds else "does not hold"
+    return verdict + (" so far (some searches are still open: lower bounds)" if any(
+        any(g.lower_bounds) for g in groups) else "")
+
+
+def _slope(xs: list[float], ys: list[float]) -> float:
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+def _series(groups: list[HorizonGroup]) -> list[tuple[str, list[HorizonGroup]]]:
+    keys = sorted({(g.model, g.source, g.recipe) for g in groups})
+    return [(f"{m}, {s}, {r}", sorted((g for g in groups if (g.model, g.source, g.recipe) == (m, s, r)),
+                                      key=lambda g: g.vectors)) for m, s, r in keys]
+
+
+def figure_horizon_vs_ce(groups: list[HorizonGroup]) -> MplFigure:
+    fig = MplFigure(figsize=(11, 4.5))
+    left, right = fig.subplots(1, 2)
+    for i, g in enumerate(groups):
+        with_h = [h for h in g.horizons if h > 0]
+        label = f"{g.model}, {g.source}, N={g.vectors}"
+        left.scatter([ce / h for ce, h in zip(g.ce_without, with_h)], with_h, color=f"C{i % 10}", label=label)
+        right.scatter(g.ce_without, g.gains, color=f"C{i % 10}", label=label)
+    top = max((ce for g in groups for ce in g.ce_without), default=1.0)
+    right.plot([0, top], [0, top], color="gray", linestyle="--", linewidth=1, label="gain = cross-entropy")
+    for ax, title, x, y in ((left, "Horizon vs how predictable the text is", "cross-entropy without vectors "
+                             "(bits per token, over the horizon)", "exact horizon (tokens)"),
+                            (right, "Information at the horizon", "cross-entropy without vectors (bits, summed "
+                             "over the horizon)", "information gain at the horizon (bits)")):
+        ax.set_title(title)
+        ax.set_xlabel(x, fontsize=8)
+        ax.set_ylabel(y)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def figure_horizon_scaling(groups: list[HorizonGroup]) -> MplFigure:
+    fig = MplFigure(figsize=(11, 4.5))
+    tokens, gain = fig.subplots(1, 2)
+    published = _published_scaling()
+    for model in sorted({r["model"] for r in published}):
+        rs = [r for r in published if r["model"] == model]
+        tokens.plot([r["n_vectors"] for r in rs if r["pg19_max_tokens"]],
+                    [r["pg19_max_tokens"] for r in rs if r["pg19_max_tokens"]], marker="s", linestyle="--",
+                    label=f"{model}, PG-19 (published, teacher-forced)")
+        gain.plot([r["n_vectors"] for r in rs if r["pg19_information_gain"]],
+                  [r["pg19_information_gain"] / math.log(2) for r in rs if r["pg19_information_gain"]], marker="s",
+                  linestyle="--", label=f"{model}, PG-19 (published)")
+    for k, (label, series) in enumerate(_series(groups)):
+        x = [g.vectors * 1.05 ** k for g in series]  # nudged apart so that no series hides another
+        tokens.errorbar(x, [g.mean for g in series], yerr=[[g.mean - min(g.horizons) for g in series],
+                                                            [max(g.horizons) - g.mean for g in series]],
+                        marker="o", capsize=3, label=f"{label} (ours, min-max)")
+        gained = [(xi, g.gain) for xi, g in zip(x, series) if g.gain]
+        gain.plot([p[0] for p in gained], [p[1] for p in gained], marker="o", label=f"{label} (ours)")
+    for ax, y in ((tokens, "tokens (horizon; published: max tokens)"), (gain, "information gain (bits)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("number of vectors N (log scale)")
+        ax.set_ylabel(y + ", log scale", fontsize=8)
+        ax.legend(fontsize=6)
+    tokens.set_title("Tokens vs N")
+    gain.set_title("Information gain vs N")
+    fig.tight_layout()
+    return fig
+
+
+def figure_per_model(groups: list[HorizonGroup], published: list[dict]) -> MplFigure:
+    fig = MplFigure(figsize=(11, 4.8))
+    tokens, gain = fig.subplots(1, 2)
+    ours = [g for g in groups if g.vectors == 1]
+    names = [f"{g.model}\n{g.source}, {g.recipe}" for g in ours] + [f"{r['model']}\n{r['source']} (pub.)"
+                                                                    for r in published]
+    x = list(range(len(names)))
+    tokens.bar(x[: len(ours)], [g.mean for g in ours], color="tab:orange", label="ours: mean exact horizon")
+    tokens.bar(x[len(ours):], [r["decoding_capacity"] for r in published], color="tab:blue", alpha=0.7,
+               label="published: max tokens (teacher-forced)")
+    gain.bar(x[: len(ours)], [g.gain or 0 for g in ours], color="tab:orange", label="ours, at the horizon")
+    gain.bar(x[len(ours):], [r["information_gain_bits"] or 0 for r in published], color="tab:blue", alpha=0.7,
+             label="published")
+    for ax, title, y in ((tokens, "Tokens per vector by model", "tokens (log scale)"),
+                         (gain, "Information gain per vector by model", "bits (log scale)")):
+        ax.set_yscale("log")
+        ax.set_xticks(x, names, rotation=90, fontsize=6)
+        ax.set_title(title)
+        ax.set_ylabel(y)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

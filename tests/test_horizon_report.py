@@ -1,0 +1,63 @@
+"""The horizon campaign's report: horizons, bounds and the paper's findings, from a real results file."""
+
+import pytest
+
+from cramming.recipes import RECIPES
+from cramming.report import build_report
+from cramming.store import Store, TaskKey
+
+from .test_report import metrics
+
+
+def add_search(store: Store, source: str, vectors: int, sample: int, tries: list[tuple[int, bool]],
+               gain_per_token: float) -> None:
+    """One passage's horizon search, try by try, each warm-started from the last exact length."""
+    recipe, lo = RECIPES["default"], 0
+    for length, exact in tries:
+        key = TaskKey("tiny", recipe.name, "fp", "tokfp", source, 0, sample, length, vectors, recipe.digest(), 0,
+                      passage_tokens=512, warm_from=lo)
+        row = metrics(source, sample, length, vectors, 1.0 if exact else 0.9, exact)
+        row["information_gain_bits"] = gain_per_token * length
+        store.add(key, recipe.to_dict(), row, "text", b"", [[0, 1.0, 0.5]])
+        lo = length if exact else lo
+
+
+@pytest.fixture
+def campaign(tmp_path):
+    path = tmp_path / "capacity.sqlite"
+    store = Store(path)
+    for vectors, top in ((1, 40), (2, 80), (4, 160)):  # books: horizons 40, 80, 160 -- linear in N
+        for sample in (0, 1):
+            add_search(store, "books", vectors, sample, [(8, True), (top, True), (top + 4, False)], 10.0)
+    add_search(store, "random", 1, 0, [(8, True), (16, True), (20, False)], 25.0)  # 16 tokens, 400 bits
+    add_search(store, "random", 1, 1, [(8, True), (16, True)], 25.0)  # still open: a lower bound
+    store.close()
+    return path
+
+
+def test_horizons_findings_and_figures(campaign, tmp_path):
+    report = build_report(campaign, tmp_path / "out")
+    groups = {(g.source, g.vectors): g for g in report.horizons}
+    books = groups[("books", 1)]
+    assert books.horizons == [40, 40] and books.lower_bounds == [False, False] and books.gain == 400
+    assert books.tries == 6 and books.steps == 2 * 10 * (8 + 40 + 44)
+    assert groups[("random", 1)].lower_bounds == [False, True] and groups[("random", 1)].mean == 16
+    linear, random, constant = report.findings
+    assert linear.startswith("(a)") and "slope of 1.00: holds" in linear
+    assert random.startswith("(b)") and "(0.40x)" in random and "(1.00x): holds so far" in random
+    assert constant.startswith("(c)") and "at most 0% from their mean" in constant
+    assert report.table == []  # every group here is a horizon search
+    names = {f.name for f in report.figures}
+    assert {"horizon_vs_cross_entropy", "horizon_scaling", "horizon_per_model"} <= names
+    assert all((tmp_path / "out" / f"{name}.png").stat().st_size > 0 for name in names)
+    md = report.markdown.read_text()
+    assert "| tiny | random | 1 | default, 5000 steps | ≥ 16.0 | 16 | ≥ 16 | 2 | 400 |" in md
+
+
+def test_a_finding_that_does_not_hold_says_so(campaign):
+    store = Store(campaign)
+    add_search(store, "recent", 1, 0, [(8, True), (100, True), (104, False)], 20.0)  # 2000 bits: far off
+    store.close()
+    report = build_report(campaign, campaign.parent / "out2")
+    constant = [f for f in report.findings if f.startswith("(c)")][0]
+    assert "recent 2000" in constant and "does not hold" in constant
