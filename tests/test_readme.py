@@ -1,0 +1,49 @@
+"""Every `cram ...` command in README's code blocks names a subcommand and flags that exist: a renamed flag
+breaks the build, not a reader's first try."""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def readme_commands() -> list[str]:
+    """The `cram ...` commands of README's fenced code blocks, synopsis continuation lines joined."""
+    blocks = re.findall(r"```[^\n]*\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+    commands = []
+    for block in blocks:
+        lines: list[str] = []
+        for line in block.splitlines():
+            if lines and re.match(r"\s+\[", line):  # a synopsis wrapped onto the next line
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(line)
+        for line in lines:
+            line = line.split("  #")[0]  # a trailing comment
+            commands += [m.strip() for m in re.findall(r"(?:^|&&|;)\s*(cram\s[^&;]*)", line)]
+    return commands
+
+
+def flags_of(command: str) -> tuple[str, list[str]]:
+    words = shlex.split(command.replace("[", " ").replace("]", " ").replace("|", " "))
+    flags = {w.split("=")[0] for w in words[2:] if re.match(r"^--?[a-zA-Z][\w-]*", w)}
+    return words[1], sorted(flags)
+
+
+def test_readme_has_commands_to_check():
+    subcommands = {flags_of(c)[0] for c in readme_commands()}
+    assert {"compress", "decompress", "certify", "capacity", "run", "report"} <= subcommands
+
+
+@pytest.mark.parametrize("command", readme_commands())
+def test_each_readme_command_names_real_flags(command, run_cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # option names unwrapped in the help panel
+    subcommand, flags = flags_of(command)
+    code, out, err = run_cli(subcommand, "--help")
+    assert code == 0, f"`cram {subcommand}` is not a command: {err}"
+    text = out.decode()
+    missing = [f for f in flags if not re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", text)]
+    assert not missing, f"README's `{command[:60]}...` uses {missing}, which `cram {subcommand} --help` lacks"
