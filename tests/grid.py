@@ -15,8 +15,9 @@ def cram(*args, env=None):
                             stderr=subprocess.PIPE, text=True, env=env)
 
 
-def kill_9_after(proc, db, rows: int = 2, timeout: float = 180) -> int:
-    """kill -9 a `cram` process once the database holds `rows` rows (or after timeout) -> the rows it kept."""
+def kill_9_after(proc, db, rows: int = 2, timeout: float = 600) -> int:
+    """kill -9 a `cram` process once the database holds `rows` rows (or after timeout: generous, since a loaded
+    machine can take minutes to start Ray) -> the rows it kept."""
     deadline = time.time() + timeout
     while time.time() < deadline and count_rows(db) < rows:
         time.sleep(0.05)
@@ -34,8 +35,8 @@ def count_rows(db) -> int:
 
 
 def comparable(rows, rel: float = 0.0):
-    """Rows without their timings, for ==; with rel, floats match within that relative tolerance (a Ray worker
-    runs one thread where this process runs two, and a matmul split over other threads rounds its last bits
-    differently)."""
+    """Rows without their timings (seconds, finished_at), for ==; with rel, floats match within that relative
+    tolerance (a Ray worker runs one thread where this process runs two, and a matmul split over other threads
+    rounds its last bits differently)."""
     return [{k: pytest.approx(v, rel=rel) if rel and isinstance(v, float) else v for k, v in r.items()
-             if k != "seconds"} for r in rows]
+             if k not in ("seconds", "finished_at")} for r in rows]
