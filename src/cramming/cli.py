@@ -27,7 +27,7 @@ from .recipes import RECIPES, get_recipe, parse_setting
 from .errors import CrammingError, NotExact
 from .models import ALIASES, DEFAULT_MODEL, SYNONYMS, alias_status
 from .runner import Spec, horizons, run_local, run_ray
-from .store import KEY, METRICS, Store
+from .store import ROW, Store
 from .storage import parse_form
 from .texts import SOURCE_USAGE, check_source, load_samples
 from .threads import use_threads
@@ -470,7 +470,7 @@ def results(
     if fmt == "json":
         print(json.dumps(rows, indent=1))
         return
-    writer = csv.DictWriter(sys.stdout, fieldnames=[*KEY, "budget", *METRICS], lineterminator="\n")
+    writer = csv.DictWriter(sys.stdout, fieldnames=ROW, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
 

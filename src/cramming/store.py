@@ -30,6 +30,7 @@ KEY = (*LABELS, *IDENTITY)  # every column of a TaskKey
 METRICS = ("tokens", "ce_without_bits", "ce_with_bits", "information_gain_bits", "information_gain_nats",
            "token_gain", "accuracy_without", "accuracy_with", "exact", "diverged", "theoretical_capacity",
            "utilization", "steps", "seconds")
+ROW = (*KEY, "budget", *METRICS, "finished_at")  # what rows() gives per row
 _TEXT_COLUMNS = {"model", "recipe", "model_fingerprint", "tokenizer_fingerprint", "source", "recipe_digest"}
 
 SCHEMA = f"""
@@ -123,7 +124,7 @@ class Store:
     def rows(self) -> list[dict]:
         """Every row's key, its step budget, its metrics and when it finished, as plain values (no vectors, no
         history)."""
-        cols = (*KEY, "budget", *METRICS, "finished_at")
+        cols = ROW
         out = []
         order = ", ".join(("model", "source", "recipe", "vectors", "length", "text_seed", "sample", "seed"))
         select = ", ".join(c if c != "budget" else "json_extract(recipe_settings, '$.max_steps')" for c in cols)
