@@ -34,3 +34,13 @@ def test_the_shipped_priors_were_built_by_todays_builder():
             recorded = Recipe.from_dict(json.loads(f.metadata()["recipe"]))
         # the same settings (the digest; a field added since, at its default, leaves it as it was)
         assert recorded.digest() == prior_module.builder().digest(), path.name
+
+
+def test_every_example_spec_loads_with_its_recipes():
+    from cramming.runner import Spec
+
+    specs = sorted((Path(__file__).parent.parent / "examples").rglob("*.toml"))
+    assert len(specs) >= 7
+    for path in specs:
+        spec = Spec.from_toml(path)
+        assert all(spec.recipe(name).digest() for name in spec.recipes), path.name
