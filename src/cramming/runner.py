@@ -212,16 +212,21 @@ class Worker:
             return text
         return self.lm.tokenizer.decode(self.lm.tokenizer(text, add_special_tokens=False)["input_ids"][: key.length])
 
+    def size_for(self, keys: list[TaskKey]) -> int:
+        """How many of these tasks (one recipe and vector count) to cram at once: batch_size, or what the
+        device holds at their longest length (auto_batch_size)."""
+        return self.batch_size or auto_batch_size(self.lm.model, max(key.length for key in keys), keys[0].vectors,
+                                                  api.prefix_token(self.lm.tokenizer, self.spec.recipe(keys[0].recipe)))
+
     def run(self, keys: list[TaskKey], warm: list[torch.Tensor | None] | None = None
             ) -> list[tuple[TaskKey, dict, dict, str, bytes, list]]:
-        """Cram tasks that share a recipe, vector count and seed, batch_size at a time, each from its own warm
-        start where `warm` gives one, and measure each
+        """Cram tasks that share a recipe, vector count and seed, size_for(keys) at a time, each from its own
+        warm start where `warm` gives one, and measure each
         -> per task (key, recipe settings, metrics, text, vector file bytes, thinned history)."""
         k = keys[0]
         recipe = self.spec.recipe(k.recipe)
         warm = warm or [None] * len(keys)
-        size = self.batch_size or auto_batch_size(self.lm.model, max(key.length for key in keys), k.vectors,
-                                                  api.prefix_token(self.lm.tokenizer, recipe))
+        size = self.size_for(keys)
         out = []
         for i in range(0, len(keys), size):
             chunk = keys[i: i + size]
@@ -317,7 +322,7 @@ def run_horizons(spec: Spec, store: Store, worker: Worker, *, on_task: OnTask | 
 
         def run(keys: list[TaskKey], warm: list[torch.Tensor | None]) -> None:
             nonlocal added
-            size = worker.batch_size or CPU_BATCH_SIZE  # each batch commits as it finishes
+            size = worker.size_for(keys)  # each batch commits as it finishes
             for i in range(0, len(keys), size):
                 added += _commit(store, worker.run(keys[i: i + size], warm[i: i + size]), on_task)
 
