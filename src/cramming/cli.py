@@ -23,10 +23,10 @@ from .atomic import atomic_output
 from .capacity import STRATEGIES, search
 from .engine import StepInfo
 from .metrics import measure as measure_text
-from .recipes import RECIPES, get_recipe, parse_setting
+from .recipes import RECIPES, get_recipe
 from .errors import CrammingError, NotExact
 from .models import ALIASES, DEFAULT_MODEL, SYNONYMS, alias_status
-from .runner import Spec, horizons, run_local, run_ray
+from .runner import Spec, horizon_capacity, run_local, run_ray
 from .store import ROW, Store
 from .storage import parse_form
 from .texts import SOURCE_USAGE, check_source, load_samples
@@ -369,17 +369,13 @@ def capacity(
     chosen = get_recipe(recipe, settings)
     use_threads(threads)
     if strategy == "horizon":
-        table = {chosen.name: {"base": recipe, **dict(map(parse_setting, settings))}}
-        spec = Spec(models=[model], sources=[source], vectors=counts, recipes=table, samples=samples,
-                    seeds=[seed], max_steps=max_steps, text_seed=seed, strategy="horizon", max_tokens=max_tokens)
-        spec.check()
-        store = Store(db)
         with Reporter("tries", quiet, transient=False) as reporter:
             def on_task(key, m) -> None:
                 reporter.update(reporter.completed + 1, f"n={key.vectors} #{key.sample} L={key.length}: "
                                 f"{'exact' if m['exact'] else 'not exact'} in {int(m['steps'])} steps")
-            found_all = [c.summary() for c in horizons(spec, store, device=device, on_task=on_task)]
-        store.close()
+            found_all = [c.summary() for c in horizon_capacity(
+                model, source, vectors=counts, recipe=recipe, settings=settings, samples=samples,
+                max_tokens=max_tokens, max_steps=max_steps, seed=seed, db=db, device=device, on_task=on_task)]
     else:
         lm = api.as_model(model, device=device)
         texts = [s.text for s in load_samples(source, samples, max_tokens, lm.tokenizer, seed)]
