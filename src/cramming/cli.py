@@ -41,6 +41,11 @@ EXIT_NOT_EXACT = 1  # the budget ran out, or a sample diverged: work was done, a
 EXIT_BAD_INPUT = 2
 ROUND_TRIP = {"exact": "[green]exact[/]", "not_exact": "[red]not exact[/]", "diverged": "[red]diverged[/]"}
 
+
+def status_words(metrics: dict) -> str:
+    """A stored row's outcome, in the words progress lines use."""
+    return "exact" if metrics["exact"] else "diverged" if metrics["diverged"] else "not exact"
+
 ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Alias, Hugging Face id or local directory.")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda[:i].")
 TextArg = typer.Argument(None, help="The text to cram (or use -f).")
@@ -372,7 +377,7 @@ def capacity(
         with Reporter("tries", quiet, transient=False) as reporter:
             def on_task(key, m) -> None:
                 reporter.update(reporter.completed + 1, f"n={key.vectors} #{key.sample} L={key.length}: "
-                                f"{'exact' if m['exact'] else 'not exact'} in {int(m['steps'])} steps")
+                                f"{status_words(m)} in {int(m['steps'])} steps")
             found_all = [c.summary() for c in horizon_capacity(
                 model, source, vectors=counts, recipe=recipe, settings=settings, samples=samples,
                 max_tokens=max_tokens, max_steps=max_steps, seed=seed, db=db, device=device, on_task=on_task)]
@@ -432,9 +437,8 @@ def run(
         reporter.update(reporter.completed + n, f"{sum(skipped)} done before")
 
     def on_task(key, metrics) -> None:
-        status = "exact" if metrics["exact"] else "diverged" if metrics["diverged"] else "not exact"
         reporter.update(reporter.completed + 1, f"{key.source} L={key.length} n={key.vectors} #{key.sample}: "
-                                                f"{status} in {int(metrics['steps'])} steps")
+                                                f"{status_words(metrics)} in {int(metrics['steps'])} steps")
 
     def on_workers(found: list[dict]) -> None:
         hosts = sorted({w["host"] for w in found})
