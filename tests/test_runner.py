@@ -7,6 +7,7 @@ import sys
 from dataclasses import replace
 
 import pytest
+import torch
 
 from cramming import CrammingError, LoadedModel, api
 from cramming.recipes import RECIPES
@@ -133,6 +134,18 @@ def test_two_runs_on_one_database_at_once(spec_file, tmp_path):
     rows = Store(db).rows()
     assert len(rows) == 6 and len({tuple(r[k] for k in KEY) for r in rows}) == 6
     assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_results_file_records_what_wrote_it(run_cli, spec_file, tmp_path):
+    db = tmp_path / "r.sqlite"
+    assert run_cli("run", str(spec_file()), "--db", str(db))[0] == 0
+    assert run_cli("run", str(spec_file()), "--db", str(db), "--quiet")[0] == 0  # a rerun is a run too
+    first, second = Store(db).runs()
+    assert first["command"].startswith("cram run ") and second["command"].endswith("--quiet")
+    assert first["torch"] == torch.__version__ and first["transformers"] and first["cramming"]
+    assert first["source_commit"] is None or len(first["source_commit"].split("+")[0]) == 12
+    assert run_cli("report", "--db", str(db), "-o", str(tmp_path / "rep"))[0] == 0
+    assert f"`{first['command']}`" in (tmp_path / "rep" / "report.md").read_text()
 
 
 def test_results_export(run_cli, spec_file, tmp_path):

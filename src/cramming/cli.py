@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from dataclasses import asdict
@@ -40,6 +41,11 @@ err = Console(stderr=True)
 EXIT_NOT_EXACT = 1  # the budget ran out, or a sample diverged: work was done, and its best vectors are saved
 EXIT_BAD_INPUT = 2
 ROUND_TRIP = {"exact": "[green]exact[/]", "not_exact": "[red]not exact[/]", "diverged": "[red]diverged[/]"}
+
+
+def command_line() -> str:
+    """This invocation, as a results file records what wrote it."""
+    return shlex.join(["cram", *sys.argv[1:]])
 
 
 def status_words(metrics: dict) -> str:
@@ -380,7 +386,8 @@ def capacity(
                                 f"{status_words(m)} in {int(m['steps'])} steps")
             found_all = [c.summary() for c in horizon_capacity(
                 model, source, vectors=counts, recipe=recipe, settings=settings, samples=samples,
-                max_tokens=max_tokens, max_steps=max_steps, seed=seed, db=db, device=device, on_task=on_task)]
+                max_tokens=max_tokens, max_steps=max_steps, seed=seed, db=db, device=device, on_task=on_task,
+                command=command_line())]
     else:
         lm = api.as_model(model, device=device)
         texts = [s.text for s in load_samples(source, samples, max_tokens, lm.tokenizer, seed)]
@@ -429,6 +436,7 @@ def run(
     if executor == "local":
         use_threads(threads)
     store = Store(db)
+    store.record_run(command_line())
     total, skipped = spec.size(), []
     reporter = Reporter("tasks", quiet, total, transient=False)
 

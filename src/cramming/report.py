@@ -328,6 +328,9 @@ def build_report(db: str | Path, out_dir: str | Path) -> Report:
     if horizons:
         figures += horizon_figures(horizons, published)
     figures += [figure_cross_entropy(rows), figure_history(pick_histories(store, rows))]
+    made_by = [f"{r['started_at']} UTC: `{r['command']}` (source commit {r['source_commit'] or 'unknown'}; "
+               f"cramming {r['cramming']}, torch {r['torch']}, transformers {r['transformers']})"
+               for r in store.runs()] or ["not recorded: the file was written before cramming recorded its runs"]
     store.close()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -353,10 +356,10 @@ def build_report(db: str | Path, out_dir: str | Path) -> Report:
     horizon_part = (HORIZON_INTRO, [g.cells() for g in horizons], findings) if horizons else None
     md = Path(out / "report.md")
     with atomic_output(md) as tmp:
-        tmp.write_text(_markdown(intro, cells, figures, horizon_part), encoding="utf-8")
+        tmp.write_text(_markdown(intro, made_by, cells, figures, horizon_part), encoding="utf-8")
     page = Path(out / "index.html")
     with atomic_output(page) as tmp:
-        tmp.write_text(_html(intro, cells, figures, pngs, horizon_part), encoding="utf-8")
+        tmp.write_text(_html(intro, made_by, cells, figures, pngs, horizon_part), encoding="utf-8")
     return Report(ours, published, horizons, findings, figures, page, md)
 
 
@@ -385,8 +388,10 @@ def horizon_figures(groups: list[HorizonGroup], published: list[dict]) -> list[F
     ]
 
 
-def _markdown(intro: str, cells: list[list[str]], figures: list[Figure], horizon_part: tuple | None) -> str:
-    lines = ["# Cramming report", "", intro, "", "| " + " | ".join(TABLE_HEADERS) + " |",
+def _markdown(intro: str, made_by: list[str], cells: list[list[str]], figures: list[Figure],
+              horizon_part: tuple | None) -> str:
+    lines = ["# Cramming report", "", intro, "", "Written by:", ""] + [f"- {m}" for m in made_by]
+    lines += ["", "| " + " | ".join(TABLE_HEADERS) + " |",
              "|" + "---|" * len(TABLE_HEADERS)]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
     if horizon_part:
@@ -401,7 +406,7 @@ def _markdown(intro: str, cells: list[list[str]], figures: list[Figure], horizon
     return "\n".join(lines) + "\n"
 
 
-def _html(intro: str, cells: list[list[str]], figures: list[Figure], pngs: dict[str, bytes],
+def _html(intro: str, made_by: list[str], cells: list[list[str]], figures: list[Figure], pngs: dict[str, bytes],
           horizon_part: tuple | None) -> str:
     """One self-contained page: the figures are embedded, so it opens anywhere without a network."""
     esc = html.escape
@@ -430,6 +435,7 @@ tr.published {{ color: #345; background: #eef3f8; font-style: italic; }}
 img {{ max-width: 100%; }} figcaption {{ color: #444; font-size: 0.9em; }}
 </style></head><body>
 <h1>Cramming report</h1><p>{esc(intro)}</p>
+<p>Written by:</p><ul>{"".join(f"<li>{esc(m)}</li>" for m in made_by)}</ul>
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 {horizons}
 {figs}

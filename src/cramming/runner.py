@@ -306,16 +306,19 @@ def horizons(spec: Spec, store: Store, *, device: str = "auto", on_task: OnTask 
 def horizon_capacity(model: str, source: str, *, vectors: list[int], recipe: str = "default",
                      settings: list[str] | None = None, samples: int = 5, max_tokens: int = 128,
                      max_steps: int | None = None, seed: int = 0, db: str | Path = "capacity.sqlite",
-                     device: str = "auto", on_task: OnTask | None = None) -> list[Capacity]:
+                     device: str = "auto", on_task: OnTask | None = None,
+                     command: str = "cramming.runner.horizon_capacity") -> list[Capacity]:
     """`cram capacity --strategy horizon`: the exact horizons of `samples` passages of a source, per vector
-    count, every try a row of `db` (a rerun resumes) -> one Capacity per vector count. The recipe is the named
-    one with FIELD=VALUE settings, stored under the label they make (`default+lr=0.1`)."""
+    count, every try a row of `db` (a rerun resumes; `command` is recorded among its runs) -> one Capacity per
+    vector count. The recipe is the named one with FIELD=VALUE settings, stored under the label they make
+    (`default+lr=0.1`)."""
     label = get_recipe(recipe, settings).name
     spec = Spec(models=[model], sources=[source], vectors=vectors,
                 recipes={label: {"base": recipe, **dict(map(parse_setting, settings or []))}}, samples=samples,
                 seeds=[seed], max_steps=max_steps, text_seed=seed, strategy="horizon", max_tokens=max_tokens)
     spec.check()
     store = Store(db)
+    store.record_run(command)
     try:
         return horizons(spec, store, device=device, on_task=on_task)
     finally:

@@ -10,13 +10,20 @@ Each finished batch of tasks is committed in one transaction, so a crash loses a
 (one task at batch size 1) and never keeps part of a batch. The identity is the primary key and rows are
 inserted with INSERT OR IGNORE, so rerunning a spec, or two runs on one file at once, never duplicates a
 row. WAL mode and a busy timeout let concurrent runs share the file safely.
+
+A second table, `runs`, says what wrote the file: each `cram run` or horizon search on it, with its command
+line, when it started, the commit of the cramming checkout it ran from (marked +dirty when its source had
+uncommitted changes) and the versions of cramming, torch and transformers. A row was made by the last run
+that started before it finished.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
 
 from .errors import CrammingError
@@ -45,6 +52,39 @@ CREATE TABLE IF NOT EXISTS results (
     PRIMARY KEY ({", ".join(IDENTITY)})
 )
 """
+
+
+RUNS = """
+CREATE TABLE IF NOT EXISTS runs (
+    started_at TEXT NOT NULL DEFAULT (datetime('now')), command TEXT NOT NULL, source_commit TEXT,
+    cramming TEXT, torch TEXT, transformers TEXT
+)
+"""
+
+
+def source_commit() -> str | None:
+    """The git commit of the checkout this cramming runs from, +dirty when its source differs from it; None
+    for an installed package (no checkout) or without git."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                                "src"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -94,9 +134,23 @@ class Store:
             with self.db:
                 self.db.execute("BEGIN IMMEDIATE")
                 self.db.execute(SCHEMA)
+                self.db.execute(RUNS)
                 self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as err:
             raise CrammingError(f"{self.path} is not a usable results database ({err})") from None
+
+    def record_run(self, command: str) -> None:
+        """Note that `command` is about to write rows here, with the code and library versions it runs on."""
+        with self.db:
+            self.db.execute("INSERT INTO runs (command, source_commit, cramming, torch, transformers) "
+                            "VALUES (?, ?, ?, ?, ?)", (command, source_commit(), _version("cramming"),
+                                                       _version("torch"), _version("transformers")))
+
+    def runs(self) -> list[dict]:
+        """What wrote this file, oldest first."""
+        cursor = self.db.execute("SELECT * FROM runs ORDER BY started_at, rowid")
+        names = [c[0] for c in cursor.description]
+        return [dict(zip(names, row)) for row in cursor]
 
     def done(self) -> set[tuple]:
         """The identities of the stored rows."""
