@@ -150,7 +150,8 @@ def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor
         rows = torch.tensor([s.row for s in active], device=device)
         T = int(lengths[rows].max())  # trim padding no active sample needs
         tgt, ok = targets[rows, :T], valid[rows, :T]
-        vectors = storage.straight_through(torch.stack([s.vectors for s in active]), storage_form)
+        raw = torch.stack([s.vectors for s in active])
+        vectors = storage.straight_through(raw, storage_form)
         with autocast(device, recipe.bf16):
             logits = text_logits(model, vectors, text_embeds[rows, :T], prefix_id)
         ce = F.cross_entropy(logits.float().transpose(1, 2), tgt, reduction="none") * ok
@@ -167,7 +168,7 @@ def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor
         objective = (ce * trained).sum(1) / lengths[rows]
         margins = lead.amin(1).tolist()
 
-        snapshot = torch.stack([s.vectors for s in active]).detach().float().cpu()
+        snapshot = raw.detach().float().cpu()  # the float32 vectors, whose stored form is what was checked
         finite = torch.isfinite(losses).tolist()
         for j, (s, loss, accuracy) in enumerate(zip(active, losses.tolist(), accuracies.tolist())):
             s.history.append((step, loss, accuracy))

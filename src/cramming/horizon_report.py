@@ -95,12 +95,6 @@ def horizon_groups(groups: dict[tuple, list[dict]], labels: dict[str, str]) -> l
     return out
 
 
-def _published_scaling() -> list[dict]:
-    from .report import reference
-
-    return reference("paper_vectors_scaling.csv")
-
-
 def findings(groups: list[HorizonGroup]) -> list[str]:
     """The paper's three findings, each checked where our groups can check it, in one sentence each."""
     out = []
@@ -176,10 +170,10 @@ def figure_horizon_vs_ce(groups: list[HorizonGroup]) -> MplFigure:
     return fig
 
 
-def figure_horizon_scaling(groups: list[HorizonGroup]) -> MplFigure:
+def figure_horizon_scaling(groups: list[HorizonGroup], published: list[dict]) -> MplFigure:
+    """published: paper_vectors_scaling.csv's rows."""
     fig = MplFigure(figsize=(11, 4.5))
     tokens, gain = fig.subplots(1, 2)
-    published = _published_scaling()
     for model in sorted({r["model"] for r in published}):
         rs = [r for r in published if r["model"] == model]
         tokens.plot([r["n_vectors"] for r in rs if r["pg19_max_tokens"]],

@@ -380,7 +380,8 @@ def horizon_figures(groups: list[HorizonGroup], published: list[dict]) -> list[F
         Figure("horizon_scaling", "Horizon and information gain vs N", (
             "Log-log: our mean exact horizon (bars: min-max over passages) and information gain per N, beside "
             "Kuratov et al.'s Figure 4 (paper_vectors_scaling.csv: PG-19, teacher-forced max tokens; gain "
-            "converted from nats to bits)."), horizon_report.figure_horizon_scaling(groups)),
+            "converted from nats to bits)."), horizon_report.figure_horizon_scaling(
+                groups, reference("paper_vectors_scaling.csv"))),
         Figure("horizon_per_model", "Tokens and information gain per vector by model", (
             "One vector: our mean exact horizon and information gain per (model, source, recipe), beside the "
             "published Table 1 (paper_models.csv; max tokens teacher-forced with the first token given, gain "
