@@ -153,7 +153,8 @@ def test_the_options_are_keyword_only(tiny_lm):
 @pytest.mark.parametrize("field, value", [("lr", 0.0), ("lr", float("nan")), ("final_lr", -1e-3),
                                           ("schedule", "linear"), ("init", "zeros"), ("warmup_steps", -1),
                                           ("period", 0), ("period_mult", 0.5), ("grad_clip", 0.0),
-                                          ("max_steps", -1), ("patience", 0)])
+                                          ("max_steps", -1), ("patience", 0), ("restart_decay", 0.0),
+                                          ("restart_decay", 1.5)])
 def test_a_bad_recipe_fails_when_it_is_made(field, value):
     with pytest.raises(CrammingError, match=f"recipe 'bad': {field} must be"):
         replace(RECIPES["default"], name="bad", **{field: value})
@@ -199,6 +200,10 @@ def test_schedules():
     assert growing.lr_factor(299) < 0.02 and growing.lr_factor(300) == pytest.approx(1.0)
     assert growing.lr_factor(500) == pytest.approx(cycling.lr_factor(50))  # halfway through 400
     assert growing.lr_factor(700) == pytest.approx(1.0)
+    gentler = replace(growing, restart_decay=0.5)  # each restart peaks at half the one before
+    assert gentler.lr_factor(0) == pytest.approx(1.0) and gentler.lr_factor(99) == pytest.approx(growing.lr_factor(99))
+    assert gentler.lr_factor(100) == pytest.approx(0.5) and gentler.lr_factor(300) == pytest.approx(0.25)
+    assert gentler.lr_factor(299) == pytest.approx(growing.lr_factor(299))  # every cycle still ends at final_lr
 
 
 def test_margin_loss_trains_only_the_tokens_not_yet_safely_right(tiny_lm):

@@ -30,6 +30,7 @@ def test_grid_runs_once_and_rerun_skips(spec_file, tmp_path):
     assert skipped == [4]
     history = store.history(rows[0])
     assert history and history[0][0] == 0 and history[-1][2] == 1.0
+    assert len(store.text(rows[0])) > 0 and store.text(dict(rows[0], sample=99)) is None
     meta = store.metadata(rows[0])  # the vector file records the spec's budget, not the recipe's 5000
     assert meta["recipe"]["max_steps"] == spec.max_steps == 300 and meta["n_tokens"] == 4
 

@@ -34,6 +34,7 @@ class Recipe:
     final_lr: float = 0.0  # cosine only: the learning rate reached at the end of each period
     period: int | None = None  # cosine only: steps per cosine cycle, restarting at lr after each; None: max_steps
     period_mult: float = 1.0  # each cosine cycle this many times longer than the one before
+    restart_decay: float = 1.0  # each cosine cycle starts at this fraction of the one before's peak lr
     grad_clip: float | None = None  # per-sample gradient-norm clip
     margin: float | None = None  # a token whose logit leads every other by more than this leaves the loss
     prefix_token: bool = False  # a fixed token (BOS, else EOS) before the vectors takes the attention sink's seat
@@ -59,6 +60,7 @@ class Recipe:
             (self.period is not None and self.period < 1, f"period must be >= 1, got {self.period}"),
             # Shrinking periods would end in 1-step cycles: no schedule, and lr_factor walking every step.
             (not self.period_mult >= 1, f"period_mult must be >= 1, got {self.period_mult}"),
+            (not 0 < self.restart_decay <= 1, f"restart_decay must be in (0, 1], got {self.restart_decay}"),
             (self.grad_clip is not None and not self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
             (self.max_steps < 0, f"max_steps must be >= 0, got {self.max_steps}"),
             (self.patience is not None and self.patience < 1, f"patience must be >= 1, got {self.patience}"),
@@ -108,21 +110,22 @@ class Recipe:
             return (step + 1) / self.warmup_steps
         if self.schedule == "constant":
             return 1.0
-        since = step - self.warmup_steps
+        since, peak = step - self.warmup_steps, 1.0
         if self.period:  # warm restarts: the cosine starts over after each period, the next period_mult times longer
             period = self.period
             while since >= period:
                 since -= period
                 period = max(1, round(period * self.period_mult))
+                peak *= self.restart_decay
             progress = since / period
         else:
             progress = min(1.0, since / max(1, self.max_steps - self.warmup_steps))
         floor = self.final_lr / self.lr
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        return floor + (max(peak, floor) - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 _HINTS = typing.get_type_hints(Recipe)
-_ADDED_LATER = {"precision": "auto"}
+_ADDED_LATER = {"precision": "auto", "restart_decay": 1.0}
 
 
 def _checked(recipe: str, key: str, value: Any) -> Any:

@@ -212,6 +212,10 @@ class Store:
         row = self._column(key, "recipe_settings")
         return json.loads(row) if row else {}
 
+    def text(self, key: dict) -> str | None:
+        """The text crammed in the row with this key."""
+        return self._column(key, "text")
+
     def vector_file(self, key: dict) -> bytes | None:
         """The vector file (safetensors bytes) of the row with this key."""
         return self._column(key, "vector_file")
