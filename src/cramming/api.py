@@ -17,6 +17,7 @@ import torch
 
 from . import __version__, storage
 from .decode import greedy_decode
+from .encoder import model_encoder
 from .engine import CramResult, StepInfo, cram, starting_vectors
 from .errors import CrammingError, NotExact
 from .models import DEFAULT_MODEL, LoadedModel, load_model, resolve_device
@@ -151,6 +152,10 @@ def compress(
     prior = model_prior(lm, n_vectors, prefix) if recipe.prior else None
     start = starting_vectors(recipe, n_vectors, lm.model.get_input_embeddings().weight, seed, len(texts), prior,
                              warm_start)
+    if recipe.encoder:  # each text's own start: the common one plus what the encoder predicts from the text
+        offsets = model_encoder(lm, n_vectors).offsets(lm, [ids for _, ids in prepared], prefix)
+        fresh = [i for i, w in enumerate(warm_start or [None] * len(texts)) if w is None]
+        start[fresh] += offsets[fresh]
     results = cram(lm.model, [ids for _, ids in prepared], start, recipe, prefix_id=prefix, on_step=on_step,
                    min_margin=min_margin, storage_form=storage_form)
     # The round trip that counts is from what the file will hold: decode each text's vectors as stored (a file

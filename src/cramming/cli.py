@@ -22,6 +22,7 @@ from rich.table import Table
 from . import api
 from .atomic import atomic_output
 from .capacity import STRATEGIES, search
+from .encoder_train import Training, train_encoder, training_store
 from .engine import StepInfo
 from .metrics import measure as measure_text
 from .recipes import RECIPES, get_recipe
@@ -493,6 +494,52 @@ def report(
 
     written = build_report(db, out)
     print(f"wrote {written.html} and {written.markdown} with {len(written.figures)} figures")
+
+
+encoder_app = typer.Typer(no_args_is_help=True, help="Encoders: starts predicted from the text (recipe field "
+                                                      "`encoder`).")
+app.add_typer(encoder_app, name="encoder")
+
+
+@encoder_app.command("train")
+def encoder_train(
+    model: str = ModelOpt,
+    vectors: int = VectorsOpt,
+    sources: str = typer.Option("books,recent", "--sources", help="Comma-separated text sources to train on."),
+    lengths: str = typer.Option("16,32,64", "--lengths", help="Comma-separated passage lengths (tokens)."),
+    passages: int = typer.Option(32, "--passages", help="Passages per source and length."),
+    max_steps: int = typer.Option(1500, "--max-steps", help="Cramming budget per training passage."),
+    layer: int = typer.Option(15, "--layer", help="The hidden state the head reads: after this many blocks."),
+    end_to_end: int = typer.Option(0, "--end-to-end-steps", help="Then train the head through the model on the "
+                                                                 "cramming loss for this many steps (0: ridge only)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Encoder file (default: the cache, where the "
+                                                                 "`encoder` recipe field finds it)."),
+    device: str = DeviceOpt,
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: the cores not busy)."),
+    quiet: bool = QuietOpt,
+) -> None:
+    """Train a model's encoder: cram training passages (resumable: rerun after a kill), then fit the head."""
+    try:
+        training = Training(sources=tuple(sources.split(",")), lengths=tuple(int(t) for t in lengths.split(",")),
+                            passages=passages, max_steps=max_steps, layer=layer, end_to_end_steps=end_to_end)
+    except ValueError:
+        raise CrammingError(f"--lengths takes comma-separated numbers, got {lengths!r}") from None
+    for source in training.sources:
+        check_source(source, passages)
+    use_threads(threads)
+    lm = api.as_model(model, device=device)
+    total = len(training.sources) * len(training.lengths) * passages
+    with Reporter("training passages", quiet, total, transient=False) as reporter:
+        def on_task(key, metrics) -> None:
+            reporter.update(reporter.completed + 1, f"{key.source} L={key.length} #{key.sample}: "
+                                                    f"{status_words(metrics)} in {int(metrics['steps'])} steps")
+
+        def on_step(step: int, loss: float) -> None:
+            reporter.update(step + 1, f"end to end: loss {loss:.3f}", total=end_to_end)
+
+        encoder = train_encoder(lm, vectors, training, out=out, on_task=on_task, on_step=on_step)
+    print(f"encoder for {lm.name}, {vectors} vector(s): {encoder.about['texts']} exact solutions, ridge alpha "
+          f"{encoder.about['alpha']:g}; training passages in {training_store(lm, vectors)}", file=sys.stderr)
 
 
 @app.command()

@@ -39,6 +39,7 @@ class Recipe:
     margin: float | None = None  # a token whose logit leads every other by more than this leaves the loss
     prefix_token: bool = False  # a fixed token (BOS, else EOS) before the vectors takes the attention sink's seat
     prior: bool = False  # add the model's prior (prior.py: the mean of the vectors crammed for a few passages)
+    encoder: bool = False  # and the model's encoder's offset for each text (encoder.py: predicted from the text)
     max_steps: int = 5000
     # Give up on a sample whose best teacher-forced accuracy has not risen for this many steps (the paper's rule).
     patience: int | None = None
@@ -65,6 +66,7 @@ class Recipe:
             (self.max_steps < 0, f"max_steps must be >= 0, got {self.max_steps}"),
             (self.patience is not None and self.patience < 1, f"patience must be >= 1, got {self.patience}"),
             (self.prior and not self.prefix_token, "prior needs prefix_token: the prior is crammed with one"),
+            (self.encoder and not self.prior, "encoder needs prior: its offsets are from the prior's start"),
             (self.precision not in ("auto", "fp32", "bf16"),
              f"precision must be auto, fp32 or bf16, got {self.precision!r}"),
         ]
@@ -125,7 +127,7 @@ class Recipe:
 
 
 _HINTS = typing.get_type_hints(Recipe)
-_ADDED_LATER = {"precision": "auto", "restart_decay": 1.0}
+_ADDED_LATER = {"precision": "auto", "restart_decay": 1.0, "encoder": False}
 
 
 def _checked(recipe: str, key: str, value: Any) -> Any:

@@ -1,0 +1,216 @@
+"""Starts that know the text: predict a text's crammed vectors from the frozen model's own reading of it.
+
+Every text otherwise starts at the same point, the model's prior plus the seed's noise (engine.starting_vectors).
+An encoder adds a per-text offset to that point: the model reads [prefix ; text], its hidden states at one layer
+are averaged over the text's positions, and a linear head maps that average to an [n, d] offset.
+
+Crammed solutions are not unique (many vectors decode a text), so the head is not fit to "the" solution but to
+the one the recipe reaches from the common start: every training text is crammed from the same start with the
+same seed, so the target, solution minus start, is a function of the text alone, and ridge regression gives
+its conditional mean. Two ways to fit the head (benchmarks/encoder.py measures both on held-out passages):
+`fit_ridge`, closed form onto crammed solutions; `fit_end_to_end`, through the frozen model on the cramming loss
+itself, starting from the ridge head.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .assets import cache_dir
+from .atomic import atomic_output
+from .engine import text_logits
+from .errors import CrammingError
+from .models import LoadedModel
+
+SHIPPED = Path(__file__).parent / "encoders"
+
+
+def features(lm: LoadedModel, token_ids: Sequence[Sequence[int]], layer: int, prefix_id: int | None,
+             batch: int = 16) -> torch.Tensor:
+    """[B, d] how the frozen model reads each text: its hidden state after `layer` blocks, averaged over the
+    text's positions (the prefix token, when there is one, comes first and is left out)."""
+    blocks = lm.model.config.num_hidden_layers
+    if not 0 <= layer <= blocks:
+        raise CrammingError(f"{lm.name} has {blocks} blocks: the layer read must be between 0 and {blocks}, "
+                            f"got {layer}")
+    out = []
+    head = [] if prefix_id is None else [prefix_id]
+    for i in range(0, len(token_ids), batch):
+        chunk = [head + list(ids) for ids in token_ids[i: i + batch]]
+        width = max(map(len, chunk))
+        ids = torch.tensor([c + [0] * (width - len(c)) for c in chunk], device=lm.device)  # right-padded
+        mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in chunk], device=lm.device)
+        with torch.no_grad():
+            hidden = lm.model(input_ids=ids, attention_mask=mask, output_hidden_states=True,
+                              use_cache=False).hidden_states[layer].float()
+        text = mask.clone()
+        text[:, : len(head)] = 0
+        out.append((hidden * text[..., None]).sum(1) / text.sum(1, keepdim=True))
+    return torch.cat(out).cpu()
+
+
+@dataclass
+class Encoder:
+    """A linear head from a model's reading of a text to the offset of its vectors from the common start."""
+
+    weight: torch.Tensor  # [d_features, n * d]
+    bias: torch.Tensor  # [n * d]
+    center: torch.Tensor  # [d_features]: features are centered and scaled before the head
+    scale: torch.Tensor  # [d_features]
+    layer: int
+    n_vectors: int
+    model: str
+    model_fingerprint: str
+    tokenizer_fingerprint: str
+    about: dict = field(default_factory=dict)  # how it was trained: texts, lengths, fit, held-out scores
+
+    def offsets(self, lm: LoadedModel, token_ids: Sequence[Sequence[int]], prefix_id: int | None) -> torch.Tensor:
+        """[B, n, d] offsets of these texts' starts from the common start."""
+        self.check(lm)
+        x = (features(lm, token_ids, self.layer, prefix_id) - self.center) / self.scale
+        return (x @ self.weight + self.bias).reshape(len(token_ids), self.n_vectors, -1)
+
+    def check(self, lm: LoadedModel) -> None:
+        if (self.model_fingerprint, self.tokenizer_fingerprint) != (lm.fingerprint, lm.tokenizer_fingerprint):
+            raise CrammingError(f"this encoder was trained for {self.model} (fingerprint "
+                                f"{self.model_fingerprint[:12]}), not for {lm.name} ({lm.fingerprint[:12]})")
+
+    def save(self, path: str | Path) -> Path:
+        tensors = {"weight": self.weight.contiguous(), "bias": self.bias.contiguous(),
+                   "center": self.center.contiguous(), "scale": self.scale.contiguous()}
+        meta = {"layer": self.layer, "n_vectors": self.n_vectors, "model": self.model,
+                "model_fingerprint": self.model_fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint,
+                "about": self.about}
+        with atomic_output(Path(path)) as tmp:
+            save_file(tensors, str(tmp), metadata={"cramming_encoder": json.dumps(meta)})
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Encoder:
+        try:
+            tensors = load_file(str(path))
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                meta = json.loads((f.metadata() or {})["cramming_encoder"])
+            return cls(tensors["weight"], tensors["bias"], tensors["center"], tensors["scale"], **meta)
+        except FileNotFoundError:
+            raise CrammingError(f"no such encoder file: {path}") from None
+        except (SafetensorError, KeyError, TypeError, json.JSONDecodeError, OSError):
+            raise CrammingError(f"{path} is not a cramming encoder file") from None
+
+
+def encoder_path(lm: LoadedModel, n_vectors: int) -> Path:
+    """Where the encoder of this model for n vectors is cached (the shipped one has the same name)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(lm.name).name)
+    return cache_dir() / "encoders" / f"{name}-{lm.fingerprint[:16]}-{n_vectors}v.safetensors"
+
+
+def model_encoder(lm: LoadedModel, n_vectors: int) -> Encoder:
+    """The encoder of this model for n vectors: shipped with the package or trained by `cram encoder train`."""
+    path = encoder_path(lm, n_vectors)
+    for found in (SHIPPED / path.name, path):
+        if found.exists():
+            encoder = Encoder.load(found)
+            encoder.check(lm)
+            return encoder
+    raise CrammingError(f"no encoder for {lm.name} with {n_vectors} vector(s); train one with: "
+                        f"cram encoder train --model {lm.name} --vectors {n_vectors}")
+
+
+def standardize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(center, scale) of the features' columns; a constant column gets scale 1."""
+    center, scale = x.mean(0), x.std(0)
+    return center, torch.where(scale > 1e-6, scale, torch.ones_like(scale))
+
+
+def ridge(x: torch.Tensor, y: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closed-form ridge regression of y [N, k] on x [N, f] -> (weight [f, k], bias [k]); the bias is not
+    penalized."""
+    x, y = x.double(), y.double()
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    gram = (x - x_mean).T @ (x - x_mean) + alpha * torch.eye(x.shape[1], dtype=x.dtype)
+    weight = torch.linalg.solve(gram, (x - x_mean).T @ (y - y_mean))
+    return weight.float(), (y_mean - x_mean @ weight).float()
+
+
+def choose_alpha(x: torch.Tensor, y: torch.Tensor, alphas: Sequence[float], folds: int = 5, seed: int = 0
+                 ) -> tuple[float, dict[float, float]]:
+    """The ridge penalty whose held-out predictions are nearest the targets in k-fold cross-validation
+    -> (best alpha, {alpha: mean squared error of the held-out folds})."""
+    order = list(range(len(x)))
+    random.Random(seed).shuffle(order)
+    parts = [order[i::folds] for i in range(folds)]
+    errors = {}
+    for alpha in alphas:
+        total = 0.0
+        for part in parts:
+            rest = [i for i in order if i not in set(part)]
+            weight, bias = ridge(x[rest], y[rest], alpha)
+            total += ((x[part] @ weight + bias - y[part]) ** 2).sum().item()
+        errors[alpha] = total / y.numel()
+    return min(errors, key=errors.get), errors
+
+
+def fit_ridge(lm: LoadedModel, token_ids: Sequence[Sequence[int]], targets: torch.Tensor, *, layer: int,
+              prefix_id: int | None, alphas: Sequence[float] = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5)) -> Encoder:
+    """An encoder fit in closed form: texts -> targets [N, n, d] (each text's solution minus the common start),
+    its penalty chosen by 5-fold cross-validation."""
+    x = features(lm, token_ids, layer, prefix_id)
+    center, scale = standardize(x)
+    x = (x - center) / scale
+    y = targets.reshape(len(targets), -1).float()
+    alpha, errors = choose_alpha(x, y, alphas)
+    weight, bias = ridge(x, y, alpha)
+    return Encoder(weight, bias, center, scale, layer, targets.shape[1], lm.name, lm.fingerprint,
+                   lm.tokenizer_fingerprint, {"fit": "ridge", "alpha": alpha, "texts": len(token_ids),
+                                               "cv_mse": {str(a): e for a, e in errors.items()},
+                                               "target_mse": y.pow(2).mean().item()})
+
+
+def fit_end_to_end(lm: LoadedModel, encoder: Encoder, token_ids: Sequence[Sequence[int]], start: torch.Tensor, *,
+                   prefix_id: int | None, steps: int, lr: float = 1e-3, batch: int = 8, seed: int = 0,
+                   on_step: Callable[[int, float], None] | None = None) -> Encoder:
+    """The head trained through the frozen model on the cramming loss itself (cross-entropy of each text given
+    its predicted start, the common `start` [n, d] plus the head's offset), from `encoder`'s head. Features are
+    computed once: the model reads each text the same way every step."""
+    x = (features(lm, token_ids, encoder.layer, prefix_id) - encoder.center) / encoder.scale
+    weight = torch.nn.Parameter(encoder.weight.clone())
+    bias = torch.nn.Parameter(encoder.bias.clone())
+    optimizer = torch.optim.Adam([weight, bias], lr=lr)
+    embedding = lm.model.get_input_embeddings()
+    rng = random.Random(seed)
+    for step in range(steps):
+        rows = rng.sample(range(len(token_ids)), min(batch, len(token_ids)))
+        width = max(len(token_ids[r]) for r in rows)
+        target = torch.tensor([list(token_ids[r]) + [0] * (width - len(token_ids[r])) for r in rows],
+                              device=lm.device)
+        valid = torch.tensor([[1.0] * len(token_ids[r]) + [0.0] * (width - len(token_ids[r])) for r in rows],
+                             device=lm.device)
+        vectors = start.to(lm.device) + (x[rows].to(lm.device) @ weight + bias).reshape(len(rows), *start.shape)
+        with torch.no_grad():
+            embeds = embedding(target)
+        logits = text_logits(lm.model, vectors, embeds, prefix_id)
+        ce = F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none")
+        loss = ((ce * valid).sum(1) / valid.sum(1)).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if on_step is not None:
+            on_step(step, loss.item())
+        if not math.isfinite(loss.item()):
+            raise CrammingError(f"end-to-end training diverged at step {step}; lower its learning rate")
+    about = dict(encoder.about, fit="ridge, then end to end", end_to_end_steps=steps, end_to_end_lr=lr)
+    return Encoder(weight.detach(), bias.detach(), encoder.center, encoder.scale, encoder.layer, encoder.n_vectors,
+                   encoder.model, encoder.model_fingerprint, encoder.tokenizer_fingerprint, about)

@@ -1,0 +1,92 @@
+"""Training a model's encoder (encoder.py): cram training passages, then fit the head to their solutions.
+
+The passages are crammed as a grid of the `runner` (book and recent passages of several lengths, text seed
+TEXT_SEED, the `default` recipe from its common start) into a results file in the cache, so a training run that
+is killed resumes where it stopped: only the head's fit, which takes seconds, runs again. Only exact solutions
+are fit. The passages drawn here must stay apart from those an encoder is measured on (benchmarks/encoder.py
+checks that it evaluates on none of them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .api import prefix_token
+from .encoder import Encoder, encoder_path, fit_end_to_end, fit_ridge
+from .engine import starting_vectors
+from .errors import CrammingError
+from .models import LoadedModel
+from .prior import model_prior
+from .recipes import RECIPES
+from .runner import Spec, run_local
+from .store import Store
+from .vectors import vectors_of
+
+TEXT_SEED = 3  # the benchmarks measure on seed 0 (books) and seeds 1 and 10 (long_texts): none is trained on
+
+
+@dataclass
+class Training:
+    """What an encoder is trained on and how."""
+
+    sources: tuple[str, ...] = ("books", "recent")
+    lengths: tuple[int, ...] = (16, 32, 64)
+    passages: int = 32  # per source and length
+    max_steps: int = 1500  # the cramming budget per passage
+    layer: int = 15  # the hidden state read: after this many blocks
+    end_to_end_steps: int = 0  # 0: the ridge head alone
+    end_to_end_lr: float = 1e-3
+
+    def spec(self, model: str) -> Spec:
+        return Spec(models=[model], sources=list(self.sources), lengths=list(self.lengths), samples=self.passages,
+                    recipes=["default"], text_seed=TEXT_SEED, max_steps=self.max_steps)
+
+
+def training_store(lm: LoadedModel, n_vectors: int) -> Path:
+    """The results file of an encoder's training passages, beside the encoder in the cache."""
+    return encoder_path(lm, n_vectors).with_suffix(".training.sqlite")
+
+
+def common_start(lm: LoadedModel, n_vectors: int) -> torch.Tensor:
+    """[n, d] where `default` starts every text with seed 0: the prior plus the seed's noise."""
+    recipe = RECIPES["default"]
+    prior = model_prior(lm, n_vectors, prefix_token(lm.tokenizer, recipe))
+    return starting_vectors(recipe, n_vectors, lm.model.get_input_embeddings().weight, 0, 1, prior)[0]
+
+
+def solutions(lm: LoadedModel, store: Store, n_vectors: int) -> tuple[list[list[int]], torch.Tensor]:
+    """The exact training solutions in a store -> (their texts' token ids, their vectors [N, n, d])."""
+    rows = [r for r in store.rows() if r["exact"] and r["vectors"] == n_vectors and r["text_seed"] == TEXT_SEED
+            and r["model_fingerprint"] == lm.fingerprint]
+    if len(rows) < 10:
+        raise CrammingError(f"only {len(rows)} exact training solutions; an encoder needs at least 10")
+    ids = [lm.tokenizer(store.text(r), add_special_tokens=False)["input_ids"] for r in rows]
+    return ids, torch.stack([vectors_of(store.vector_file(r)) for r in rows])
+
+
+def train_encoder(lm: LoadedModel, n_vectors: int = 1, training: Training = Training(), *,
+                  store_path: Path | None = None, out: Path | None = None,
+                  on_task: Callable | None = None, on_step: Callable[[int, float], None] | None = None) -> Encoder:
+    """Cram the training passages (resuming what the store holds), fit the head, save the encoder where
+    model_encoder finds it (or to `out`) -> the encoder."""
+    store_path = store_path or training_store(lm, n_vectors)
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    store = Store(store_path)
+    spec = replace(training.spec(lm.name), vectors=[n_vectors])
+    spec.check()
+    run_local(spec, store, device=str(lm.device), on_task=on_task)
+    ids, vectors = solutions(lm, store, n_vectors)
+    start = common_start(lm, n_vectors)
+    prefix = prefix_token(lm.tokenizer, RECIPES["default"])
+    encoder = fit_ridge(lm, ids, vectors - start, layer=training.layer, prefix_id=prefix)
+    if training.end_to_end_steps:
+        encoder = fit_end_to_end(lm, encoder, ids, start, prefix_id=prefix, steps=training.end_to_end_steps,
+                                 lr=training.end_to_end_lr, on_step=on_step)
+    encoder.about.update(sources=list(training.sources), lengths=list(training.lengths),
+                         passages=training.passages, text_seed=TEXT_SEED, max_steps=training.max_steps)
+    encoder.save(out or encoder_path(lm, n_vectors))
+    return encoder
