@@ -37,6 +37,7 @@ class Training:
     lengths: tuple[int, ...] = (16, 32, 64)
     passages: int = 32  # per source and length
     max_steps: int = 1500  # the cramming budget per passage
+    batch_size: int = 16  # passages crammed together
     layer: int = 15  # the hidden state read: after this many blocks
     end_to_end_steps: int = 0  # 0: the ridge head alone
     end_to_end_lr: float = 1e-3
@@ -68,6 +69,15 @@ def solutions(lm: LoadedModel, store: Store, n_vectors: int) -> tuple[list[list[
     return ids, torch.stack([vectors_of(store.vector_file(r)) for r in rows])
 
 
+def cramming_seconds(store: Store, batch_size: int) -> float:
+    """The wall time its training passages took to cram: per batch (batch_size passages of one source and
+    length, in sample order, as train_encoder runs them), the time its last passage finished."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in store.rows():
+        groups.setdefault((r["source"], r["length"], r["sample"] // batch_size), []).append(r)
+    return sum(max(r["seconds"] for r in rows) for rows in groups.values())
+
+
 def train_encoder(lm: LoadedModel, n_vectors: int = 1, training: Training = Training(), *,
                   store_path: Path | None = None, out: Path | None = None,
                   on_task: Callable | None = None, on_step: Callable[[int, float], None] | None = None) -> Encoder:
@@ -78,7 +88,7 @@ def train_encoder(lm: LoadedModel, n_vectors: int = 1, training: Training = Trai
     store = Store(store_path)
     spec = replace(training.spec(lm.name), vectors=[n_vectors])
     spec.check()
-    run_local(spec, store, device=str(lm.device), on_task=on_task)
+    run_local(spec, store, device=str(lm.device), on_task=on_task, batch_size=training.batch_size)
     ids, vectors = solutions(lm, store, n_vectors)
     start = common_start(lm, n_vectors)
     prefix = prefix_token(lm.tokenizer, RECIPES["default"])
@@ -87,6 +97,7 @@ def train_encoder(lm: LoadedModel, n_vectors: int = 1, training: Training = Trai
         encoder = fit_end_to_end(lm, encoder, ids, start, prefix_id=prefix, steps=training.end_to_end_steps,
                                  lr=training.end_to_end_lr, on_step=on_step)
     encoder.about.update(sources=list(training.sources), lengths=list(training.lengths),
-                         passages=training.passages, text_seed=TEXT_SEED, max_steps=training.max_steps)
+                         passages=training.passages, text_seed=TEXT_SEED, max_steps=training.max_steps,
+                         cramming_hours=round(cramming_seconds(store, training.batch_size) / 3600, 3))
     encoder.save(out or encoder_path(lm, n_vectors))
     return encoder

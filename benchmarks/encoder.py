@@ -1,0 +1,132 @@
+"""Starts that know the text: the encoder's start beside the prior's (`default`) and a random one (`cold`).
+
+    python benchmarks/encoder.py --train-only                                 # train the encoder (resumable)
+    python benchmarks/encoder.py --lengths 16,32,64,96 --samples 8 --budget 1500
+    python benchmarks/encoder.py --end-to-end-steps 300 --lengths 32,64 --samples 8   # the head tuned end to end
+    python benchmarks/encoder.py --table
+
+The encoder is trained by encoder_train (the default model, one vector; book and recent passages of 16, 32 and
+64 tokens, text seed 3) and measured on held-out book passages: text seed 0, the recipe table's passages, none of
+which shares text with a training passage (checked). Each (start, length, passage) is a row of
+results/encoder.sqlite. Per row of the table: exact count within the budget and median steps (a passage not
+exact counts at the budget); at step 0, before any step, the median teacher-forced accuracy and how many decode
+exactly already; the median cosine between the start and the vectors the run ended with; and the encoder's
+training cost (CPU minutes of cramming its training passages, from their rows, and of the fit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from cramming import api
+from cramming.encoder import model_encoder
+from cramming.encoder_train import TEXT_SEED, Training, common_start, train_encoder
+from cramming.engine import starting_vectors
+from cramming.errors import CrammingError
+from cramming.models import DEFAULT_MODEL, load_model
+from cramming.recipes import RECIPES
+from cramming.runner import Spec, run_local
+from cramming.store import Store
+from cramming.texts import load_samples
+from cramming.vectors import vectors_of
+
+HERE = Path(__file__).parent
+STARTS = {"encoder": {"base": "default", "encoder": True}, "default": {}, "cold": {}}
+
+
+def check_held_out(lm, training: Training, samples: int, lengths: list[int]) -> None:
+    """Stop if a measured passage shares text with a training passage."""
+    for length in lengths:
+        measured = [(s.where[0], s.where[1], s.where[1] + len(s.text))
+                    for s in load_samples("books", samples, length, lm.tokenizer, seed=0)]
+        for trained_length in training.lengths:
+            for s in load_samples("books", training.passages, trained_length, lm.tokenizer, seed=TEXT_SEED):
+                begin, end = s.where[1], s.where[1] + len(s.text)
+                if any(d == s.where[0] and begin < e and b < end for d, b, e in measured):
+                    sys.exit(f"error: a measured {length}-token passage overlaps a training passage")
+
+
+def start_of(name: str, lm, text: str, n_vectors: int = 1) -> torch.Tensor:
+    """[n, d] the start a recipe gives this text with seed 0."""
+    recipe = api.get_recipe("cold") if name == "cold" else RECIPES["default"]
+    if name == "cold":
+        return starting_vectors(recipe, n_vectors, lm.model.get_input_embeddings().weight, 0, 1)[0]
+    start = common_start(lm, n_vectors)
+    if name == "encoder":
+        ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+        start = start + model_encoder(lm, n_vectors).offsets(lm, [ids], api.prefix_token(lm.tokenizer, recipe))[0]
+    return start
+
+
+def table(rows: list[dict], store: Store, lm) -> str:
+    by: dict[tuple, list[dict]] = {}
+    for r in rows:
+        by.setdefault((r["length"], r["recipe"]), []).append(r)
+    lines = ["| tokens | start | budget | exact | median steps | step-0 accuracy (median) | exact at step 0 | "
+             "cosine start-final (median) |", "|" + "---|" * 8]
+    for (length, name), rs in sorted(by.items(), key=lambda kv: (kv[0][0], list(STARTS).index(kv[0][1]))):
+        budget = rs[0]["budget"]
+        steps = [r["steps"] if r["exact"] else budget for r in rs]
+        first = [store.history(r)[0][2] for r in rs]
+        cosines = [torch.nn.functional.cosine_similarity(
+            start_of(name, lm, store.text(r)).flatten(), vectors_of(store.vector_file(r)).flatten(), dim=0).item()
+            for r in rs]
+        lines.append(f"| {length} | {name} | {budget} | {sum(r['exact'] for r in rs)}/{len(rs)} | "
+                     f"{statistics.median(steps):g} | {statistics.median(first):.3f} | "
+                     f"{sum(r['exact'] and r['steps'] == 0 for r in rs)} | {statistics.median(cosines):.3f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lengths", default=[16, 32, 64, 96], type=lambda t: [int(x) for x in t.split(",")])
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--budget", type=int, default=1500)
+    parser.add_argument("--starts", default=",".join(STARTS), help="comma-separated: encoder, default, cold")
+    parser.add_argument("--passages", type=int, default=Training.passages, help="training passages per source "
+                                                                                 "and length")
+    parser.add_argument("--end-to-end-steps", type=int, default=0)
+    parser.add_argument("--train-only", action="store_true")
+    parser.add_argument("--table", action="store_true", help="print the table of stored rows, run nothing")
+    parser.add_argument("--db", default=str(HERE.parent / "results" / "encoder.sqlite"))
+    args = parser.parse_args()
+    lm = load_model(DEFAULT_MODEL, "cpu")
+    training = Training(passages=args.passages, end_to_end_steps=args.end_to_end_steps)
+    check_held_out(lm, training, args.samples, args.lengths)
+    store = Store(args.db)
+    try:
+        if not args.table:
+            t0 = time.process_time()
+            encoder = train_encoder(lm, 1, training, on_task=lambda k, m: print(
+                f"training {k.source} {k.length} #{k.sample}: exact={m['exact']} steps={m['steps']}",
+                file=sys.stderr, flush=True))
+            fit_minutes = (time.process_time() - t0) / 60
+            print(f"encoder: {encoder.about}; fit and load {fit_minutes:.1f} CPU min", file=sys.stderr)
+            if args.train_only:
+                return
+            store.record_run("python " + " ".join(sys.argv))
+            for length in args.lengths:
+                for name in args.starts.split(","):
+                    spec = Spec(models=[DEFAULT_MODEL], sources=["books"], lengths=[length],
+                                recipes={name: STARTS[name]}, samples=args.samples, max_steps=args.budget)
+                    spec.check()
+                    run_local(spec, store, device="cpu", batch_size=args.samples, on_task=lambda k, m: print(
+                        f"{k.recipe:>8} {k.length} #{k.sample}: exact={m['exact']} steps={m['steps']}",
+                        file=sys.stderr, flush=True))
+    except CrammingError as e:
+        sys.exit(f"error: {e}")
+    print(f"{DEFAULT_MODEL}, 1 vector, held-out book passages (text seed 0); {platform.machine()} CPU.")
+    print(f"Encoder: {model_encoder(lm, 1).about} (cramming_hours: its training passages' batches, wall time).")
+    print(f"Command: python {' '.join(sys.argv)}\n")
+    print(table([r for r in store.rows() if r["recipe"] in STARTS and r["length"] in args.lengths], store, lm))
+
+
+if __name__ == "__main__":
+    main()
