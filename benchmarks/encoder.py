@@ -84,6 +84,27 @@ def table(rows: list[dict], store: Store, lm) -> str:
     return "\n".join(lines)
 
 
+def run(lm, store: Store, training: Training, args: argparse.Namespace) -> None:
+    """Train the encoder (resuming), then cram the held-out passages from each start (resuming)."""
+    t0 = time.process_time()
+    encoder = train_encoder(lm, 1, training, on_task=lambda k, m: print(
+        f"training {k.source} {k.length} #{k.sample}: exact={m['exact']} steps={m['steps']}",
+        file=sys.stderr, flush=True))
+    print(f"encoder: {encoder.about}; this run trained it in {(time.process_time() - t0) / 60:.1f} CPU min",
+          file=sys.stderr)
+    if args.train_only:
+        return
+    store.record_run("python " + " ".join(sys.argv))
+    for length in args.lengths:
+        for name in args.starts.split(","):
+            spec = Spec(models=[DEFAULT_MODEL], sources=["books"], lengths=[length], recipes={name: STARTS[name]},
+                        samples=args.samples, max_steps=args.budget)
+            spec.check()
+            run_local(spec, store, device="cpu", batch_size=args.samples, on_task=lambda k, m: print(
+                f"{k.recipe:>8} {k.length} #{k.sample}: exact={m['exact']} steps={m['steps']}",
+                file=sys.stderr, flush=True))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", default=[16, 32, 64, 96], type=lambda t: [int(x) for x in t.split(",")])
@@ -103,30 +124,16 @@ def main() -> None:
     store = Store(args.db)
     try:
         if not args.table:
-            t0 = time.process_time()
-            encoder = train_encoder(lm, 1, training, on_task=lambda k, m: print(
-                f"training {k.source} {k.length} #{k.sample}: exact={m['exact']} steps={m['steps']}",
-                file=sys.stderr, flush=True))
-            fit_minutes = (time.process_time() - t0) / 60
-            print(f"encoder: {encoder.about}; fit and load {fit_minutes:.1f} CPU min", file=sys.stderr)
+            run(lm, store, training, args)
             if args.train_only:
                 return
-            store.record_run("python " + " ".join(sys.argv))
-            for length in args.lengths:
-                for name in args.starts.split(","):
-                    spec = Spec(models=[DEFAULT_MODEL], sources=["books"], lengths=[length],
-                                recipes={name: STARTS[name]}, samples=args.samples, max_steps=args.budget)
-                    spec.check()
-                    run_local(spec, store, device="cpu", batch_size=args.samples, on_task=lambda k, m: print(
-                        f"{k.recipe:>8} {k.length} #{k.sample}: exact={m['exact']} steps={m['steps']}",
-                        file=sys.stderr, flush=True))
+        encoder = model_encoder(lm, 1)
     except CrammingError as e:
         sys.exit(f"error: {e}")
     print(f"{DEFAULT_MODEL}, 1 vector, held-out book passages (text seed 0); {platform.machine()} CPU.")
-    print(f"Encoder: {model_encoder(lm, 1).about} (cramming_hours: its training passages' batches, wall time).")
+    print(f"Encoder: {encoder.about} (cramming_hours: its training passages' batches, wall time).")
     print(f"Command: python {' '.join(sys.argv)}\n")
     print(table([r for r in store.rows() if r["recipe"] in STARTS and r["length"] in args.lengths], store, lm))
-
 
 if __name__ == "__main__":
     main()
