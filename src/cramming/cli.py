@@ -508,7 +508,7 @@ def encoder_train(
     sources: str = typer.Option("books,recent", "--sources", help="Comma-separated text sources to train on."),
     lengths: str = typer.Option("16,32,64", "--lengths", help="Comma-separated passage lengths (tokens)."),
     passages: int = typer.Option(32, "--passages", help="Passages per source and length."),
-    max_steps: int = typer.Option(1500, "--max-steps", help="Cramming budget per training passage."),
+    max_steps: int = typer.Option(Training.max_steps, "--max-steps", help="Cramming budget per training passage."),
     layer: int = typer.Option(15, "--layer", help="The hidden state the head reads: after this many blocks."),
     end_to_end: int = typer.Option(0, "--end-to-end-steps", help="Then train the head through the model on the "
                                                                  "cramming loss for this many steps (0: ridge only)."),

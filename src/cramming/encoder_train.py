@@ -36,15 +36,20 @@ class Training:
     sources: tuple[str, ...] = ("books", "recent")
     lengths: tuple[int, ...] = (16, 32, 64)
     passages: int = 32  # per source and length
-    max_steps: int = 1500  # the cramming budget per passage
+    max_steps: int = 1000  # the cramming budget per passage: one cosine period of `default`
     batch_size: int = 16  # passages crammed together
+    # The model's compute type while cramming them: bf16 halves a CPU step at these batch sizes
+    # (benchmarks/README.md, "CPU bf16"); every solution is still verified by float32 decoding.
+    precision: str = "bf16"
     layer: int = 15  # the hidden state read: after this many blocks
     end_to_end_steps: int = 0  # 0: the ridge head alone
     end_to_end_lr: float = 1e-3
 
     def spec(self, model: str) -> Spec:
         return Spec(models=[model], sources=list(self.sources), lengths=list(self.lengths), samples=self.passages,
-                    recipes=["default"], text_seed=TEXT_SEED, max_steps=self.max_steps)
+                    recipes={f"default, {self.precision}": {"base": "default", "precision": self.precision}},
+                    text_seed=TEXT_SEED,
+                    max_steps=self.max_steps)
 
 
 def training_store(lm: LoadedModel, n_vectors: int) -> Path:
@@ -98,6 +103,7 @@ def train_encoder(lm: LoadedModel, n_vectors: int = 1, training: Training = Trai
                                  lr=training.end_to_end_lr, on_step=on_step)
     encoder.about.update(sources=list(training.sources), lengths=list(training.lengths),
                          passages=training.passages, text_seed=TEXT_SEED, max_steps=training.max_steps,
+                         precision=training.precision,
                          cramming_hours=round(cramming_seconds(store, training.batch_size) / 3600, 3))
     encoder.save(out or encoder_path(lm, n_vectors))
     return encoder
