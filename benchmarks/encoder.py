@@ -6,7 +6,7 @@
     python benchmarks/encoder.py --table
 
 The encoder is trained by encoder_train (the default model, one vector; book and recent passages of 16, 32 and
-64 tokens, text seed 3) and measured on held-out book passages: text seed 0, the recipe table's passages, none of
+64 tokens, text seed 3; their rows in results/encoder-training.sqlite) and measured on held-out book passages: text seed 0, the recipe table's passages, none of
 which shares text with a training passage (checked). Each (start, length, passage) is a row of
 results/encoder.sqlite. Per row of the table: exact count within the budget and median steps (a passage not
 exact counts at the budget); at step 0, before any step, the median teacher-forced accuracy and how many decode
@@ -87,7 +87,7 @@ def table(rows: list[dict], store: Store, lm) -> str:
 def run(lm, store: Store, training: Training, args: argparse.Namespace) -> None:
     """Train the encoder (resuming), then cram the held-out passages from each start (resuming)."""
     t0 = time.process_time()
-    encoder = train_encoder(lm, 1, training, on_task=lambda k, m: print(
+    encoder = train_encoder(lm, 1, training, store_path=Path(args.training_db), on_task=lambda k, m: print(
         f"training {k.source} {k.length} #{k.sample}: exact={m['exact']} steps={m['steps']}",
         file=sys.stderr, flush=True))
     print(f"encoder: {encoder.about}; this run trained it in {(time.process_time() - t0) / 60:.1f} CPU min",
@@ -117,6 +117,8 @@ def main() -> None:
     parser.add_argument("--train-only", action="store_true")
     parser.add_argument("--table", action="store_true", help="print the table of stored rows, run nothing")
     parser.add_argument("--db", default=str(HERE.parent / "results" / "encoder.sqlite"))
+    parser.add_argument("--training-db", default=str(HERE.parent / "results" / "encoder-training.sqlite"),
+                        help="the training passages' rows (committed, so training resumes on a fresh checkout)")
     args = parser.parse_args()
     lm = load_model(DEFAULT_MODEL, "cpu")
     training = Training(passages=args.passages, end_to_end_steps=args.end_to_end_steps)
