@@ -6,12 +6,13 @@
     python benchmarks/encoder.py --table
 
 The encoder is trained by encoder_train (the default model, one vector; book and recent passages of 16, 32 and
-64 tokens, text seed 3; their rows in results/encoder-training.sqlite) and measured on held-out book passages: text seed 0, the recipe table's passages, none of
-which shares text with a training passage (checked). Each (start, length, passage) is a row of
-results/encoder.sqlite. Per row of the table: exact count within the budget and median steps (a passage not
+64 tokens, text seed 3, crammed with the default recipe in bf16, 1000 steps; their rows in
+results/encoder-training.sqlite) and measured on held-out book passages: text seed 0, the recipe table's
+passages, none of which shares text with a training passage (checked). Each (start, length, passage) is a row
+of results/encoder.sqlite. Per row of the table: exact count within the budget and median steps (a passage not
 exact counts at the budget); at step 0, before any step, the median teacher-forced accuracy and how many decode
-exactly already; the median cosine between the start and the vectors the run ended with; and the encoder's
-training cost (CPU minutes of cramming its training passages, from their rows, and of the fit).
+exactly already; the median cosine between the start and the vectors the run ended with. The encoder's line
+gives its fit and its training cost (cramming_hours: the wall time of its training passages' batches).
 """
 
 from __future__ import annotations
