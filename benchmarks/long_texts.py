@@ -28,6 +28,7 @@ from recipes import recipe_tables
 
 from cramming.errors import CrammingError
 from cramming.models import DEFAULT_MODEL, load_model
+from cramming.recipes import RECIPES
 from cramming.runner import Spec, run_local
 from cramming.store import Store
 from cramming.texts import load_samples
@@ -108,10 +109,14 @@ def main() -> None:
             return
         Path(args.db).parent.mkdir(parents=True, exist_ok=True)
         store = Store(args.db)
+        names = args.recipes.split(",")
+        unknown = [n for n in names if n not in tables and n not in RECIPES]
+        if unknown:  # before any run: a variant's name must not hold a comma, which --recipes splits on
+            sys.exit(f"error: no recipe or --variant named {unknown[0]!r} (names are comma-separated)")
         if not args.table:
             store.record_run("python " + " ".join(sys.argv))
             for length in args.lengths:
-                for name in args.recipes.split(","):
+                for name in names:
                     spec = Spec(models=[DEFAULT_MODEL], sources=list(SOURCES), lengths=[length],
                                 recipes={name: tables.get(name, {})}, samples=PASSAGES,
                                 text_seed=SETS[args.set_name], max_steps=args.budget)
