@@ -4,6 +4,8 @@
     python benchmarks/long_texts.py --lengths 64 --budget 3000   # default and cold on the tuning set
     python benchmarks/long_texts.py --recipes default,cold --set-name test --lengths 64,96,128 --budget 5000
     python benchmarks/long_texts.py --variant r1=default --set r1.period=1500 --recipes r1 --lengths 64
+    python benchmarks/long_texts.py --variant gentle=default --set gentle.restart_decay=0.3 --recipes gentle \
+        --only alice=1,2,9          # only the passages a change after step 1000 can change
     python benchmarks/long_texts.py --table                      # the table of every stored row
 
 The sets: 10 passages of Alice's Adventures in Wonderland (book prose; `alice`) and 10 Wikipedia leads of
@@ -56,6 +58,22 @@ def check_apart(lengths: list[int], tokenizer) -> None:
                     sys.exit(f"error: a test passage of {source} at {length} tokens overlaps a tuning passage")
 
 
+def only(choices: list[str]) -> dict[str, list[int]]:
+    """--only SOURCE=i,j,... (repeatable) -> the passages to run per source; none given: all of both sources."""
+    if not choices:
+        return {source: list(range(PASSAGES)) for source in SOURCES}
+    chosen = {}
+    for text in choices:
+        source, _, numbers = text.partition("=")
+        try:
+            chosen[source] = [int(n) for n in numbers.split(",")]
+        except ValueError:
+            raise CrammingError(f"--only takes SOURCE=i,j,..., got {text!r}") from None
+        if source not in SOURCES or not all(0 <= n < PASSAGES for n in chosen[source]):
+            raise CrammingError(f"--only takes a source of {', '.join(SOURCES)} and passages 0-{PASSAGES - 1}")
+    return chosen
+
+
 def show_sets(lengths: list[int], tokenizer) -> None:
     for name, seed in SETS.items():
         for source in SOURCES:
@@ -96,6 +114,8 @@ def main() -> None:
                         help="a variant of recipe BASE under NAME, its changes from --set (repeatable)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME.FIELD=VALUE",
                         help="change a field of a --variant (repeatable; values are JSON where they parse)")
+    parser.add_argument("--only", action="append", default=[], metavar="SOURCE=i,j,...",
+                        help="run only these passages of a source (repeatable), e.g. those a restart changes")
     parser.add_argument("--batch-size", type=int, default=PASSAGES, help="passages crammed together")
     parser.add_argument("--db", default=str(HERE.parent / "results" / "long-texts.sqlite"))
     parser.add_argument("--table", action="store_true", help="print the table of stored rows, run nothing")
@@ -115,15 +135,17 @@ def main() -> None:
             sys.exit(f"error: no recipe or --variant named {unknown[0]!r} (names are comma-separated)")
         if not args.table:
             store.record_run("python " + " ".join(sys.argv))
+            chosen = only(args.only)
             for length in args.lengths:
                 for name in names:
-                    spec = Spec(models=[DEFAULT_MODEL], sources=list(SOURCES), lengths=[length],
-                                recipes={name: tables.get(name, {})}, samples=PASSAGES,
-                                text_seed=SETS[args.set_name], max_steps=args.budget)
-                    spec.check()
-                    run_local(spec, store, device="cpu", batch_size=args.batch_size, on_task=lambda k, m: print(
-                        f"{k.recipe:>12} {k.source} {k.length} tokens passage {k.sample}: exact={m['exact']} "
-                        f"steps={m['steps']}", file=sys.stderr, flush=True))
+                    for source, passages in chosen.items():
+                        spec = Spec(models=[DEFAULT_MODEL], sources=[source], lengths=[length],
+                                    recipes={name: tables.get(name, {})}, samples=passages,
+                                    text_seed=SETS[args.set_name], max_steps=args.budget)
+                        spec.check()
+                        run_local(spec, store, device="cpu", batch_size=args.batch_size, on_task=lambda k, m: print(
+                            f"{k.recipe:>12} {k.source} {k.length} tokens passage {k.sample}: exact={m['exact']} "
+                            f"steps={m['steps']}", file=sys.stderr, flush=True))
     except CrammingError as e:
         sys.exit(f"error: {e}")
     seeds = {seed: name for name, seed in SETS.items()}

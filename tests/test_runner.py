@@ -190,3 +190,19 @@ def test_run_cli_rejects_bad_executor_options(run_cli, spec_file, tmp_path, monk
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     code, _, err = run_cli("run", str(spec_file()), "--db", db, "--executor", "ray")
     assert code == 2 and "pip install 'cramming[ray]'" in err
+
+
+def test_a_spec_can_name_its_passages(spec_file, tmp_path):
+    """samples = [1] runs the second passage of the draw alone: the same text, key and outcome as in a run of
+    the first two."""
+    both, alone = Store(tmp_path / "both.sqlite"), Store(tmp_path / "alone.sqlite")
+    run_local(Spec.from_toml(spec_file(samples=2, lengths=(4,))), both, device="cpu")
+    spec = Spec.from_toml(spec_file(samples=[1], lengths=(4,)))
+    assert spec.size() == 1 and spec.indices == [1]
+    assert run_local(spec, alone, device="cpu") == 1
+    [row] = alone.rows()
+    [same] = [r for r in both.rows() if r["sample"] == 1]
+    assert row["sample"] == 1 and alone.text(row) == both.text(same) and row["exact"] == same["exact"]
+    for bad in ([], [1, 1], [-1]):
+        with pytest.raises(CrammingError, match="samples must be a positive integer .* or a list"):
+            Spec.from_toml(spec_file(samples=bad))

@@ -93,7 +93,7 @@ class Spec:
     lengths: list[int] = field(default_factory=list)
     vectors: list[int] = field(default_factory=lambda: [1])
     recipes: list[str] | dict[str, dict] = field(default_factory=lambda: ["default"])  # names, or NAME -> changes
-    samples: int = 1
+    samples: int | list[int] = 1  # the first n passages, or these passages (0-based) of the source's draw
     seeds: list[int] = field(default_factory=lambda: [0])
     max_steps: int | None = None
     text_seed: int = 0
@@ -132,8 +132,13 @@ class Spec:
             raise CrammingError("spec: recipes must be a non-empty list of names or a table of [recipes.NAME]")
         if isinstance(self.recipes, dict) and any(not isinstance(t, dict) for t in self.recipes.values()):
             raise CrammingError("spec: each [recipes.NAME] is a table of the fields to change (base = a recipe)")
-        if any(not isinstance(x, int) or x < 1 for x in self.lengths + self.vectors) or self.samples < 1:
-            raise CrammingError("spec: lengths, vectors and samples must be positive integers")
+        if any(not isinstance(x, int) or x < 1 for x in self.lengths + self.vectors):
+            raise CrammingError("spec: lengths and vectors must be positive integers")
+        chosen = self.samples if isinstance(self.samples, list) else None
+        if (chosen is None and (not isinstance(self.samples, int) or self.samples < 1)) or (chosen is not None and (
+                not chosen or any(not isinstance(i, int) or i < 0 for i in chosen) or len(set(chosen)) < len(chosen))):
+            raise CrammingError("spec: samples must be a positive integer (the first n passages) or a list of "
+                                "distinct passage numbers from 0")
         if self.strategy == "horizon" and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
             raise CrammingError("spec: a horizon search needs max_tokens, the passages' length (a positive integer)")
         for name in self.recipes:
@@ -153,19 +158,24 @@ class Spec:
             recipe = RECIPES[base].override(changes, name=name)
         return recipe if self.max_steps is None else replace(recipe, max_steps=self.max_steps)
 
+    @property
+    def indices(self) -> list[int]:
+        """The passages the spec runs, by their number in the source's draw."""
+        return self.samples if isinstance(self.samples, list) else list(range(self.samples))
+
     def size(self) -> int | None:
         """Tasks in the grid, over all models; None for a horizon search, whose tries depend on their results."""
         if self.strategy == "horizon":
             return None
         return (len(self.models) * len(self.sources) * len(self.lengths) * len(self.vectors) * len(self.recipes)
-                * len(self.seeds) * self.samples)
+                * len(self.seeds) * len(self.indices))
 
     def tasks(self, model: ModelId) -> Iterator[TaskKey]:
         """The grid's tasks for one loaded model."""
         for source, length, n, recipe, seed in itertools.product(
                 self.sources, self.lengths, self.vectors, self.recipes, self.seeds):
             digest = self.recipe(recipe).digest()
-            for sample in range(self.samples):
+            for sample in self.indices:
                 yield TaskKey(model.name, recipe, model.fingerprint, model.tokenizer_fingerprint, source,
                               self.text_seed, sample, length, n, digest, seed)
 
@@ -201,7 +211,7 @@ class Worker:
         """The sample-th passage of `tokens` tokens the source gives with this text seed."""
         where = (source, tokens, text_seed)
         if where not in self._texts:
-            samples = load_samples(source, self.spec.samples, tokens, self.lm.tokenizer, text_seed)
+            samples = load_samples(source, max(self.spec.indices) + 1, tokens, self.lm.tokenizer, text_seed)
             self._texts[where] = [s.text for s in samples]
         return self._texts[where][sample]
 
@@ -332,7 +342,7 @@ def run_horizons(spec: Spec, store: Store, worker: Worker, *, on_task: OnTask | 
     model, added = worker.model_id(), 0
     for source, n, name, seed in itertools.product(spec.sources, spec.vectors, spec.recipes, spec.seeds):
         digest = spec.recipe(name).digest()
-        passages = [worker.passage(source, spec.max_tokens, spec.text_seed, i) for i in range(spec.samples)]
+        passages = [worker.passage(source, spec.max_tokens, spec.text_seed, i) for i in spec.indices]
         limits = [len(worker.lm.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in passages]
         visited: set[tuple] = set()
 
@@ -348,7 +358,7 @@ def run_horizons(spec: Spec, store: Store, worker: Worker, *, on_task: OnTask | 
             for i in range(0, len(keys), size):
                 added += _commit(store, worker.run(keys[i: i + size], warm[i: i + size]), on_task)
 
-        horizon.search([horizon.Search(i, limit) for i, limit in enumerate(limits)], key_for, store, run,
+        horizon.search([horizon.Search(i, limit) for i, limit in zip(spec.indices, limits)], key_for, store, run,
                        on_skipped)
         if on_searched is not None:
             rows = [r for r in store.rows() if tuple(r[c] for c in IDENTITY) in visited]
