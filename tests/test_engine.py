@@ -203,7 +203,7 @@ def test_schedules():
     gentler = replace(growing, restart_decay=0.5)  # each restart peaks at half the one before
     assert gentler.lr_factor(0) == pytest.approx(1.0) and gentler.lr_factor(99) == pytest.approx(growing.lr_factor(99))
     assert gentler.lr_factor(100) == pytest.approx(0.5) and gentler.lr_factor(300) == pytest.approx(0.25)
-    assert gentler.lr_factor(299) == pytest.approx(growing.lr_factor(299))  # every cycle still ends at final_lr
+    assert gentler.lr_factor(299) == pytest.approx(0.01, abs=1e-3)  # every cycle still ends at final_lr
 
 
 def test_margin_loss_trains_only_the_tokens_not_yet_safely_right(tiny_lm):
