@@ -54,16 +54,13 @@ def check_held_out(lm, training: Training, samples: int, lengths: list[int]) -> 
                     sys.exit(f"error: a measured {length}-token passage overlaps a training passage")
 
 
-def start_of(name: str, lm, text: str, n_vectors: int = 1) -> torch.Tensor:
-    """[n, d] the start a recipe gives this text with seed 0."""
-    recipe = api.get_recipe("cold") if name == "cold" else RECIPES["default"]
-    if name == "cold":
-        return starting_vectors(recipe, n_vectors, lm.model.get_input_embeddings().weight, 0, 1)[0]
-    start = common_start(lm, n_vectors)
-    if name == "encoder":
-        ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
-        start = start + model_encoder(lm, n_vectors).offsets(lm, [ids], api.prefix_token(lm.tokenizer, recipe))[0]
-    return start
+def starts(lm, texts: list[str], n_vectors: int = 1) -> dict[str, list[torch.Tensor]]:
+    """Each start's [n, d] vectors for these texts with seed 0: the common start and the encoder loaded once."""
+    cold = starting_vectors(RECIPES["cold"], n_vectors, lm.model.get_input_embeddings().weight, 0, 1)[0]
+    common = common_start(lm, n_vectors)
+    ids = [lm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    offsets = model_encoder(lm, n_vectors).offsets(lm, ids, api.prefix_token(lm.tokenizer, RECIPES["default"]))
+    return {"cold": [cold] * len(texts), "default": [common] * len(texts), "encoder": list(common + offsets)}
 
 
 def table(rows: list[dict], store: Store, lm) -> str:
@@ -76,9 +73,9 @@ def table(rows: list[dict], store: Store, lm) -> str:
         budget = rs[0]["budget"]
         steps = [r["steps"] if r["exact"] else budget for r in rs]
         first = [store.history(r)[0][2] for r in rs]
-        cosines = [torch.nn.functional.cosine_similarity(
-            start_of(name, lm, store.text(r)).flatten(), vectors_of(store.vector_file(r)).flatten(), dim=0).item()
-            for r in rs]
+        begun = starts(lm, [store.text(r) for r in rs])[name]
+        cosines = [torch.nn.functional.cosine_similarity(s.flatten(), vectors_of(store.vector_file(r)).flatten(),
+                                                         dim=0).item() for s, r in zip(begun, rs)]
         lines.append(f"| {length} | {name} | {budget} | {sum(r['exact'] for r in rs)}/{len(rs)} | "
                      f"{statistics.median(steps):g} | {statistics.median(first):.3f} | "
                      f"{sum(r['exact'] and r['steps'] == 0 for r in rs)} | {statistics.median(cosines):.3f} |")

@@ -23,6 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from long_texts import SETS  # noqa: E402
+
 from cramming import api  # noqa: E402
 from cramming.engine import text_logits  # noqa: E402
 from cramming.models import DEFAULT_MODEL, load_model  # noqa: E402
@@ -31,7 +33,6 @@ from cramming.store import Store  # noqa: E402
 from cramming.vectors import vectors_of  # noqa: E402
 
 HERE = Path(__file__).parent
-SETS = {"tuning": 1, "test": 10}
 
 
 def restarts(recipe: Recipe, budget: int) -> list[int]:

@@ -505,11 +505,14 @@ app.add_typer(encoder_app, name="encoder")
 def encoder_train(
     model: str = ModelOpt,
     vectors: int = VectorsOpt,
-    sources: str = typer.Option("books,recent", "--sources", help="Comma-separated text sources to train on."),
-    lengths: str = typer.Option("16,32,64", "--lengths", help="Comma-separated passage lengths (tokens)."),
-    passages: int = typer.Option(32, "--passages", help="Passages per source and length."),
+    sources: str = typer.Option(",".join(Training.sources), "--sources",
+                                help="Comma-separated text sources to train on."),
+    lengths: str = typer.Option(",".join(map(str, Training.lengths)), "--lengths",
+                                help="Comma-separated passage lengths (tokens)."),
+    passages: int = typer.Option(Training.passages, "--passages", help="Passages per source and length."),
     max_steps: int = typer.Option(Training.max_steps, "--max-steps", help="Cramming budget per training passage."),
-    layer: int = typer.Option(15, "--layer", help="The hidden state the head reads: after this many blocks."),
+    layer: int = typer.Option(Training.layer, "--layer",
+                              help="The hidden state the head reads: after this many blocks."),
     end_to_end: int = typer.Option(0, "--end-to-end-steps", help="Then train the head through the model on the "
                                                                  "cramming loss for this many steps (0: ridge only)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Encoder file (default: the cache, where the "

@@ -24,8 +24,8 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from .assets import cache_dir
 from .atomic import atomic_output
@@ -99,12 +99,10 @@ class Encoder:
     @classmethod
     def load(cls, path: str | Path) -> Encoder:
         try:
-            tensors = load_file(str(path))
-            from safetensors import safe_open
-
-            with safe_open(str(path), "pt") as f:
+            with safe_open(str(path), "pt") as f:  # tensors and metadata in one read
                 meta = json.loads((f.metadata() or {})["cramming_encoder"])
-            return cls(tensors["weight"], tensors["bias"], tensors["center"], tensors["scale"], **meta)
+                tensors = {k: f.get_tensor(k) for k in ("weight", "bias", "center", "scale")}
+            return cls(**tensors, **meta)
         except FileNotFoundError:
             raise CrammingError(f"no such encoder file: {path}") from None
         except (SafetensorError, KeyError, TypeError, json.JSONDecodeError, OSError):
