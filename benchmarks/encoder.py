@@ -12,7 +12,7 @@ passages, none of which shares text with a training passage (checked). Each (sta
 of results/encoder.sqlite. Per row of the table: exact count within the budget and median steps (a passage not
 exact counts at the budget); at step 0, before any step, the median teacher-forced accuracy and how many decode
 exactly already; the median cosine between the start and the vectors the run ended with. The encoder's line
-gives its fit and its training cost (cramming_hours: the wall time of its training passages' batches).
+gives its fit and its training cost (cramming_seconds: the wall time of its training passages' batches).
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def main() -> None:
     except CrammingError as e:
         sys.exit(f"error: {e}")
     print(f"{DEFAULT_MODEL}, 1 vector, held-out book passages (text seed 0); {platform.machine()} CPU.")
-    print(f"Encoder: {encoder.about} (cramming_hours: its training passages' batches, wall time).")
+    print(f"Encoder: {encoder.about} (cramming_seconds: its training passages' batches, wall time).")
     print(f"Command: python {' '.join(sys.argv)}\n")
     print(table([r for r in store.rows() if r["recipe"] in STARTS and r["length"] in args.lengths], store, lm))
 

@@ -64,7 +64,7 @@ def test_training_fits_saves_and_starts_closer(tiny_lm, passages, tmp_path):
     assert encoder_path(tiny_lm, 1).exists() and encoder.about["texts"] >= 10
     loaded = Encoder.load(encoder_path(tiny_lm, 1))
     assert torch.equal(loaded.weight, encoder.weight) and loaded.layer == 2 and loaded.about["passages"] == 6
-    assert loaded.about["cramming_hours"] > 0
+    assert loaded.about["cramming_seconds"] > 0
     # the encoder's starts fit their training texts better than the common start does (in-sample)
     rows = sqlite3.connect(training_store(tiny_lm, 1)).execute("SELECT text FROM results WHERE exact").fetchall()
     ids = [tiny_lm.tokenizer(t, add_special_tokens=False)["input_ids"] for (t,) in rows]

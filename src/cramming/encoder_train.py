@@ -104,6 +104,6 @@ def train_encoder(lm: LoadedModel, n_vectors: int = 1, training: Training = Trai
     encoder.about.update(sources=list(training.sources), lengths=list(training.lengths),
                          passages=training.passages, text_seed=TEXT_SEED, max_steps=training.max_steps,
                          precision=training.precision,
-                         cramming_hours=round(cramming_seconds(store, training.batch_size) / 3600, 3))
+                         cramming_seconds=round(cramming_seconds(store, training.batch_size), 2))
     encoder.save(out or encoder_path(lm, n_vectors))
     return encoder
