@@ -131,6 +131,28 @@ def test_patience_counts_steps_without_a_rise_in_accuracy_as_the_paper_does(tiny
     assert losses[-1] < min(losses[: rise + 1])  # the loss still improved in those steps
 
 
+def test_a_stalled_sample_starts_its_next_period_on_its_own(tiny_lm):
+    # A step too small to change any argmax: accuracy never rises, so the stall rule restarts the schedule every
+    # `stall` steps after the period's first best, each time at the start of the sample's next period.
+    ids = [tokenize(tiny_lm, LONGER)[1]]
+    flat = Recipe(name="flat", lr=1e-7, weight_decay=0.0, schedule="cosine", period=100, period_mult=2.0, stall=3)
+    [r] = run(tiny_lm, ids, 1, flat, 20)
+    assert len({h[2] for h in r.history}) == 1 and r.restarts == [3, 7, 11, 15, 19]
+    with pytest.raises(CrammingError, match="stall must be >= 1 and needs a cosine schedule with a period"):
+        replace(RECIPES["paper"], stall=10)  # a constant step has no next period
+    # Restarts are per sample: in a batch beside a sample that learns, each follows its path alone.
+    learning = replace(RECIPES["cold"], prefix_token=False, period=30, stall=5)
+    ids = [tokenize(tiny_lm, t)[1] for t in (SHORT, LONGER)]
+    batch = run(tiny_lm, ids, 1, learning, 40)
+    assert batch[0].restarts != batch[1].restarts
+    for sample, one in zip(batch, ids):
+        [alone] = run(tiny_lm, [one], 1, learning, 40)
+        assert sample.restarts == alone.restarts
+        assert [h[1] for h in sample.history] == pytest.approx([h[1] for h in alone.history], rel=1e-3)
+    [plain] = run(tiny_lm, ids[1:], 1, replace(learning, stall=None), 40)
+    assert batch[1].restarts and plain.restarts == [] and plain.history != batch[1].history
+
+
 def test_gradient_clipping_is_per_sample(tiny_lm):
     # Clipped together, one sample's large gradient would shrink the other's steps; alone and in a batch a
     # sample must follow the same path.
@@ -154,7 +176,7 @@ def test_the_options_are_keyword_only(tiny_lm):
                                           ("schedule", "linear"), ("init", "zeros"), ("warmup_steps", -1),
                                           ("period", 0), ("period_mult", 0.5), ("grad_clip", 0.0),
                                           ("max_steps", -1), ("patience", 0), ("restart_decay", 0.0),
-                                          ("restart_decay", 1.5)])
+                                          ("restart_decay", 1.5), ("stall", 0), ("stall", -3)])
 def test_a_bad_recipe_fails_when_it_is_made(field, value):
     with pytest.raises(CrammingError, match=f"recipe 'bad': {field} must be"):
         replace(RECIPES["default"], name="bad", **{field: value})
@@ -204,6 +226,7 @@ def test_schedules():
     assert gentler.lr_factor(0) == pytest.approx(1.0) and gentler.lr_factor(99) == pytest.approx(growing.lr_factor(99))
     assert gentler.lr_factor(100) == pytest.approx(0.5) and gentler.lr_factor(300) == pytest.approx(0.25)
     assert gentler.lr_factor(299) == pytest.approx(0.01, abs=1e-3)  # every cycle still ends at final_lr
+    assert [growing.next_restart(s) for s in (0, 99, 100, 299, 300)] == [100, 100, 300, 300, 700]
 
 
 def test_margin_loss_trains_only_the_tokens_not_yet_safely_right(tiny_lm):

@@ -42,6 +42,7 @@ class CramResult:
     margin: float | None = None  # exact: the smallest top-1 minus top-2 logit along the greedy path
     decoded_ids: list[int] = field(default_factory=list)
     history: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, accuracy) per step
+    restarts: list[int] = field(default_factory=list)  # steps at which the stall rule began its next period
 
 
 @dataclass
@@ -103,15 +104,19 @@ class _Sample:
     vectors: torch.nn.Parameter
     best: tuple[float, float, torch.Tensor, int]  # (accuracy, loss, vectors, step): what is kept when it ends
     history: list[tuple[int, float, float]] = field(default_factory=list)
+    restarts: list[int] = field(default_factory=list)
     top_accuracy: float = -1.0  # the patience rule: the step its accuracy last rose
     rose_at: int = 0
+    shift: int = 0  # its schedule runs this many steps ahead of the loop's (the stall rule's early restarts)
+    period_top: float = -1.0  # the stall rule: its best accuracy in its current period, and when that was
+    period_rose: int = 0
     result: CramResult | None = None
 
     def finish(self, t0: float, exact: bool = False, decoded: list[int] | None = None, diverged: bool = False,
                margin: float | None = None):
         accuracy, loss, vectors, step = self.best
         self.result = CramResult(self.ids, vectors, exact, diverged, step, accuracy, loss, time.perf_counter() - t0,
-                                 margin, decoded or [], self.history)
+                                 margin, decoded or [], self.history, self.restarts)
 
 
 def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor, recipe: Recipe, *,
@@ -141,9 +146,9 @@ def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor
     # One leaf per sample: a finished sample's vectors simply stop receiving gradients.
     samples = [_Sample(i, ids, torch.nn.Parameter(start[i].clone().to(device)), (-1.0, math.inf, start[i], 0))
                for i, ids in enumerate(token_ids)]
-    optimizer = torch.optim.AdamW([s.vectors for s in samples], lr=recipe.lr, betas=recipe.betas,
+    # One parameter group per sample: each runs its own schedule (see the stall rule).
+    optimizer = torch.optim.AdamW([{"params": [s.vectors]} for s in samples], lr=recipe.lr, betas=recipe.betas,
                                   weight_decay=recipe.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, recipe.lr_factor)
     t0 = time.perf_counter()
     for step in range(recipe.max_steps + 1):  # step = optimizer steps applied so far; the last pass only evaluates
         active = [s for s in samples if s.result is None]
@@ -179,6 +184,8 @@ def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor
                 s.best = (accuracy, loss, snapshot[j].clone(), step)
             if accuracy > s.top_accuracy:
                 s.top_accuracy, s.rose_at = accuracy, step
+            if accuracy > s.period_top:
+                s.period_top, s.period_rose = accuracy, step
 
         # All argmax right: check the real thing, greedy decoding from the vectors alone.
         candidates = [j for j, s in enumerate(active)
@@ -192,6 +199,10 @@ def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor
         for s in active:
             if recipe.patience is not None and s.result is None and step - s.rose_at >= recipe.patience:
                 s.finish(t0)
+            if recipe.stall is not None and step - s.period_rose >= recipe.stall:  # stuck: its next period now
+                s.shift = recipe.next_restart(step + s.shift) - step
+                s.period_top, s.period_rose = -1.0, step
+                s.restarts.append(step)
         keep = [j for j, s in enumerate(active) if s.result is None]
 
         if on_step is not None:
@@ -206,8 +217,9 @@ def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor
         if recipe.grad_clip is not None:
             for j in keep:
                 torch.nn.utils.clip_grad_norm_(active[j].vectors, recipe.grad_clip)
+        for s in active:
+            optimizer.param_groups[s.row]["lr"] = recipe.lr * recipe.lr_factor(step + s.shift)
         optimizer.step()
-        scheduler.step()
 
     for s in samples:
         if s.result is None:

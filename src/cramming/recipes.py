@@ -35,6 +35,9 @@ class Recipe:
     period: int | None = None  # cosine only: steps per cosine cycle, restarting at lr after each; None: max_steps
     period_mult: float = 1.0  # each cosine cycle this many times longer than the one before
     restart_decay: float = 1.0  # each cosine cycle starts at this fraction of the one before's peak lr
+    # cosine with periods only: a sample whose accuracy has not risen within its period for this many steps starts
+    # its next period now, on its own (the schedule runs per sample), instead of idling to the period's end
+    stall: int | None = None
     grad_clip: float | None = None  # per-sample gradient-norm clip
     margin: float | None = None  # a token whose logit leads every other by more than this leaves the loss
     prefix_token: bool = False  # a fixed token (BOS, else EOS) before the vectors takes the attention sink's seat
@@ -62,6 +65,8 @@ class Recipe:
             # Shrinking periods would end in 1-step cycles: no schedule, and lr_factor walking every step.
             (not self.period_mult >= 1, f"period_mult must be >= 1, got {self.period_mult}"),
             (not 0 < self.restart_decay <= 1, f"restart_decay must be in (0, 1], got {self.restart_decay}"),
+            (self.stall is not None and not (self.stall >= 1 and self.schedule == "cosine" and self.period),
+             f"stall must be >= 1 and needs a cosine schedule with a period, got {self.stall}"),
             (self.grad_clip is not None and not self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
             (self.max_steps < 0, f"max_steps must be >= 0, got {self.max_steps}"),
             (self.patience is not None and self.patience < 1, f"patience must be >= 1, got {self.patience}"),
@@ -112,22 +117,31 @@ class Recipe:
             return (step + 1) / self.warmup_steps
         if self.schedule == "constant":
             return 1.0
-        since, peak = step - self.warmup_steps, 1.0
         if self.period:  # warm restarts: the cosine starts over after each period, the next period_mult times longer
-            period = self.period
-            while since >= period:
-                since -= period
-                period = max(1, round(period * self.period_mult))
-                peak *= self.restart_decay
-            progress = since / period
+            start, period, peak = self._cycle(step)
+            progress = (step - start) / period
         else:
-            progress = min(1.0, since / max(1, self.max_steps - self.warmup_steps))
+            progress, peak = min(1.0, (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps)), 1.0
         floor = self.final_lr / self.lr
         return floor + (max(peak, floor) - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
+    def next_restart(self, step: int) -> int:
+        """The step at which the cosine period holding `step` ends and the next one starts (periods only)."""
+        start, period, _ = self._cycle(max(step, self.warmup_steps))
+        return start + period
+
+    def _cycle(self, step: int) -> tuple[int, int, float]:
+        """(first step, length, peak factor) of the cosine period holding a step at or after the warm-up."""
+        start, period, peak = self.warmup_steps, self.period, 1.0
+        while step >= start + period:
+            start += period
+            period = max(1, round(period * self.period_mult))
+            peak *= self.restart_decay
+        return start, period, peak
+
 
 _HINTS = typing.get_type_hints(Recipe)
-_ADDED_LATER = {"precision": "auto", "restart_decay": 1.0, "encoder": False}
+_ADDED_LATER = {"precision": "auto", "restart_decay": 1.0, "encoder": False, "stall": None}
 
 
 def _checked(recipe: str, key: str, value: Any) -> Any:
