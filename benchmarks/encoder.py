@@ -44,14 +44,11 @@ STARTS = {"encoder": {"base": "default", "encoder": True}, "default": {}, "cold"
 
 def check_held_out(lm, training: Training, samples: int, lengths: list[int]) -> None:
     """Stop if a measured passage shares text with a training passage."""
+    trained = [s for length in training.lengths
+               for s in load_samples("books", training.passages, length, lm.tokenizer, seed=TEXT_SEED)]
     for length in lengths:
-        measured = [(s.where[0], s.where[1], s.where[1] + len(s.text))
-                    for s in load_samples("books", samples, length, lm.tokenizer, seed=0)]
-        for trained_length in training.lengths:
-            for s in load_samples("books", training.passages, trained_length, lm.tokenizer, seed=TEXT_SEED):
-                begin, end = s.where[1], s.where[1] + len(s.text)
-                if any(d == s.where[0] and begin < e and b < end for d, b, e in measured):
-                    sys.exit(f"error: a measured {length}-token passage overlaps a training passage")
+        if any(s.shares_text(t) for s in load_samples("books", samples, length, lm.tokenizer, seed=0) for t in trained):
+            sys.exit(f"error: a measured {length}-token passage overlaps a training passage")
 
 
 def starts(lm, texts: list[str], n_vectors: int = 1) -> dict[str, list[torch.Tensor]]:

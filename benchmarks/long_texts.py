@@ -42,20 +42,13 @@ PASSAGES = 10
 WITHIN = (1500, 3000, 5000)
 
 
-def spans(source: str, seed: int, length: int, tokenizer) -> list[tuple[int, int, int]]:
-    """(document, first char, end) of each passage of a set: where it lies in its source."""
-    return [(s.where[0], s.where[1], s.where[1] + len(s.text))
-            for s in load_samples(source, PASSAGES, length, tokenizer, seed=seed)]
-
-
 def check_apart(lengths: list[int], tokenizer) -> None:
     """Stop unless the test set's passages share no text with the tuning set's, at every length."""
     for source in SOURCES:
         for length in lengths:
-            tuning = spans(source, SETS["tuning"], length, tokenizer)
-            for doc, begin, end in spans(source, SETS["test"], length, tokenizer):
-                if any(d == doc and begin < e and b < end for d, b, e in tuning):
-                    sys.exit(f"error: a test passage of {source} at {length} tokens overlaps a tuning passage")
+            tuning, test = (load_samples(source, PASSAGES, length, tokenizer, seed=SETS[name]) for name in SETS)
+            if any(t.shares_text(u) for t in test for u in tuning):
+                sys.exit(f"error: a test passage of {source} at {length} tokens overlaps a tuning passage")
 
 
 def only(choices: list[str]) -> dict[str, list[int]]:

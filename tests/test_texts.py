@@ -5,7 +5,7 @@ import json
 import pytest
 
 from cramming import CrammingError
-from cramming.texts import load_samples
+from cramming.texts import Sample, load_samples
 
 
 def ntok(tokenizer, text):
@@ -32,6 +32,15 @@ def test_file_sources(tok, tmp_path):
     assert sorted(next(i for i, t in enumerate(tails) if t.startswith(s.text)) for s in cut) == [0, 1, 2]
     with pytest.raises(CrammingError, match="too few passages"):
         load_samples(f"file:{tmp_path / 'a.txt'}", 4, 5, tok, seed=1)
+
+
+def test_passages_share_text_only_where_their_characters_meet():
+    a = Sample("books", 0, "abcdef", 3, (2, 10))  # characters 10-15 of document 2
+    assert a.shares_text(Sample("books", 1, "xyz", 1, (2, 15))) and a.shares_text(Sample("books", 1, "x", 1, (2, 10)))
+    assert not a.shares_text(Sample("books", 1, "xyz", 1, (2, 16)))  # adjacent: nothing in common
+    assert not a.shares_text(Sample("books", 1, "xyz", 1, (3, 12)))  # another document
+    assert not a.shares_text(Sample("recent", 1, "xyz", 1, (2, 12)))  # another source
+    assert not a.shares_text(Sample("random", 1, "xyz", 1))  # generated text is nowhere
 
 
 def test_file_source_errors(tok, tmp_path):

@@ -45,6 +45,12 @@ class Sample:
     n_tokens: int
     where: tuple[int, int] | None = None  # a passage's (document, first character); None for generated text
 
+    def shares_text(self, other: Sample) -> bool:
+        """Whether the two are passages of the same document of one source with characters in common."""
+        if self.where is None or other.where is None or (self.source, self.where[0]) != (other.source, other.where[0]):
+            return False
+        return self.where[1] < other.where[1] + len(other.text) and other.where[1] < self.where[1] + len(self.text)
+
 
 def _passage(doc: str, rng: random.Random, tokenizer, n_tokens: int) -> tuple[int, str] | None:
     """(where it starts, a passage of n_tokens) starting at a random sentence start, or None where the rest of
@@ -211,17 +217,14 @@ def load_samples(source: str, n: int, n_tokens: int | None, tokenizer, seed: int
         return [Sample(source, i, doc, len(tokenizer(doc, add_special_tokens=False)["input_ids"]))
                 for i, doc in enumerate(docs[:n])]
     samples: list[Sample] = []
-    taken: list[tuple[int, int, int]] = []  # (document, first char, end): no two samples share text
     for _ in range(50 * n):  # some documents are shorter than n_tokens, some draws overlap a sample: draw again
         doc = rng.randrange(len(docs))
         drawn = _passage(docs[doc], rng, tokenizer, n_tokens)
         if drawn is None:
             continue
-        start, text = drawn
-        if any(d == doc and start < end and begin < start + len(text) for d, begin, end in taken):
-            continue
-        taken.append((doc, start, start + len(text)))
-        samples.append(Sample(source, len(samples), text, n_tokens, (doc, start)))
+        sample = Sample(source, len(samples), drawn[1], n_tokens, (doc, drawn[0]))
+        if not any(sample.shares_text(s) for s in samples):  # no two samples share text
+            samples.append(sample)
         if len(samples) == n:
             return samples
     raise CrammingError(f"{source} has too few passages of {n_tokens} tokens for {n} samples")
