@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from cramming import CrammingError, api
-from cramming.encoder import Encoder, choose_alpha, encoder_path, features, fit_end_to_end, ridge
+from cramming.encoder import Encoder, choose_alpha, encoder_path, features, fit_end_to_end, padded, ridge
 from cramming.encoder_train import Training, common_start, train_encoder, training_store
 from cramming.engine import text_logits
 from cramming.recipes import RECIPES
@@ -71,9 +71,7 @@ def test_training_fits_saves_and_starts_closer(tiny_lm, passages, tmp_path):
     start = common_start(tiny_lm, 1)
 
     def loss(vectors):
-        width = max(map(len, ids))
-        target = torch.tensor([i + [0] * (width - len(i)) for i in ids])
-        valid = torch.tensor([[1.0] * len(i) + [0.0] * (width - len(i)) for i in ids])
+        target, valid = padded(ids, tiny_lm.device)
         with torch.no_grad():
             logits = text_logits(tiny_lm.model, vectors, tiny_lm.model.get_input_embeddings()(target), 0)
             ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
@@ -83,7 +81,8 @@ def test_training_fits_saves_and_starts_closer(tiny_lm, passages, tmp_path):
     assert loss(common + loaded.offsets(tiny_lm, ids, 0)) < loss(common)
     # end to end, from the ridge head: the cramming loss of the predicted starts falls
     losses = []
-    tuned = fit_end_to_end(tiny_lm, loaded, ids, start, prefix_id=0, steps=30, lr=1e-2, batch=len(ids),
+    x = features(tiny_lm, ids, loaded.layer, 0)
+    tuned = fit_end_to_end(tiny_lm, loaded, x, ids, start, prefix_id=0, steps=30, lr=1e-2, batch=len(ids),
                            on_step=lambda step, value: losses.append(value))
     assert losses[-1] < losses[0] and tuned.about["fit"] == "ridge, then end to end"
     assert loss(common + tuned.offsets(tiny_lm, ids, 0)) < loss(common + loaded.offsets(tiny_lm, ids, 0))

@@ -47,10 +47,7 @@ def features(lm: LoadedModel, token_ids: Sequence[Sequence[int]], layer: int, pr
     out = []
     head = [] if prefix_id is None else [prefix_id]
     for i in range(0, len(token_ids), batch):
-        chunk = [head + list(ids) for ids in token_ids[i: i + batch]]
-        width = max(map(len, chunk))
-        ids = torch.tensor([c + [0] * (width - len(c)) for c in chunk], device=lm.device)  # right-padded
-        mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in chunk], device=lm.device)
+        ids, mask = padded([head + list(ids) for ids in token_ids[i: i + batch]], lm.device)
         with torch.no_grad():
             hidden = lm.model(input_ids=ids, attention_mask=mask, output_hidden_states=True,
                               use_cache=False).hidden_states[layer].float()
@@ -58,6 +55,14 @@ def features(lm: LoadedModel, token_ids: Sequence[Sequence[int]], layer: int, pr
         text[:, : len(head)] = 0
         out.append((hidden * text[..., None]).sum(1) / text.sum(1, keepdim=True))
     return torch.cat(out).cpu()
+
+
+def padded(rows: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists right-padded with 0 -> (ids [B, width], mask [B, width] of 1 at real tokens)."""
+    width = max(map(len, rows))
+    ids = torch.tensor([list(r) + [0] * (width - len(r)) for r in rows], device=device)
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+    return ids, mask
 
 
 @dataclass
@@ -154,36 +159,36 @@ def choose_alpha(x: torch.Tensor, y: torch.Tensor, alphas: Sequence[float], fold
     for alpha in alphas:
         total = 0.0
         for part in parts:
-            rest = [i for i in order if i not in set(part)]
+            held = set(part)
+            rest = [i for i in order if i not in held]
             weight, bias = ridge(x[rest], y[rest], alpha)
             total += ((x[part] @ weight + bias - y[part]) ** 2).sum().item()
         errors[alpha] = total / y.numel()
     return min(errors, key=errors.get), errors
 
 
-def fit_ridge(lm: LoadedModel, token_ids: Sequence[Sequence[int]], targets: torch.Tensor, *, layer: int,
-              prefix_id: int | None, alphas: Sequence[float] = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5)) -> Encoder:
-    """An encoder fit in closed form: texts -> targets [N, n, d] (each text's solution minus the common start),
-    its penalty chosen by 5-fold cross-validation."""
-    x = features(lm, token_ids, layer, prefix_id)
+def fit_ridge(lm: LoadedModel, x: torch.Tensor, targets: torch.Tensor, *, layer: int,
+              alphas: Sequence[float] = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5)) -> Encoder:
+    """An encoder fit in closed form: the texts' features x [N, f] (`features` at `layer`) -> targets [N, n, d]
+    (each text's solution minus the common start), its penalty chosen by 5-fold cross-validation."""
     center, scale = standardize(x)
     x = (x - center) / scale
     y = targets.reshape(len(targets), -1).float()
     alpha, errors = choose_alpha(x, y, alphas)
     weight, bias = ridge(x, y, alpha)
     return Encoder(weight, bias, center, scale, layer, targets.shape[1], lm.name, lm.fingerprint,
-                   lm.tokenizer_fingerprint, {"fit": "ridge", "alpha": alpha, "texts": len(token_ids),
+                   lm.tokenizer_fingerprint, {"fit": "ridge", "alpha": alpha, "texts": len(x),
                                                "cv_mse": {str(a): e for a, e in errors.items()},
                                                "target_mse": y.pow(2).mean().item()})
 
 
-def fit_end_to_end(lm: LoadedModel, encoder: Encoder, token_ids: Sequence[Sequence[int]], start: torch.Tensor, *,
-                   prefix_id: int | None, steps: int, lr: float = 1e-3, batch: int = 8, seed: int = 0,
-                   on_step: Callable[[int, float], None] | None = None) -> Encoder:
+def fit_end_to_end(lm: LoadedModel, encoder: Encoder, x: torch.Tensor, token_ids: Sequence[Sequence[int]],
+                   start: torch.Tensor, *, prefix_id: int | None, steps: int, lr: float = 1e-3, batch: int = 8,
+                   seed: int = 0, on_step: Callable[[int, float], None] | None = None) -> Encoder:
     """The head trained through the frozen model on the cramming loss itself (cross-entropy of each text given
-    its predicted start, the common `start` [n, d] plus the head's offset), from `encoder`'s head. Features are
-    computed once: the model reads each text the same way every step."""
-    x = (features(lm, token_ids, encoder.layer, prefix_id) - encoder.center) / encoder.scale
+    its predicted start, the common `start` [n, d] plus the head's offset), from `encoder`'s head. x [N, f]: the
+    texts' features at the encoder's layer, computed once (the model reads each text the same way every step)."""
+    x = (x - encoder.center) / encoder.scale
     weight = torch.nn.Parameter(encoder.weight.clone())
     bias = torch.nn.Parameter(encoder.bias.clone())
     optimizer = torch.optim.Adam([weight, bias], lr=lr)
@@ -191,24 +196,20 @@ def fit_end_to_end(lm: LoadedModel, encoder: Encoder, token_ids: Sequence[Sequen
     rng = random.Random(seed)
     for step in range(steps):
         rows = rng.sample(range(len(token_ids)), min(batch, len(token_ids)))
-        width = max(len(token_ids[r]) for r in rows)
-        target = torch.tensor([list(token_ids[r]) + [0] * (width - len(token_ids[r])) for r in rows],
-                              device=lm.device)
-        valid = torch.tensor([[1.0] * len(token_ids[r]) + [0.0] * (width - len(token_ids[r])) for r in rows],
-                             device=lm.device)
+        target, valid = padded([token_ids[r] for r in rows], lm.device)
         vectors = start.to(lm.device) + (x[rows].to(lm.device) @ weight + bias).reshape(len(rows), *start.shape)
         with torch.no_grad():
             embeds = embedding(target)
         logits = text_logits(lm.model, vectors, embeds, prefix_id)
         ce = F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none")
         loss = ((ce * valid).sum(1) / valid.sum(1)).mean()
+        if not math.isfinite(loss.item()):  # before the step, so the head returned is never a diverged one
+            raise CrammingError(f"end-to-end training diverged at step {step}; lower its learning rate")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if on_step is not None:
             on_step(step, loss.item())
-        if not math.isfinite(loss.item()):
-            raise CrammingError(f"end-to-end training diverged at step {step}; lower its learning rate")
     about = dict(encoder.about, fit="ridge, then end to end", end_to_end_steps=steps, end_to_end_lr=lr)
     return Encoder(weight.detach(), bias.detach(), encoder.center, encoder.scale, encoder.layer, encoder.n_vectors,
                    encoder.model, encoder.model_fingerprint, encoder.tokenizer_fingerprint, about)

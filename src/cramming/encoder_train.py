@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from .api import prefix_token
-from .encoder import Encoder, encoder_path, fit_end_to_end, fit_ridge
+from .encoder import Encoder, encoder_path, features, fit_end_to_end, fit_ridge
 from .engine import starting_vectors
 from .errors import CrammingError
 from .models import LoadedModel
@@ -97,9 +97,10 @@ def train_encoder(lm: LoadedModel, n_vectors: int = 1, training: Training = Trai
     ids, vectors = solutions(lm, store, n_vectors)
     start = common_start(lm, n_vectors)
     prefix = prefix_token(lm.tokenizer, RECIPES["default"])
-    encoder = fit_ridge(lm, ids, vectors - start, layer=training.layer, prefix_id=prefix)
+    x = features(lm, ids, training.layer, prefix)
+    encoder = fit_ridge(lm, x, vectors - start, layer=training.layer)
     if training.end_to_end_steps:
-        encoder = fit_end_to_end(lm, encoder, ids, start, prefix_id=prefix, steps=training.end_to_end_steps,
+        encoder = fit_end_to_end(lm, encoder, x, ids, start, prefix_id=prefix, steps=training.end_to_end_steps,
                                  lr=training.end_to_end_lr, on_step=on_step)
     encoder.about.update(sources=list(training.sources), lengths=list(training.lengths),
                          passages=training.passages, text_seed=TEXT_SEED, max_steps=training.max_steps,
