@@ -134,9 +134,12 @@ class Spec:
             raise CrammingError("spec: each [recipes.NAME] is a table of the fields to change (base = a recipe)")
         if any(not isinstance(x, int) or x < 1 for x in self.lengths + self.vectors):
             raise CrammingError("spec: lengths and vectors must be positive integers")
-        chosen = self.samples if isinstance(self.samples, list) else None
-        if (chosen is None and (not isinstance(self.samples, int) or self.samples < 1)) or (chosen is not None and (
-                not chosen or any(not isinstance(i, int) or i < 0 for i in chosen) or len(set(chosen)) < len(chosen))):
+        if isinstance(self.samples, list):  # passage numbers
+            good = all(isinstance(i, int) and i >= 0 for i in self.samples) and 0 < len(self.samples) == len(
+                set(self.samples))
+        else:  # the first n passages
+            good = isinstance(self.samples, int) and self.samples >= 1
+        if not good:
             raise CrammingError("spec: samples must be a positive integer (the first n passages) or a list of "
                                 "distinct passage numbers from 0")
         if self.strategy == "horizon" and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
