@@ -203,6 +203,6 @@ def test_a_spec_can_name_its_passages(spec_file, tmp_path):
     [row] = alone.rows()
     [same] = [r for r in both.rows() if r["sample"] == 1]
     assert row["sample"] == 1 and alone.text(row) == both.text(same) and row["exact"] == same["exact"]
-    for bad in ([], [1, 1], [-1], 0, "3"):
+    for bad in ([], [1, 1], [-1], 0, '"3"'):  # TOML: an empty list, a repeat, a negative, zero, a string
         with pytest.raises(CrammingError, match="samples must be a positive integer .* or a list"):
             Spec.from_toml(spec_file(samples=bad))
