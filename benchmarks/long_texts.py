@@ -76,6 +76,13 @@ def show_sets(lengths: list[int], tokenizer) -> None:
                 print(f"{s.index}. {s.text[:160]!r}...")
 
 
+def long_text_rows(store: Store) -> list[dict]:
+    """The stored rows of either set, each with its set's name under "set"."""
+    seeds = {seed: name for name, seed in SETS.items()}
+    return [dict(r, set=seeds[r["text_seed"]]) for r in store.rows()
+            if r["model"] == DEFAULT_MODEL and r["vectors"] == 1 and r["text_seed"] in seeds]
+
+
 def table(rows: list[dict]) -> str:
     """One line per (set, length, recipe as run): exact within each budget up to the one it ran with, median
     and largest steps (a passage not exact counts at the budget, shown with >)."""
@@ -83,7 +90,7 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         by.setdefault((r["set"], r["length"], r["recipe"], r["budget"]), []).append(r)
     lines = ["| set | tokens | recipe | budget | passages | " + " | ".join(f"exact within {w}" for w in WITHIN)
-             + " | median steps | book / recent exact | largest steps |", "|" + "---|" * (9 + len(WITHIN))]
+             + " | median steps | book / recent exact | largest steps |", "|" + "---|" * (8 + len(WITHIN))]
     for (name, length, recipe, budget), rs in sorted(by.items(), key=lambda kv: (kv[0][0] != "tuning", kv[0][1:])):
         steps = sorted(r["steps"] if r["exact"] else budget for r in rs)
         within = [f"{sum(r['exact'] and r['steps'] <= w for r in rs)}" if w <= budget else "–" for w in WITHIN]
@@ -141,9 +148,7 @@ def main() -> None:
                             f"steps={m['steps']}", file=sys.stderr, flush=True))
     except CrammingError as e:
         sys.exit(f"error: {e}")
-    seeds = {seed: name for name, seed in SETS.items()}
-    rows = [dict(r, set=seeds[r["text_seed"]]) for r in store.rows()
-            if r["model"] == DEFAULT_MODEL and r["vectors"] == 1 and r["text_seed"] in seeds]
+    rows = long_text_rows(store)
     print(f"{DEFAULT_MODEL}, 1 vector; {PASSAGES} passages each of alice (book prose) and recent per set and "
           f"length; {platform.machine()} CPU.")
     print(f"Command: python {' '.join(sys.argv)}\n")

@@ -50,6 +50,13 @@ def store_path(tmp_path):
     return path
 
 
+def test_a_report_leaves_its_results_file_byte_for_byte_as_it_was(store_path, tmp_path):
+    # results/*.sqlite are committed: building docs from them must not leave git a changed file behind
+    before = store_path.read_bytes()
+    build_report(store_path, tmp_path / "report")
+    assert store_path.read_bytes() == before
+
+
 def test_summary_follows_the_paper_criterion_and_exactness(store_path):
     rows = Store(store_path).rows()
     summary = {(r["source"], r["vectors"]): r for r in summarize(rows)}

@@ -131,11 +131,13 @@ class Store:
                                 "is: use a new results file")
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
-            with self.db:
-                self.db.execute("BEGIN IMMEDIATE")
-                self.db.execute(SCHEMA)
-                self.db.execute(RUNS)
-                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not {"results", "runs"} <= tables:  # a new file, or one from before the runs table; a current file
+                with self.db:                      # is left byte for byte as it is until a row is written
+                    self.db.execute("BEGIN IMMEDIATE")
+                    self.db.execute(SCHEMA)
+                    self.db.execute(RUNS)
+                    self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as err:
             raise CrammingError(f"{self.path} is not a usable results database ({err})") from None
 

@@ -1,0 +1,34 @@
+"""docs/results.md regenerates from the committed databases, byte for byte; the script runs on a small one."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+SMALL = Path(__file__).parent / "data" / "results"  # 7 tries of one horizon search, 3 long-text rows
+
+
+def load_build():
+    spec = importlib.util.spec_from_file_location("docs_build", ROOT / "docs" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_results_md_is_what_the_committed_databases_give():
+    done = subprocess.run([sys.executable, str(ROOT / "docs" / "build.py"), "--check"], capture_output=True,
+                          text=True, cwd=ROOT / "tests")  # from another directory: the script finds its root
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_script_builds_from_a_small_database(tmp_path):
+    text = load_build().build(SMALL, tmp_path)
+    horizon = next(line for line in text.splitlines() if line.startswith("| smollm2-135m-instruct-q4_1 | random"))
+    # the search: exact at 4, failed at 8 (its tries 8 from 0, then 4): horizon 4, one passage, 7 tries in all
+    # with the other passage's 8-64 (a lower bound, its last try exact at 64)
+    cells = [c.strip() for c in horizon.strip("|").split("|")]
+    assert cells[4:8] == ["≥ 34.0", "4", "≥ 64", "2"] and cells[10] == "7"
+    assert "not recorded" in text  # this file has no runs table entries
+    assert "| tuning | 64 | default | 3000 | 3 |" in text
+    assert (tmp_path / "results" / "capacity" / "report.md").exists()
