@@ -1,6 +1,7 @@
 """Encoders (encoder.py, encoder_train.py): fit, files, training that resumes, the `encoder` recipe field."""
 
 import shutil
+from dataclasses import replace
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from cramming.encoder import Encoder, choose_alpha, encoder_path, features, fit_
 from cramming.encoder_train import Training, common_start, train_encoder, training_store
 from cramming.engine import text_logits
 from cramming.recipes import RECIPES
+from cramming.runner import Spec, run_local
+from cramming.store import Store
 
 from .grid import kill_9_after
 
@@ -98,6 +101,21 @@ def test_the_encoder_recipe_field_starts_each_text_from_its_prediction(tiny_lm, 
     assert with_encoder.exact and with_encoder.history[0] != without.history[0]  # another start
     with pytest.raises(CrammingError, match="encoder needs prior"):
         RECIPES["cold"].override({"encoder": True})
+
+
+def test_rows_that_start_from_an_encoder_are_keyed_by_that_encoder(tiny_lm, tiny_dir, passages, tmp_path):
+    spec = Spec(models=[str(tiny_dir)], sources=[passages], lengths=[6], samples=1, max_steps=100,
+                recipes={"enc": {"base": "default", "encoder": True}})
+    store = Store(tmp_path / "rows.sqlite")
+    with pytest.raises(CrammingError, match="no encoder for"):
+        run_local(spec, store, device="cpu")
+    training = Training(sources=(passages,), lengths=(6, 8), passages=6, max_steps=300, layer=2)
+    train_encoder(tiny_lm, 1, training)
+    assert run_local(spec, store, device="cpu") == 1
+    assert run_local(spec, store, device="cpu") == 0  # the same encoder: done already
+    train_encoder(tiny_lm, 1, replace(training, layer=1))  # another head, the same recipe
+    assert run_local(spec, store, device="cpu") == 1  # another run, beside the first
+    assert len({r["recipe_digest"] for r in store.rows()}) == 2
 
 
 def test_an_encoder_for_another_model_or_not_an_encoder_is_refused(tiny_lm, other_tiny_dir, passages, tmp_path):

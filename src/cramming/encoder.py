@@ -14,13 +14,14 @@ itself, starting from the ridge head.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,9 @@ from .atomic import atomic_output
 from .engine import text_logits
 from .errors import CrammingError
 from .models import LoadedModel
+
+if TYPE_CHECKING:
+    from .runner import ModelId
 
 SHIPPED = Path(__file__).parent / "encoders"
 
@@ -86,7 +90,14 @@ class Encoder:
         x = (features(lm, token_ids, self.layer, prefix_id) - self.center) / self.scale
         return (x @ self.weight + self.bias).reshape(len(token_ids), self.n_vectors, -1)
 
-    def check(self, lm: LoadedModel) -> None:
+    def digest(self) -> str:
+        """What the head computes, as a short hash: its tensors and the layer it reads."""
+        h = hashlib.sha256(str(self.layer).encode())
+        for t in (self.weight, self.bias, self.center, self.scale):
+            h.update(t.float().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def check(self, lm: LoadedModel | ModelId) -> None:
         if (self.model_fingerprint, self.tokenizer_fingerprint) != (lm.fingerprint, lm.tokenizer_fingerprint):
             raise CrammingError(f"this encoder was trained for {self.model} (fingerprint "
                                 f"{self.model_fingerprint[:12]}), not for {lm.name} ({lm.fingerprint[:12]})")
@@ -114,13 +125,13 @@ class Encoder:
             raise CrammingError(f"{path} is not a cramming encoder file") from None
 
 
-def encoder_path(lm: LoadedModel, n_vectors: int) -> Path:
+def encoder_path(lm: LoadedModel | ModelId, n_vectors: int) -> Path:
     """Where the encoder of this model for n vectors is cached (the shipped one has the same name)."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(lm.name).name)
     return cache_dir() / "encoders" / f"{name}-{lm.fingerprint[:16]}-{n_vectors}v.safetensors"
 
 
-def model_encoder(lm: LoadedModel, n_vectors: int) -> Encoder:
+def model_encoder(lm: LoadedModel | ModelId, n_vectors: int) -> Encoder:
     """The encoder of this model for n vectors: shipped with the package or trained by `cram encoder train`."""
     path = encoder_path(lm, n_vectors)
     for found in (SHIPPED / path.name, path):

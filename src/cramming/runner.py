@@ -26,6 +26,7 @@ rerun with any of those changed runs new rows beside the old ones.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import socket
@@ -39,6 +40,7 @@ import torch.nn.functional as F
 
 from . import api, horizon
 from .capacity import Capacity
+from .encoder import model_encoder
 from .engine import text_logits
 from .errors import CrammingError
 from .metrics import measure
@@ -161,6 +163,15 @@ class Spec:
             recipe = RECIPES[base].override(changes, name=name)
         return recipe if self.max_steps is None else replace(recipe, max_steps=self.max_steps)
 
+    def digest(self, name: str, model: ModelId, n_vectors: int) -> str:
+        """The rows' recipe digest: the recipe's settings and, for a recipe that starts from the model's encoder,
+        that encoder's own digest, so that another encoder's rows are another run's."""
+        recipe = self.recipe(name)
+        if not recipe.encoder:
+            return recipe.digest()
+        both = f"{recipe.digest()}|{model_encoder(model, n_vectors).digest()}"
+        return hashlib.sha256(both.encode()).hexdigest()[:16]
+
     @property
     def indices(self) -> list[int]:
         """The passages the spec runs, by their number in the source's draw."""
@@ -177,7 +188,7 @@ class Spec:
         """The grid's tasks for one loaded model."""
         for source, length, n, recipe, seed in itertools.product(
                 self.sources, self.lengths, self.vectors, self.recipes, self.seeds):
-            digest = self.recipe(recipe).digest()
+            digest = self.digest(recipe, model, n)
             for sample in self.indices:
                 yield TaskKey(model.name, recipe, model.fingerprint, model.tokenizer_fingerprint, source,
                               self.text_seed, sample, length, n, digest, seed)
@@ -344,7 +355,7 @@ def run_horizons(spec: Spec, store: Store, worker: Worker, *, on_task: OnTask | 
     try a row -> rows added. on_searched hears each finished search's summary."""
     model, added = worker.model_id(), 0
     for source, n, name, seed in itertools.product(spec.sources, spec.vectors, spec.recipes, spec.seeds):
-        digest = spec.recipe(name).digest()
+        digest = spec.digest(name, model, n)
         passages = [worker.passage(source, spec.max_tokens, spec.text_seed, i) for i in spec.indices]
         limits = [len(worker.lm.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in passages]
         visited: set[tuple] = set()
