@@ -1,10 +1,10 @@
 """Encoders (encoder.py, encoder_train.py): fit, files, training that resumes, the `encoder` recipe field."""
 
 import shutil
-from dataclasses import replace
 import sqlite3
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
