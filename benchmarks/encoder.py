@@ -1,6 +1,7 @@
 """Starts that know the text: the encoder's start beside the prior's (`default`) and a random one (`cold`).
 
     python benchmarks/encoder.py --train-only                                 # train the encoder (resumable)
+    python benchmarks/encoder.py --train-only --train-lengths 16,32          # on the shorter passages only
     python benchmarks/encoder.py --lengths 16,32,64,96 --samples 8 --budget 1500
     python benchmarks/encoder.py --end-to-end-steps 300 --lengths 32,64 --samples 8   # the head tuned end to end
     python benchmarks/encoder.py --table
@@ -112,6 +113,8 @@ def main() -> None:
     parser.add_argument("--starts", default=",".join(STARTS), help="comma-separated: encoder, default, cold")
     parser.add_argument("--passages", type=int, default=Training.passages, help="training passages per source "
                                                                                  "and length")
+    parser.add_argument("--train-lengths", default=list(Training.lengths),
+                        type=lambda t: tuple(int(x) for x in t.split(",")), help="training passage lengths")
     parser.add_argument("--end-to-end-steps", type=int, default=0)
     parser.add_argument("--train-only", action="store_true")
     parser.add_argument("--table", action="store_true", help="print the table of stored rows, run nothing")
@@ -120,7 +123,8 @@ def main() -> None:
                         help="the training passages' rows (committed, so training resumes on a fresh checkout)")
     args = parser.parse_args()
     lm = load_model(DEFAULT_MODEL, "cpu")
-    training = Training(passages=args.passages, end_to_end_steps=args.end_to_end_steps)
+    training = Training(lengths=tuple(args.train_lengths), passages=args.passages,
+                        end_to_end_steps=args.end_to_end_steps)
     check_held_out(lm, training, args.samples, args.lengths)
     store = Store(args.db)
     try:
