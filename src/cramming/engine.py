@@ -170,7 +170,10 @@ def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor
             if recipe.margin is not None or min_margin > 0:  # spend the vectors on the tokens not yet right enough
                 wanted = [m for m in (recipe.margin, min_margin if min_margin > 0 else None) if m is not None]
                 trained = ok & (lead < max(wanted))
-        objective = (ce * trained).sum(1) / lengths[rows]
+            weight = trained.float()
+            if recipe.wrong_weight != 1.0:  # the few tokens still wrong count more than those right by too little
+                weight = weight * torch.where(lead < 0, recipe.wrong_weight, 1.0)
+        objective = (ce * weight).sum(1) / lengths[rows]
         margins = lead.amin(1).tolist()
 
         snapshot = raw.detach().float().cpu()  # the float32 vectors, whose stored form is what was checked

@@ -40,6 +40,7 @@ class Recipe:
     stall: int | None = None
     grad_clip: float | None = None  # per-sample gradient-norm clip
     margin: float | None = None  # a token whose logit leads every other by more than this leaves the loss
+    wrong_weight: float = 1.0  # a token whose argmax is wrong weighs this many times a right one in the loss
     prefix_token: bool = False  # a fixed token (BOS, else EOS) before the vectors takes the attention sink's seat
     prior: bool = False  # add the model's prior (prior.py: the mean of the vectors crammed for a few passages)
     encoder: bool = False  # and the model's encoder's offset for each text (encoder.py: predicted from the text)
@@ -67,6 +68,7 @@ class Recipe:
             (not 0 < self.restart_decay <= 1, f"restart_decay must be in (0, 1], got {self.restart_decay}"),
             (self.stall is not None and not (self.stall >= 1 and self.schedule == "cosine" and self.period),
              f"stall must be >= 1 and needs a cosine schedule with a period, got {self.stall}"),
+            (not self.wrong_weight > 0, f"wrong_weight must be > 0, got {self.wrong_weight}"),
             (self.grad_clip is not None and not self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
             (self.max_steps < 0, f"max_steps must be >= 0, got {self.max_steps}"),
             (self.patience is not None and self.patience < 1, f"patience must be >= 1, got {self.patience}"),
@@ -141,7 +143,8 @@ class Recipe:
 
 
 _HINTS = typing.get_type_hints(Recipe)
-_ADDED_LATER = {"precision": "auto", "restart_decay": 1.0, "encoder": False, "stall": None}
+_ADDED_LATER = {"precision": "auto", "restart_decay": 1.0, "encoder": False, "stall": None,
+                "wrong_weight": 1.0}
 
 
 def _checked(recipe: str, key: str, value: Any) -> Any:
