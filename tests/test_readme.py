@@ -1,5 +1,5 @@
-"""Every `cram ...` command in README's code blocks names a subcommand and flags that exist: a renamed flag
-breaks the build, not a reader's first try."""
+"""Every `cram ...` command in the code blocks of README and docs/cli.md names a subcommand and flags that exist:
+a renamed flag breaks the build, not a reader's first try."""
 
 import re
 import shlex
@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).parent.parent / "README.md"
+ROOT = Path(__file__).parent.parent
+DOCS = (ROOT / "README.md", ROOT / "docs" / "cli.md")
 
 
-def readme_commands() -> list[str]:
-    """The `cram ...` commands of README's fenced code blocks, synopsis continuation lines joined."""
-    blocks = re.findall(r"```[^\n]*\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+def readme_commands(path: Path = DOCS[0]) -> list[str]:
+    """The `cram ...` commands of a page's fenced code blocks, synopsis continuation lines joined."""
+    blocks = re.findall(r"```[^\n]*\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
     commands = []
     for block in blocks:
         lines: list[str] = []
@@ -35,10 +36,12 @@ def flags_of(command: str) -> tuple[str, list[str]]:
 
 def test_readme_has_commands_to_check():
     subcommands = {flags_of(c)[0] for c in readme_commands()}
-    assert {"compress", "decompress", "certify", "capacity", "run", "report"} <= subcommands
+    tour = {"compress", "decompress", "info", "certify", "measure", "capacity", "run", "report", "results"}
+    assert tour <= subcommands
+    assert len(readme_commands(DOCS[1])) >= 12  # the full synopsis
 
 
-@pytest.mark.parametrize("command", readme_commands())
+@pytest.mark.parametrize("command", [c for page in DOCS for c in readme_commands(page)])
 def test_each_readme_command_names_real_flags(command, run_cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "250")  # option names unwrapped in the help panel
     subcommand, flags = flags_of(command)

@@ -39,7 +39,7 @@ class Training:
     max_steps: int = 1000  # the cramming budget per passage: one cosine period of `default`
     batch_size: int = 16  # passages crammed together
     # The model's compute type while cramming them: bf16 halves a CPU step at these batch sizes
-    # (benchmarks/README.md, "CPU bf16"); every solution is still verified by float32 decoding.
+    # (docs/notebook.md, "CPU bf16"); every solution is still verified by float32 decoding.
     precision: str = "bf16"
     layer: int = 15  # the hidden state read: after this many blocks
     end_to_end_steps: int = 0  # 0: the ridge head alone

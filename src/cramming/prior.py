@@ -2,7 +2,7 @@
 
 Vectors crammed for different texts are far from random with respect to each other: on SmolLM2-135M the
 `cold` recipe's solutions have norms of 46-70, a mean pairwise cosine of 0.09 and a mean of norm 21, with the
-same sign on a few coordinates across every text (benchmarks/README.md). A random start must first find
+same sign on a few coordinates across every text (docs/notebook.md). A random start must first find
 that shared part; a start from the mean of other texts' solutions has it at step 0.
 
 The prior is built once per (model, number of vectors) by cramming PASSAGES book passages of TOKENS tokens,

@@ -208,7 +208,7 @@ RECIPES: dict[str, Recipe] = {
     # Tarasov et al. (Progressive Cramming), as published.
     "progressive": Recipe(name="progressive", lr=0.1, init="uniform", init_scale=0.02, schedule="cosine",
                           warmup_steps=100, final_lr=1e-3, grad_clip=1.0, max_steps=5000),
-    # Ours, from a random start (benchmarks/README.md): a BOS token before the vectors (see README), the paper's
+    # Ours, from a random start (docs/notebook.md): a BOS token before the vectors (see README), the paper's
     # init and optimizer with a 30x larger step that cosine-decays over 600 steps and then starts over in a
     # period twice as long (600, 1200, 2400, ... steps: a short text finishes in the first, a long one gets the
     # time to settle), and a loss that leaves out the tokens already right by 2 logits, spending the one vector
@@ -220,7 +220,7 @@ RECIPES: dict[str, Recipe] = {
 # in periods of 1000, 2000, ... steps: from the prior a long text keeps its lead through the first period,
 # where a restart at step 600 threw it away; and no weight decay: at 30x the paper's step, AdamW's decay
 # (lr * 0.01 of the vector per step) held 64-token solutions at norms ~55 where they settle at ~90
-# (benchmarks/README.md, "The model's prior" and "No weight decay").
+# (docs/notebook.md, "The model's prior" and "No weight decay").
 RECIPES["default"] = replace(RECIPES["cold"], name="default", prior=True, period=1000, weight_decay=0.0)
 
 # What each named recipe is, in the words reports and README use: a recipe is "as published" only where it is.

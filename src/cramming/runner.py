@@ -53,7 +53,7 @@ from .vectors import vector_bytes
 HISTORY_POINTS = 200  # per-step history kept per row, evenly thinned to at most this many points
 
 # Samples crammed at once on a CPU when nobody says: batch 4 gave 1.5-1.6x the sample-steps per second of batch 1,
-# and batch 16 1.6x, in two runs on 2 cores (benchmarks/step_cost.py, benchmarks/README.md).
+# and batch 16 1.6x, in two runs on 2 cores (benchmarks/step_cost.py, docs/notebook.md).
 CPU_BATCH_SIZE = 4
 
 
