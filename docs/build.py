@@ -18,6 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmarks' table functions
 
+from encoder import STARTS  # noqa: E402
+from encoder import table as encoder_table  # noqa: E402
 from long_texts import SETS, long_text_rows  # noqa: E402
 from long_texts import table as long_text_table  # noqa: E402
 
@@ -79,6 +81,38 @@ def long_texts(db: Path) -> list[str]:
     return lines + ["", long_text_table(rows)]
 
 
+def encoder(db: Path, training_db: Path) -> list[str]:
+    """Starts predicted from the text (`benchmarks/encoder.py`), and what the encoder was trained on; nothing
+    before a start was measured."""
+    store = Store(db)
+    try:
+        rows = [r for r in store.rows() if r["recipe"] in STARTS]
+        if not rows:
+            return []
+        lines = ["## Starts that know the text", "",
+                 f"`{db}`: held-out book passages (text seed 0) crammed from the encoder's start, the prior's "
+                 "(`default`) and a random one (`cold`), each with the model in bf16 while cramming (verified in "
+                 "float32); a passage not exact counts at the budget; step-0 accuracy is teacher-forced, before "
+                 "any step. `python benchmarks/encoder.py --table` adds the cosine between each start and its "
+                 "final vectors (it needs the trained encoder).", "", "Written by:", ""]
+        lines += written_by(store)
+        lines += ["", encoder_table(rows, store)]
+    finally:
+        store.close()
+    if training_db.exists():
+        trained = Store(training_db)
+        try:
+            counts: dict[tuple, list[int]] = {}
+            for r in trained.rows():
+                counts.setdefault((r["source"], r["length"]), []).append(int(r["exact"]))
+        finally:
+            trained.close()
+        lines += ["", f"Training passages (`{training_db}`, text seed 3, the default recipe in bf16, 1000 steps): "
+                  + ", ".join(f"{source} {length} tokens {sum(e)}/{len(e)} exact"
+                              for (source, length), e in sorted(counts.items())) + "."]
+    return lines
+
+
 def build(results: Path, out: Path) -> str:
     """The text of results.md for the databases in `results` that exist (reports written under out/results/)."""
     sections = []
@@ -86,7 +120,9 @@ def build(results: Path, out: Path) -> str:
         sections.append(capacity(results / "capacity.sqlite", out / "results"))
     if (results / "long-texts.sqlite").exists():
         sections.append(long_texts(results / "long-texts.sqlite"))
-    return "\n".join([HEAD] + ["\n".join(lines) + "\n" for lines in sections])
+    if (results / "encoder.sqlite").exists():
+        sections.append(encoder(results / "encoder.sqlite", results / "encoder-training.sqlite"))
+    return "\n".join([HEAD] + ["\n".join(lines) + "\n" for lines in sections if lines])
 
 
 def main() -> None:
