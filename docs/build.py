@@ -24,6 +24,7 @@ from long_texts import SETS, long_text_rows  # noqa: E402
 from long_texts import table as long_text_table  # noqa: E402
 
 from cramming import horizon_report  # noqa: E402
+from cramming.encoder_train import TEXT_SEED, Training, cramming_seconds  # noqa: E402
 from cramming.errors import CrammingError  # noqa: E402
 from cramming.report import HORIZON_INTRO, build_report  # noqa: E402
 from cramming.store import Store  # noqa: E402
@@ -105,11 +106,14 @@ def encoder(db: Path, training_db: Path) -> list[str]:
             counts: dict[tuple, list[int]] = {}
             for r in trained.rows():
                 counts.setdefault((r["source"], r["length"]), []).append(int(r["exact"]))
+            minutes = cramming_seconds(trained, Training.batch_size) / 60
         finally:
             trained.close()
-        lines += ["", f"Training passages (`{training_db}`, text seed 3, the default recipe in bf16, 1000 steps): "
+        lines += ["", f"Training passages (`{training_db}`, text seed {TEXT_SEED}, the default recipe in bf16, "
+                  f"{Training.max_steps} steps, batches of {Training.batch_size}): "
                   + ", ".join(f"{source} {length} tokens {sum(e)}/{len(e)} exact"
-                              for (source, length), e in sorted(counts.items())) + "."]
+                              for (source, length), e in sorted(counts.items()))
+                  + f"; {minutes:.0f} minutes of wall time for their batches, one thread each. Only the exact ones are fit."]
     return lines
 
 
