@@ -65,6 +65,11 @@ def starts(lm, texts: list[str], n_vectors: int = 1) -> dict[str, list[torch.Ten
     return {"cold": [cold] * len(texts), "default": [common] * len(texts), "encoder": list(common + offsets)}
 
 
+def start_of(label: str) -> str:
+    """A row's start, from its label: "encoder: ridge" -> "encoder"."""
+    return label.split(":")[0]
+
+
 def table(rows: list[dict], store: Store, lm=None) -> str:
     """One line per (length, start as run). With the model, also the median cosine between each start and the
     vectors its run ended with (which needs the encoder itself, not only the rows)."""
@@ -77,17 +82,18 @@ def table(rows: list[dict], store: Store, lm=None) -> str:
     head = ["tokens", "start", "budget", "exact", "median steps", "step-0 accuracy (median)", "exact at step 0"]
     head += ["cosine start-final (median)"] if lm is not None else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for (length, name, digest), rs in sorted(by.items(), key=lambda kv: (kv[0][0], list(STARTS).index(kv[0][1]),
-                                                                        kv[0][2])):
+    for (length, name, digest), rs in sorted(by.items(), key=lambda kv: (
+            kv[0][0], list(STARTS).index(start_of(kv[0][1])), kv[0][1:])):
         budget = rs[0]["budget"]
         steps = [r["steps"] if r["exact"] else budget for r in rs]
         first = [store.history(r)[0][2] for r in rs]
-        label = f"{name} ({digest[:6]})" if len(digests[name]) > 1 else name  # two encoders: which is which
+        label = f"{name} ({digest[:6]})" if len(digests[name]) > 1 else name  # one label, two runs: which is which
         cells = [str(length), label, str(budget), f"{sum(r['exact'] for r in rs)}/{len(rs)}",
                  f"{statistics.median(steps):g}", f"{statistics.median(first):.3f}",
                  str(sum(r["exact"] and r["steps"] == 0 for r in rs))]
-        if lm is not None and digest == spec(name, length, budget).digest(name, lm, 1):
-            begun = starts(lm, [store.text(r) for r in rs])[name]
+        start = start_of(name)
+        if lm is not None and digest == spec(start, length, budget).digest(start, lm, 1):
+            begun = starts(lm, [store.text(r) for r in rs])[start]
             cells.append(f"{statistics.median(cosine(s, r, store) for s, r in zip(begun, rs)):.3f}")
         elif lm is not None:  # another encoder's rows: today's encoder is not where they started
             cells.append("–")
@@ -95,10 +101,11 @@ def table(rows: list[dict], store: Store, lm=None) -> str:
     return "\n".join(lines)
 
 
-def spec(name: str, length: int, budget: int, samples: int = 1) -> Spec:
-    """The grid of one start at one length: the held-out book passages (text seed 0)."""
-    grid = Spec(models=[DEFAULT_MODEL], sources=["books"], lengths=[length], recipes={name: STARTS[name]},
-                samples=samples, max_steps=budget)
+def spec(name: str, length: int, budget: int, samples: int = 1, label: str | None = None) -> Spec:
+    """The grid of one start at one length: the held-out book passages (text seed 0), its rows labelled `label`
+    (the start's name by default)."""
+    grid = Spec(models=[DEFAULT_MODEL], sources=["books"], lengths=[length], samples=samples, max_steps=budget,
+                recipes={label or name: {"base": "default", **STARTS[name]} if label else STARTS[name]})
     grid.check()
     return grid
 
@@ -119,11 +126,14 @@ def run(lm, store: Store, training: Training, args: argparse.Namespace) -> None:
     if args.train_only:
         return
     store.record_run("python " + " ".join(sys.argv))
+    fit = "ridge" + (f" + {training.end_to_end_steps} end-to-end steps" if training.end_to_end_steps else "")
     for length in args.lengths:
         for name in args.starts.split(","):
-            run_local(spec(name, length, args.budget, args.samples), store, device="cpu", batch_size=args.samples,
-                      on_task=lambda k, m: print(f"{k.recipe:>8} {k.length} #{k.sample}: exact={m['exact']} "
-                                                 f"steps={m['steps']}", file=sys.stderr, flush=True))
+            label = f"encoder: {fit}" if name == "encoder" else name  # which encoder, in words
+            run_local(spec(name, length, args.budget, args.samples, label), store, device="cpu",
+                      batch_size=args.samples, on_task=lambda k, m: print(
+                          f"{k.recipe:>8} {k.length} #{k.sample}: exact={m['exact']} steps={m['steps']}",
+                          file=sys.stderr, flush=True))
 
 
 def main() -> None:
@@ -159,7 +169,8 @@ def main() -> None:
     print(f"{DEFAULT_MODEL}, 1 vector, held-out book passages (text seed 0); {platform.machine()} CPU.")
     print(f"Encoder: {encoder.about} (cramming_seconds: its training passages' batches, wall time).")
     print(f"Command: python {' '.join(sys.argv)}\n")
-    print(table([r for r in store.rows() if r["recipe"] in STARTS and r["length"] in args.lengths], store, lm))
+    print(table([r for r in store.rows() if start_of(r["recipe"]) in STARTS and r["length"] in args.lengths], store,
+                lm))
 
 if __name__ == "__main__":
     main()

@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmarks' table functions
 
-from encoder import STARTS  # noqa: E402
+from encoder import STARTS, start_of  # noqa: E402
 from encoder import table as encoder_table  # noqa: E402
 from long_texts import SETS, long_text_rows  # noqa: E402
 from long_texts import table as long_text_table  # noqa: E402
@@ -87,7 +87,7 @@ def encoder(db: Path, training_db: Path) -> list[str]:
     before a start was measured."""
     store = Store(db)
     try:
-        rows = [r for r in store.rows() if r["recipe"] in STARTS]
+        rows = [r for r in store.rows() if start_of(r["recipe"]) in STARTS]
         if not rows:
             return []
         lines = ["## Starts that know the text", "",
@@ -113,7 +113,8 @@ def encoder(db: Path, training_db: Path) -> list[str]:
                   f"{Training.max_steps} steps, batches of {Training.batch_size}): "
                   + ", ".join(f"{source} {length} tokens {sum(e)}/{len(e)} exact"
                               for (source, length), e in sorted(counts.items()))
-                  + f"; {minutes:.0f} minutes of wall time for their batches, one thread each. Only the exact ones are fit."]
+                  + f"; {minutes:.0f} minutes of wall time for their batches, one thread each. Only the exact ones "
+                  "are fit."]
     return lines
 
 
