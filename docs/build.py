@@ -26,7 +26,7 @@ from long_texts import table as long_text_table  # noqa: E402
 from cramming import horizon_report  # noqa: E402
 from cramming.encoder_train import TEXT_SEED, Training, cramming_seconds  # noqa: E402
 from cramming.errors import CrammingError  # noqa: E402
-from cramming.report import HORIZON_INTRO, build_report  # noqa: E402
+from cramming.report import HORIZON_INTRO, TABLE_HEADERS, build_report, table_cells  # noqa: E402
 from cramming.store import Store  # noqa: E402
 
 HEAD = """# Results
@@ -118,13 +118,34 @@ def encoder(db: Path, training_db: Path) -> list[str]:
     return lines
 
 
+def example(db: Path, out: Path) -> list[str]:
+    """The example grid (`examples/paper_shape.toml`): its table here, its report with every figure beside."""
+    report = build_report(db, out / "example")
+    store = Store(db)
+    try:
+        lines = ["## Example grid: the shape of the paper's experiments", "",
+                 f"`{db}`: `examples/paper_shape.toml` (book, recent and random-word text; 1, 2 and 4 vectors; 16 "
+                 "and 32 tokens; 2 passages each; the default recipe, 1000 steps). The grid stops at 32 tokens, so "
+                 "a capacity of 32 is a lower bound (marked ≥). The report, "
+                 "figures included: [example/report.md](example/report.md) "
+                 f"(`cram report --db {db} -o docs/example`).", "", "Written by:", ""]
+        lines += written_by(store)
+    finally:
+        store.close()
+    lines += ["", "| " + " | ".join(TABLE_HEADERS) + " |", "|" + "---|" * len(TABLE_HEADERS)]
+    return lines + ["| " + " | ".join(row) + " |" for row in table_cells(report.table, [])]
+
+
 def build(results: Path, out: Path) -> str:
-    """The text of results.md for the databases in `results` that exist (reports written under out/results/)."""
+    """The text of results.md for the databases in `results` that exist (reports written under out/results/ and
+    out/example/)."""
     sections = []
     if (results / "capacity.sqlite").exists():
         sections.append(capacity(results / "capacity.sqlite", out / "results"))
     if (results / "long-texts.sqlite").exists():
         sections.append(long_texts(results / "long-texts.sqlite"))
+    if (results / "paper-shape.sqlite").exists():
+        sections.append(example(results / "paper-shape.sqlite", out))
     if (results / "encoder.sqlite").exists():
         sections.append(encoder(results / "encoder.sqlite", results / "encoder-training.sqlite"))
     return "\n".join([HEAD] + ["\n".join(lines) + "\n" for lines in sections if lines])
