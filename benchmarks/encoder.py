@@ -56,13 +56,17 @@ def check_held_out(lm, training: Training, samples: int, lengths: list[int]) -> 
             sys.exit(f"error: a measured {length}-token passage overlaps a training passage")
 
 
-def starts(lm, texts: list[str], n_vectors: int = 1) -> dict[str, list[torch.Tensor]]:
-    """Each start's [n, d] vectors for these texts with seed 0: the common start and the encoder loaded once."""
-    cold = starting_vectors(RECIPES["cold"], n_vectors, lm.model.get_input_embeddings().weight, 0, 1)[0]
+def starts(name: str, lm, texts: list[str], n_vectors: int = 1) -> list[torch.Tensor]:
+    """The [n, d] vectors a start gives these texts with seed 0 (the encoder read only for its own start)."""
+    if name == "cold":
+        return [starting_vectors(RECIPES["cold"], n_vectors, lm.model.get_input_embeddings().weight, 0, 1)[0]] * len(
+            texts)
     common = common_start(lm, n_vectors)
+    if name == "default":
+        return [common] * len(texts)
     ids = [lm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     offsets = model_encoder(lm, n_vectors).offsets(lm, ids, api.prefix_token(lm.tokenizer, RECIPES["default"]))
-    return {"cold": [cold] * len(texts), "default": [common] * len(texts), "encoder": list(common + offsets)}
+    return list(common + offsets)
 
 
 def start_of(label: str) -> str:
@@ -93,7 +97,7 @@ def table(rows: list[dict], store: Store, lm=None) -> str:
                  str(sum(r["exact"] and r["steps"] == 0 for r in rs))]
         start = start_of(name)
         if lm is not None and digest == spec(start, length, budget).digest(start, lm, 1):
-            begun = starts(lm, [store.text(r) for r in rs])[start]
+            begun = starts(start, lm, [store.text(r) for r in rs])
             cells.append(f"{statistics.median(cosine(s, r, store) for s, r in zip(begun, rs)):.3f}")
         elif lm is not None:  # another encoder's rows: today's encoder is not where they started
             cells.append("–")

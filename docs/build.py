@@ -26,7 +26,7 @@ from long_texts import table as long_text_table  # noqa: E402
 from cramming import horizon_report  # noqa: E402
 from cramming.encoder_train import TEXT_SEED, Training, cramming_seconds  # noqa: E402
 from cramming.errors import CrammingError  # noqa: E402
-from cramming.report import HORIZON_INTRO, TABLE_HEADERS, build_report, table_cells  # noqa: E402
+from cramming.report import HORIZON_INTRO, TABLE_HEADERS, build_report, made_by, table_cells  # noqa: E402
 from cramming.store import Store  # noqa: E402
 
 HEAD = """# Results
@@ -38,25 +38,18 @@ commands that wrote its rows and the source commits they ran from. Machine for e
 """
 
 
-def written_by(store: Store) -> list[str]:
-    """The runs table as a list: when, the command, the source commit and library versions."""
-    return [f"- {r['started_at']} UTC: `{r['command']}` (source commit {r['source_commit'] or 'unknown'}; "
-            f"cramming {r['cramming']}, torch {r['torch']}, transformers {r['transformers']})"
-            for r in store.runs()] or ["- not recorded (written before cramming recorded its runs)"]
+def written_by(made: list[str]) -> list[str]:
+    """The runs that wrote a file (report.made_by) as a list under "Written by:"."""
+    return ["Written by:", ""] + [f"- {m}" for m in made]
 
 
 def capacity(db: Path, out: Path) -> list[str]:
     """The horizon campaign: its table and findings here, the full report (figures included) beside."""
     report = build_report(db, out / "capacity")
-    store = Store(db)
-    try:
-        lines = ["## Capacity to the limit", "", f"`{db}`: exact horizons of the campaign in `examples/capacity/` "
-                 f"(`cram run SPEC --db {db}`, resumable). The full report, figures included: "
-                 "[results/capacity/report.md](results/capacity/report.md) "
-                 f"(`cram report --db {db} -o docs/results/capacity`).", "", "Written by:", ""]
-        lines += written_by(store)
-    finally:
-        store.close()
+    lines = ["## Capacity to the limit", "", f"`{db}`: exact horizons of the campaign in `examples/capacity/` "
+             f"(`cram run SPEC --db {db}`, resumable). The full report, figures included: "
+             "[results/capacity/report.md](results/capacity/report.md) "
+             f"(`cram report --db {db} -o docs/results/capacity`).", ""] + written_by(report.made_by)
     lines += ["", HORIZON_INTRO, ""]
     lines += ["| " + " | ".join(horizon_report.HEADERS) + " |", "|" + "---|" * len(horizon_report.HEADERS)]
     lines += ["| " + " | ".join(g.cells()) + " |" for g in report.horizons]
@@ -75,8 +68,7 @@ def long_texts(db: Path) -> list[str]:
                  f"the tuning set is text seed {SETS['tuning']}, the test set text seed {SETS['test']}, no "
                  "passage of one sharing text with the other (`python benchmarks/long_texts.py --sets`). A passage "
                  "not exact counts at its budget; the exact counts within a smaller budget read each passage's "
-                 "steps (the schedule does not depend on the budget).", "", "Written by:", ""]
-        lines += written_by(store)
+                 "steps (the schedule does not depend on the budget).", ""] + written_by(made_by(store))
     finally:
         store.close()
     return lines + ["", long_text_table(rows)]
@@ -95,8 +87,7 @@ def encoder(db: Path, training_db: Path) -> list[str]:
                  "(`default`) and a random one (`cold`), each with the model in bf16 while cramming (verified in "
                  "float32); a passage not exact counts at the budget; step-0 accuracy is teacher-forced, before "
                  "any step. `python benchmarks/encoder.py --table` adds the cosine between each start and its "
-                 "final vectors (it needs the trained encoder).", "", "Written by:", ""]
-        lines += written_by(store)
+                 "final vectors (it needs the trained encoder).", ""] + written_by(made_by(store))
         lines += ["", encoder_table(rows, store)]
     finally:
         store.close()
@@ -121,17 +112,12 @@ def encoder(db: Path, training_db: Path) -> list[str]:
 def example(db: Path, out: Path) -> list[str]:
     """The example grid (`examples/paper_shape.toml`): its table here, its report with every figure beside."""
     report = build_report(db, out / "example")
-    store = Store(db)
-    try:
-        lines = ["## Example grid: the shape of the paper's experiments", "",
-                 f"`{db}`: `examples/paper_shape.toml` (book, recent and random-word text; 1, 2 and 4 vectors; 16 "
-                 "and 32 tokens; 2 passages each; the default recipe, 1000 steps). The grid stops at 32 tokens, so "
-                 "a capacity of 32 is a lower bound (marked ≥). The report, "
-                 "figures included: [example/report.md](example/report.md) "
-                 f"(`cram report --db {db} -o docs/example`).", "", "Written by:", ""]
-        lines += written_by(store)
-    finally:
-        store.close()
+    lines = ["## Example grid: the shape of the paper's experiments", "",
+             f"`{db}`: `examples/paper_shape.toml` (book, recent and random-word text; 1, 2 and 4 vectors; 16 "
+             "and 32 tokens; 2 passages each; the default recipe, 1000 steps). The grid stops at 32 tokens, so "
+             "a capacity of 32 is a lower bound (marked ≥). The report, "
+             "figures included: [example/report.md](example/report.md) "
+             f"(`cram report --db {db} -o docs/example`).", ""] + written_by(report.made_by)
     lines += ["", "| " + " | ".join(TABLE_HEADERS) + " |", "|" + "---|" * len(TABLE_HEADERS)]
     return lines + ["| " + " | ".join(row) + " |" for row in table_cells(report.table, [])]
 

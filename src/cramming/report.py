@@ -49,6 +49,7 @@ class Report:
     published: list[dict]  # paper_models.csv, one entry per (model, source)
     horizons: list[HorizonGroup]  # the horizon searches (horizon_report.py)
     findings: list[str]  # the paper's three findings, checked on the horizons
+    made_by: list[str]  # the runs that wrote the file (made_by)
     figures: list[Figure]
     html: Path
     markdown: Path
@@ -309,6 +310,13 @@ def pick_histories(store: Store, rows: list[dict]) -> list[tuple[dict, list]]:
     return picked[:HISTORY_SAMPLES]
 
 
+def made_by(store: Store) -> list[str]:
+    """What wrote a results file, from its runs table: when, the command, the source commit, the libraries."""
+    return [f"{r['started_at']} UTC: `{r['command']}` (source commit {r['source_commit'] or 'unknown'}; "
+            f"cramming {r['cramming']}, torch {r['torch']}, transformers {r['transformers']})"
+            for r in store.runs()] or ["not recorded: the file was written before cramming recorded its runs"]
+
+
 def build_report(db: str | Path, out_dir: str | Path) -> Report:
     """Write index.html, report.md and one PNG per figure into out_dir -> what was written."""
     if not Path(db).exists():
@@ -328,9 +336,7 @@ def build_report(db: str | Path, out_dir: str | Path) -> Report:
     if horizons:
         figures += horizon_figures(horizons, published)
     figures += [figure_cross_entropy(rows), figure_history(pick_histories(store, rows))]
-    made_by = [f"{r['started_at']} UTC: `{r['command']}` (source commit {r['source_commit'] or 'unknown'}; "
-               f"cramming {r['cramming']}, torch {r['torch']}, transformers {r['transformers']})"
-               for r in store.runs()] or ["not recorded: the file was written before cramming recorded its runs"]
+    written = made_by(store)
     store.close()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -356,11 +362,11 @@ def build_report(db: str | Path, out_dir: str | Path) -> Report:
     horizon_part = (HORIZON_INTRO, [g.cells() for g in horizons], findings) if horizons else None
     md = Path(out / "report.md")
     with atomic_output(md) as tmp:
-        tmp.write_text(_markdown(intro, made_by, cells, figures, horizon_part), encoding="utf-8")
+        tmp.write_text(_markdown(intro, written, cells, figures, horizon_part), encoding="utf-8")
     page = Path(out / "index.html")
     with atomic_output(page) as tmp:
-        tmp.write_text(_html(intro, made_by, cells, figures, pngs, horizon_part), encoding="utf-8")
-    return Report(ours, published, horizons, findings, figures, page, md)
+        tmp.write_text(_html(intro, written, cells, figures, pngs, horizon_part), encoding="utf-8")
+    return Report(ours, published, horizons, findings, written, figures, page, md)
 
 
 HORIZON_INTRO = (
