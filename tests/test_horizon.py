@@ -1,5 +1,5 @@
 """The horizon search on the tiny model: growth from the last exact solution, bisection after the first failure,
-every try a stored row, resume after kill -9."""
+a failed warm-started try retried from the recipe's start, every try a stored row, resume after kill -9."""
 
 import json
 
@@ -30,12 +30,20 @@ def test_the_next_length_grows_then_bisects():
     for length in (8, 16, 32):
         s.record(length, True, None)
         assert s.next_length() == GROWTH[GROWTH.index(length) + 1]
+    s.record(48, False, None)  # a warm-started failure: the same length once more, from the recipe's own start
+    assert (s.lo, s.hi, s.next_length(), s.warm_from(), s.start()) == (32, None, 48, 0, None)
     s.record(48, False, None)
-    assert (s.lo, s.hi) == (32, 48) and s.next_length() == 40
+    assert (s.lo, s.hi) == (32, 48) and s.next_length() == 40 and s.warm_from() == 32
     s.record(40, True, None)
     assert s.next_length() == 44
     s.record(44, False, None)
-    assert close_enough(40, 44) and s.next_length() is None
+    assert s.next_length() == 44 and s.warm_from() == 0
+    fresh = object()
+    s.record(44, True, fresh)  # exact from the recipe's start: the next tries start from that solution
+    assert (s.lo, s.lo_vectors, s.hi) == (44, fresh, 48) and close_enough(44, 48) and s.next_length() is None
+    cold = Search(0, limit=100)
+    cold.record(8, False, None)  # the first try starts from scratch already: a failure is final
+    assert (cold.hi, cold.next_length(), cold.warm_from()) == (8, 4, 0)
     whole = Search(0, limit=12)
     whole.record(8, True, None)
     assert whole.next_length() == 12  # capped at the passage
@@ -63,6 +71,9 @@ def test_a_horizon_search_stores_every_try_and_resumes(horizon_spec, tmp_path):
     # on this model both passages grow (8, then 16 from 8's solution), fail at 32 and are bisected below it
     assert any(r["exact"] and r["warm_from"] >= 8 for r in rows)
     assert any(r["length"] not in GROWTH for r in rows)
+    for r in rows:  # every warm-started failure was tried again from scratch
+        if not r["exact"] and r["warm_from"] > 0:
+            assert any(q["sample"] == r["sample"] and q["length"] == r["length"] and q["warm_from"] == 0 for q in rows)
     skipped = []
     assert run_local(spec, store, device="cpu", on_skipped=skipped.append) == 0  # all replayed from the store
     assert sum(skipped) == len(rows)

@@ -5,9 +5,11 @@ warm-started from the vectors of the longest prefix known to be exact), and afte
 bisected between the last success and that failure, each try again warm-started from the last success, until
 the gap is within 10% of the length (4 tokens at least). Each try has the recipe's step budget.
 
-A warm-started horizon and a from-scratch bisection (capacity.bisect) can differ: a warm start begins where
-the shorter prefix's solution is, which helps when the longer text needs little change and hurts when that
-solution is a basin the longer text cannot leave within the budget (README, "Capacity").
+A warm start begins where the shorter prefix's solution is, which helps when the longer text needs little
+change and hurts when that solution is a basin the longer text cannot leave within the budget: book passage
+2's 32-token prefix stayed not exact for 1000 steps from its 16-token solution, yet crams from the prior in
+174 (README, "Limits"). So a warm-started try that fails is tried once more from the recipe's own start before
+its length counts as a failure: the horizon is the longest prefix exact from either start.
 
 Every try is a row of the results store, keyed by its length and by the length it started from, so a search
 killed at any point (kill -9 included) resumes by replaying the stored tries and running only the missing
@@ -43,9 +45,19 @@ class Search:
     lo: int = 0
     hi: int | None = None
     lo_vectors: torch.Tensor | None = None  # the exact solution at lo, where the next try starts
+    fresh: int | None = None  # a length whose warm-started try failed: tried next from the recipe's own start
+
+    def warm_from(self) -> int:
+        """The exact length the next try starts from; 0: the recipe's own start."""
+        return 0 if self.fresh is not None else self.lo
+
+    def start(self) -> torch.Tensor | None:
+        return None if self.fresh is not None else self.lo_vectors
 
     def next_length(self) -> int | None:
         """The next length to try, None when the search is done."""
+        if self.fresh is not None:
+            return self.fresh
         if self.hi is None:
             if self.lo >= self.limit:
                 return None  # the whole passage decodes: the horizon is a lower bound
@@ -54,8 +66,12 @@ class Search:
         return None if close_enough(self.lo, self.hi) else (self.lo + self.hi) // 2
 
     def record(self, length: int, exact: bool, vectors: torch.Tensor) -> None:
+        """The outcome of the try at next_length() from warm_from()."""
+        warm, self.fresh = self.warm_from() > 0, None
         if exact:
             self.lo, self.lo_vectors = length, vectors
+        elif warm:
+            self.fresh = length
         else:
             self.hi = length
 
@@ -74,7 +90,7 @@ def search(searches: list[Search], key_for: Callable[[Search, int], TaskKey], st
         if on_skipped is not None and len(missing) < len(tries):
             on_skipped(len(tries) - len(missing))
         if missing:
-            run([key for _, key in missing], [s.lo_vectors for s, _ in missing])
+            run([key for _, key in missing], [s.start() for s, _ in missing])
             stored.update({key: store.get(key) for _, key in missing})
         for s, key in tries:
             exact, vector_file = stored[key]

@@ -362,7 +362,8 @@ def run_horizons(spec: Spec, store: Store, worker: Worker, *, on_task: OnTask | 
 
         def key_for(s: horizon.Search, length: int) -> TaskKey:
             key = TaskKey(model.name, name, model.fingerprint, model.tokenizer_fingerprint, source, spec.text_seed,
-                          s.sample, length, n, digest, seed, passage_tokens=spec.max_tokens, warm_from=s.lo)
+                          s.sample, length, n, digest, seed, passage_tokens=spec.max_tokens,
+                          warm_from=s.warm_from())
             visited.add(key.identity())
             return key
 
