@@ -4,7 +4,8 @@ tests/data/fixed_seed.safetensors was written by this file's `reference()` at co
 was rewritten for one screen); regenerate it only for a change meant to alter results, and say so. Regenerated
 once since: when a source's samples stopped sharing text (texts.load_samples), the tiny model's prior, drawn
 from a small repetitive file, got other passages, so `default` (which starts from it) got other vectors;
-paper, progressive and cold were unchanged, bit for bit.
+paper, progressive and cold were unchanged, bit for bit. And again when `default` came to weigh a wrong
+token 4 times in its loss (wrong_weight = 4): only default's entries changed.
 """
 
 from pathlib import Path
