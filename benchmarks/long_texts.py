@@ -24,13 +24,14 @@ import argparse
 import platform
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from recipes import recipe_tables
 
 from cramming.errors import CrammingError
 from cramming.models import DEFAULT_MODEL, load_model
-from cramming.recipes import RECIPES
+from cramming.recipes import RECIPES, Recipe
 from cramming.runner import Spec, run_local
 from cramming.store import Store
 from cramming.texts import load_samples
@@ -83,12 +84,23 @@ def long_text_rows(store: Store) -> list[dict]:
             if r["model"] == DEFAULT_MODEL and r["vectors"] == 1 and r["text_seed"] in seeds]
 
 
+def label(row: dict) -> str:
+    """A row's recipe name; where a named recipe ran with other settings than it has today, what they were."""
+    name = row["recipe"]
+    if name not in RECIPES:
+        return name
+    then = Recipe.from_dict(row["settings"]).to_dict()  # a field added since takes its default: what ran
+    now = replace(RECIPES[name], max_steps=then["max_steps"]).to_dict()
+    changed = [k for k in now if k != "name" and then[k] != now[k]]
+    return f"{name} (then: {', '.join(f'{k} {then[k]}' for k in changed)})" if changed else name
+
+
 def table(rows: list[dict]) -> str:
     """One line per (set, length, recipe as run): exact within each budget up to the one it ran with, median
     and largest steps (a passage not exact counts at the budget, shown with >)."""
     by: dict[tuple, list[dict]] = {}
     for r in rows:
-        by.setdefault((r["set"], r["length"], r["recipe"], r["budget"]), []).append(r)
+        by.setdefault((r["set"], r["length"], label(r), r["budget"]), []).append(r)
     lines = ["| set | tokens | recipe | budget | passages | " + " | ".join(f"exact within {w}" for w in WITHIN)
              + " | median steps | book / recent exact | largest steps |", "|" + "---|" * (8 + len(WITHIN))]
     for (name, length, recipe, budget), rs in sorted(by.items(), key=lambda kv: (kv[0][0] != "tuning", kv[0][1:])):
@@ -153,7 +165,7 @@ def main() -> None:
           f"length; {platform.machine()} CPU.")
     print(f"Command: python {' '.join(sys.argv)}\n")
     print(table(rows))
-    as_run = {r["recipe"]: store.settings(r) for r in rows}
+    as_run = {r["recipe"]: r["settings"] for r in rows}
     print("\nRecipes: " + "; ".join(f"{name}: {({k: v for k, v in s.items() if k != 'name'})}"
                                     for name, s in sorted(as_run.items())))
 

@@ -92,6 +92,16 @@ def test_two_recipes_or_budgets_are_never_averaged_together(store_path):
     assert len([g for g in groups if g[:2] == ("books", 1)]) == 3
 
 
+def test_a_recipe_changed_between_runs_is_labelled_by_what_changed(store_path):
+    store = Store(store_path)
+    before = RECIPES["default"].override({"wrong_weight": 1.0}, "default")  # the same name and budget
+    add(store, "books", 0, 8, 1, 1.0, True, recipe=before)
+    groups = {(r["source"], r["vectors"], r["recipe"]): r for r in summarize(store.rows())}
+    assert ("books", 1, "default, 5000 steps (wrong_weight 1)") in groups
+    assert groups[("books", 1, "default, 5000 steps (wrong_weight 4)")]["samples"] == 2
+    assert store.rows()[0]["settings"]["name"] == "default"
+
+
 def test_a_longer_passing_length_is_the_decoding_capacity(tmp_path):
     store = Store(tmp_path / "r.sqlite")
     for length, acc in ((8, 1.0), (16, 0.9), (32, 1.0)):

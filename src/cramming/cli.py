@@ -479,7 +479,7 @@ def results(
     if fmt == "json":
         print(json.dumps(rows, indent=1))
         return
-    writer = csv.DictWriter(sys.stdout, fieldnames=ROW, lineterminator="\n")
+    writer = csv.DictWriter(sys.stdout, fieldnames=ROW, lineterminator="\n", extrasaction="ignore")  # flat columns
     writer.writeheader()
     writer.writerows(rows)
 

@@ -12,6 +12,7 @@ import base64
 import csv
 import html
 import io
+import json
 import math
 import statistics
 from dataclasses import dataclass
@@ -71,16 +72,25 @@ def _number(value: str) -> float | str | None:
 
 
 def recipe_labels(rows: list[dict]) -> dict[str, str]:
-    """recipe digest -> its label in tables and legends: the recipe's name and budget, and a short digest where
-    two different settings share both (a recipe changed between runs)."""
+    """recipe digest -> its label in tables and legends: the recipe's name and budget, and where two different
+    settings share both (a recipe changed between runs) the fields that tell them apart, e.g. "(wrong_weight 4)"
+    (a short digest where the settings do not: the same recipe from another encoder)."""
     named = {(r["recipe"], r["budget"], r["recipe_digest"]) for r in rows}
+    settings = {r["recipe_digest"]: r.get("settings", {}) for r in rows}
     labels = {}
     for name, budget, digest in named:
         label = f"{name}, {budget} steps"
-        if sum((n, b) == (name, budget) for n, b, _ in named) > 1:
-            label += f" ({digest[:6]})"
+        rivals = [d for n, b, d in named if (n, b) == (name, budget)]
+        differ = sorted(k for k in {k for d in rivals for k in settings[d]}
+                        if len({json.dumps(settings[d].get(k)) for d in rivals}) > 1)
+        if len(rivals) > 1:
+            label += f" ({', '.join(f'{k} {_shown(settings[digest].get(k))}' for k in differ) or digest[:6]})"
         labels[digest] = label
     return labels
+
+
+def _shown(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def group_rows(rows: list[dict]) -> dict[tuple, list[dict]]:

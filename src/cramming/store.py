@@ -178,14 +178,16 @@ class Store:
         return added
 
     def rows(self) -> list[dict]:
-        """Every row's key, its step budget, its metrics and when it finished, as plain values (no vectors, no
-        history)."""
-        cols = ROW
+        """Every row's key, its step budget, its metrics and when it finished, as plain values, and under
+        "settings" the recipe's settings as run (no vectors, no history)."""
+        cols = (*ROW, "settings")
         out = []
         order = ", ".join(("model", "source", "recipe", "vectors", "length", "text_seed", "sample", "seed"))
-        select = ", ".join(c if c != "budget" else "json_extract(recipe_settings, '$.max_steps')" for c in cols)
+        computed = {"budget": "json_extract(recipe_settings, '$.max_steps')", "settings": "recipe_settings"}
+        select = ", ".join(computed.get(c, c) for c in cols)
         for row in self.db.execute(f"SELECT {select} FROM results ORDER BY {order}"):
             d = dict(zip(cols, row))
+            d["settings"] = json.loads(d["settings"])
             for k in ("exact", "diverged"):
                 d[k] = bool(d[k])
             for k in ("tokens", "token_gain", "steps"):
