@@ -24,14 +24,13 @@ import argparse
 import platform
 import statistics
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from recipes import recipe_tables
 
 from cramming.errors import CrammingError
 from cramming.models import DEFAULT_MODEL, load_model
-from cramming.recipes import RECIPES, Recipe
+from cramming.recipes import RECIPES, changed_since
 from cramming.runner import Spec, run_local
 from cramming.store import Store
 from cramming.texts import load_samples
@@ -86,13 +85,8 @@ def long_text_rows(store: Store) -> list[dict]:
 
 def label(row: dict) -> str:
     """A row's recipe name; where a named recipe ran with other settings than it has today, what they were."""
-    name = row["recipe"]
-    if name not in RECIPES:
-        return name
-    then = Recipe.from_dict(row["settings"]).to_dict()  # a field added since takes its default: what ran
-    now = replace(RECIPES[name], max_steps=then["max_steps"]).to_dict()
-    changed = [k for k in now if k != "name" and then[k] != now[k]]
-    return f"{name} (then: {', '.join(f'{k} {then[k]}' for k in changed)})" if changed else name
+    changed = changed_since(row["settings"])
+    return f"{row['recipe']} (then: {', '.join(f'{k} {v}' for k, v in changed.items())})" if changed else row["recipe"]
 
 
 def table(rows: list[dict]) -> str:

@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 
 from cramming import CrammingError
-from cramming.recipes import RECIPES, Recipe, get_recipe, parse_setting
+from cramming.recipes import DESCRIPTIONS, RECIPES, Recipe, changed_since, describe, get_recipe, parse_setting
 from cramming.runner import Spec, run_local
 from cramming.store import Store
 
@@ -83,3 +83,13 @@ def test_precision_is_a_setting_that_keeps_old_keys():
     assert RECIPES["default"].override({"precision": "fp32"}).bf16 is False
     with pytest.raises(CrammingError, match="precision takes 'auto' or 'fp32' or 'bf16'"):
         RECIPES["default"].override({"precision": "fp16"})
+
+
+def test_a_named_recipe_run_before_a_change_is_described_as_it_ran():
+    old = RECIPES["default"].to_dict()
+    del old["wrong_weight"]  # stored before the field existed: it ran with the field's default
+    assert changed_since(old) == {"wrong_weight": 1.0}
+    assert describe(old) == "the recipe then called default, which ran with wrong_weight = 1.0"
+    today = dict(RECIPES["default"].to_dict(), max_steps=1000)  # another budget is not a change
+    assert changed_since(today) == {} and describe(today) == DESCRIPTIONS["default"]
+    assert changed_since(dict(today, name="mine")) == {} and describe(dict(today, name="mine")) == "user-defined"

@@ -238,6 +238,26 @@ DESCRIPTIONS = {
 }
 
 
+def changed_since(settings: dict) -> dict[str, Any]:
+    """Settings stored under a named recipe's name -> the fields, budget aside, in which they differ from that
+    recipe today, with the values they ran with ({} for a user-defined name, or no change since)."""
+    name = settings.get("name")
+    if name not in RECIPES:
+        return {}
+    then = Recipe.from_dict(settings).to_dict()  # a field added since takes its default: what ran
+    now = replace(RECIPES[name], max_steps=then["max_steps"]).to_dict()
+    return {k: then[k] for k in now if k != "name" and then[k] != now[k]}
+
+
+def describe(settings: dict) -> str:
+    """What a recipe as run is, in words: a named recipe's description, or what it was then if it has changed."""
+    name, changed = settings.get("name"), changed_since(settings)
+    if changed:
+        return (f"the recipe then called {name}, which ran with " + ", ".join(f"{k} = {json.dumps(v)}"
+                                                                             for k, v in changed.items()))
+    return DESCRIPTIONS.get(name, "user-defined")
+
+
 def get_recipe(name: str, settings: list[str] | None = None) -> Recipe:
     """The named recipe, with FIELD=VALUE settings (a command line's --set) applied and checked."""
     if name not in RECIPES:

@@ -28,7 +28,7 @@ from . import horizon_report
 from .capacity import PAPER_CRITERION, decoding_capacity
 from .errors import CrammingError
 from .horizon_report import HorizonGroup
-from .recipes import DESCRIPTIONS
+from .recipes import Recipe, describe
 from .store import Store
 
 HISTORY_SAMPLES = 4  # samples drawn in the loss/accuracy-over-steps figure
@@ -76,7 +76,8 @@ def recipe_labels(rows: list[dict]) -> dict[str, str]:
     settings share both (a recipe changed between runs) the fields that tell them apart, e.g. "(wrong_weight 4)"
     (a short digest where the settings do not: the same recipe from another encoder)."""
     named = {(r["recipe"], r["budget"], r["recipe_digest"]) for r in rows}
-    settings = {r["recipe_digest"]: r.get("settings", {}) for r in rows}
+    settings = {r["recipe_digest"]: Recipe.from_dict(r["settings"]).to_dict() for r in rows}  # fields added since
+    # take their defaults: what ran
     labels = {}
     for name, budget, digest in named:
         label = f"{name}, {budget} steps"
@@ -358,15 +359,14 @@ def build_report(db: str | Path, out_dir: str | Path) -> Report:
         with atomic_output(out / f"{f.name}.png") as tmp:
             tmp.write_bytes(pngs[f.name])
     cells = table_cells(ours, published)
-    recipes = sorted({r["recipe"] for r in rows})
+    recipes = sorted({(r["recipe"], describe(r["settings"])) for r in rows})
     intro = (f"{len(rows)} results from {db}: {len(ours)} (model, source, vectors, recipe) groups in the table "
              f"below, {len(horizons)} horizon searches in the next; rows of different "
              "recipes, budgets or models are never averaged together. Decoding capacity is the paper's (largest length "
              f"whose mean teacher-forced accuracy is >= {PAPER_CRITERION}); exact capacity is ours (per sample and "
              "seed, the largest length whose greedy round trip is exact, averaged); ≥ marks a lower bound, where the "
              "longest length run passed and the text may hold more. Gains are means at the "
-             "decoding-capacity length. Recipes: " + "; ".join(f"{name}: {DESCRIPTIONS.get(name, 'user-defined')}"
-                                                                for name in recipes)
+             "decoding-capacity length. Recipes: " + "; ".join(f"{name}: {what}" for name, what in recipes)
              + ". Published rows: Kuratov et al. (2025), Table 1, 50 PG-19 samples per model, base models, "
              "teacher-forced with the first token given; information gain published in nats.")
     horizon_part = (HORIZON_INTRO, [g.cells() for g in horizons], findings) if horizons else None
