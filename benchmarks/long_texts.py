@@ -24,13 +24,14 @@ import argparse
 import platform
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from recipes import recipe_tables
 
 from cramming.errors import CrammingError
 from cramming.models import DEFAULT_MODEL, load_model
-from cramming.recipes import RECIPES, changed_since
+from cramming.recipes import RECIPES, Recipe, changed_since
 from cramming.runner import Spec, run_local
 from cramming.store import Store
 from cramming.texts import load_samples
@@ -87,6 +88,22 @@ def label(row: dict) -> str:
     """A row's recipe name; where a named recipe ran with other settings than it has today, what they were."""
     changed = changed_since(row["settings"])
     return f"{row['recipe']} (then: {', '.join(f'{k} {v}' for k, v in changed.items())})" if changed else row["recipe"]
+
+
+def recipes_in(rows: list[dict]) -> str:
+    """One line naming what each recipe of the rows is: the named recipe nearest its settings and what differs."""
+    notes = {}
+    for r in rows:
+        if label(r) in notes:
+            continue
+        then = Recipe.from_dict(r["settings"]).to_dict()
+        differ = {name: {k: v for k, v in then.items() if k not in ("name", "max_steps")
+                         and v != replace(recipe, max_steps=then["max_steps"]).to_dict()[k]}
+                  for name, recipe in RECIPES.items()}
+        base = min(differ, key=lambda name: len(differ[name]))
+        notes[label(r)] = (f"{base} with " + ", ".join(f"{k} {v}" for k, v in differ[base].items())
+                           if differ[base] else f"today's {base}")
+    return "Recipes: " + "; ".join(f"{name}: {what}" for name, what in sorted(notes.items())) + "."
 
 
 def table(rows: list[dict]) -> str:
@@ -159,9 +176,7 @@ def main() -> None:
           f"length; {platform.machine()} CPU.")
     print(f"Command: python {' '.join(sys.argv)}\n")
     print(table(rows))
-    as_run = {r["recipe"]: r["settings"] for r in rows}
-    print("\nRecipes: " + "; ".join(f"{name}: {({k: v for k, v in s.items() if k != 'name'})}"
-                                    for name, s in sorted(as_run.items())))
+    print("\n" + recipes_in(rows))
 
 
 if __name__ == "__main__":
