@@ -87,7 +87,9 @@ def long_text_rows(store: Store) -> list[dict]:
 def label(row: dict) -> str:
     """A row's recipe name; where a named recipe ran with other settings than it has today, what they were."""
     changed = changed_since(row["settings"])
-    return f"{row['recipe']} (then: {', '.join(f'{k} {v}' for k, v in changed.items())})" if changed else row["recipe"]
+    if not changed:
+        return row["recipe"]
+    return f"{row['recipe']} (ran with {', '.join(f'{k} {v}' for k, v in changed.items())})"
 
 
 def recipes_in(rows: list[dict]) -> str:

@@ -88,7 +88,7 @@ def encoder(db: Path, training_db: Path) -> list[str]:
                  "float32); a passage not exact counts at the budget; step-0 accuracy is teacher-forced, before "
                  "any step. `python benchmarks/encoder.py --table` adds the cosine between each start and its "
                  "final vectors (it needs the trained encoder).", ""] + written_by(made_by(store))
-        lines += ["", encoder_table(rows, store)]
+        lines += ["", encoder_table(rows, store), "", recipes_in(rows)]
     finally:
         store.close()
     if training_db.exists():
@@ -100,7 +100,8 @@ def encoder(db: Path, training_db: Path) -> list[str]:
             minutes = cramming_seconds(trained, Training.batch_size) / 60
         finally:
             trained.close()
-        lines += ["", f"Training passages (`{training_db}`, text seed {TEXT_SEED}, the default recipe in bf16, "
+        lines += ["", f"Training passages (`{training_db}`, text seed {TEXT_SEED}, the default recipe of the time "
+                  "(wrong_weight 1) in bf16, "
                   f"{Training.max_steps} steps, batches of {Training.batch_size}): "
                   + ", ".join(f"{source} {length} tokens {sum(e)}/{len(e)} exact"
                               for (source, length), e in sorted(counts.items()))

@@ -31,6 +31,6 @@ def test_the_script_builds_from_a_small_database(tmp_path):
     assert cells[4:8] == ["≥ 34.0", "4", "≥ 64", "2"] and cells[10] == "7"
     assert "not recorded" in text  # this file has no runs table entries
     # rows of the default of the time (wrong_weight 1) are labelled as they ran, and said what they are
-    assert "| tuning | 64 | default (then: wrong_weight 1.0) | 3000 | 3 |" in text
-    assert "Recipes: default (then: wrong_weight 1.0): default with wrong_weight 1.0." in text
+    assert "| tuning | 64 | default (ran with wrong_weight 1.0) | 3000 | 3 |" in text
+    assert "Recipes: default (ran with wrong_weight 1.0): default with wrong_weight 1.0." in text
     assert (tmp_path / "results" / "capacity" / "report.md").exists()
