@@ -24,14 +24,13 @@ import argparse
 import platform
 import statistics
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from recipes import recipe_tables
 
 from cramming.errors import CrammingError
 from cramming.models import DEFAULT_MODEL, load_model
-from cramming.recipes import RECIPES, Recipe, changed_since
+from cramming.recipes import RECIPES, changed_since, describe
 from cramming.runner import Spec, run_local
 from cramming.store import Store
 from cramming.texts import load_samples
@@ -93,18 +92,8 @@ def label(row: dict) -> str:
 
 
 def recipes_in(rows: list[dict]) -> str:
-    """One line naming what each recipe of the rows is: the named recipe nearest its settings and what differs."""
-    notes = {}
-    for r in rows:
-        if label(r) in notes:
-            continue
-        then = Recipe.from_dict(r["settings"]).to_dict()
-        differ = {name: {k: v for k, v in then.items() if k not in ("name", "max_steps")
-                         and v != replace(recipe, max_steps=then["max_steps"]).to_dict()[k]}
-                  for name, recipe in RECIPES.items()}
-        base = min(differ, key=lambda name: len(differ[name]))
-        notes[label(r)] = (f"{base} with " + ", ".join(f"{k} {v}" for k, v in differ[base].items())
-                           if differ[base] else f"today's {base}")
+    """One line naming what each recipe of the rows is (recipes.describe)."""
+    notes = {label(r): describe(r["settings"]) for r in rows}
     return "Recipes: " + "; ".join(f"{name}: {what}" for name, what in sorted(notes.items())) + "."
 
 

@@ -89,7 +89,9 @@ def test_a_named_recipe_run_before_a_change_is_described_as_it_ran():
     old = RECIPES["default"].to_dict()
     del old["wrong_weight"]  # stored before the field existed: it ran with the field's default
     assert changed_since(old) == {"wrong_weight": 1.0}
-    assert describe(old) == "the recipe then called default, which ran with wrong_weight = 1.0"
+    assert describe(old) == "default with wrong_weight 1.0"
     today = dict(RECIPES["default"].to_dict(), max_steps=1000)  # another budget is not a change
     assert changed_since(today) == {} and describe(today) == DESCRIPTIONS["default"]
-    assert changed_since(dict(today, name="mine")) == {} and describe(dict(today, name="mine")) == "user-defined"
+    assert changed_since(dict(today, name="mine")) == {} and describe(dict(today, name="mine")) == "default's settings"
+    bf16 = dict(today, name="default, bf16", precision="bf16")
+    assert describe(bf16) == "default with precision bf16"

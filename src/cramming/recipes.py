@@ -250,12 +250,17 @@ def changed_since(settings: dict) -> dict[str, Any]:
 
 
 def describe(settings: dict) -> str:
-    """What a recipe as run is, in words: a named recipe's description, or what it was then if it has changed."""
-    name, changed = settings.get("name"), changed_since(settings)
-    if changed:
-        return (f"the recipe then called {name}, which ran with " + ", ".join(f"{k} = {json.dumps(v)}"
-                                                                             for k, v in changed.items()))
-    return DESCRIPTIONS.get(name, "user-defined")
+    """What a recipe as run is, in words: a named recipe's description while its settings are still that
+    recipe's (budget aside), else the nearest named recipe and what differed ("default with precision bf16")."""
+    then = Recipe.from_dict(settings).to_dict()  # a field added since takes its default: what ran
+    if settings.get("name") in RECIPES and not changed_since(settings):
+        return DESCRIPTIONS[settings["name"]]
+    differ = {name: {k: v for k, v in then.items() if k not in ("name", "max_steps")
+                     and v != replace(recipe, max_steps=then["max_steps"]).to_dict()[k]}
+              for name, recipe in RECIPES.items()}
+    base = min(differ, key=lambda name: len(differ[name]))
+    changes = ", ".join(f"{k} {v}" for k, v in differ[base].items())
+    return f"{base} with {changes}" if changes else f"{base}'s settings"
 
 
 def get_recipe(name: str, settings: list[str] | None = None) -> Recipe:
