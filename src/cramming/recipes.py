@@ -238,26 +238,26 @@ DESCRIPTIONS = {
 }
 
 
-def changed_since(settings: dict) -> dict[str, Any]:
-    """Settings stored under a named recipe's name -> the fields, budget aside, in which they differ from that
-    recipe today, with the values they ran with ({} for a user-defined name, or no change since)."""
-    name = settings.get("name")
-    if name not in RECIPES:
-        return {}
+def _differences(settings: dict, name: str) -> dict[str, Any]:
+    """The fields, budget aside, in which settings as run differ from the named recipe today, as they ran."""
     then = Recipe.from_dict(settings).to_dict()  # a field added since takes its default: what ran
     now = replace(RECIPES[name], max_steps=then["max_steps"]).to_dict()
     return {k: then[k] for k in now if k != "name" and then[k] != now[k]}
 
 
+def changed_since(settings: dict) -> dict[str, Any]:
+    """Settings stored under a named recipe's name -> the fields, budget aside, in which they differ from that
+    recipe today, with the values they ran with ({} for a user-defined name, or no change since)."""
+    name = settings.get("name")
+    return _differences(settings, name) if name in RECIPES else {}
+
+
 def describe(settings: dict) -> str:
     """What a recipe as run is, in words: a named recipe's description while its settings are still that
     recipe's (budget aside), else the nearest named recipe and what differed ("default with precision bf16")."""
-    then = Recipe.from_dict(settings).to_dict()  # a field added since takes its default: what ran
     if settings.get("name") in RECIPES and not changed_since(settings):
         return DESCRIPTIONS[settings["name"]]
-    differ = {name: {k: v for k, v in then.items() if k not in ("name", "max_steps")
-                     and v != replace(recipe, max_steps=then["max_steps"]).to_dict()[k]}
-              for name, recipe in RECIPES.items()}
+    differ = {name: _differences(settings, name) for name in RECIPES}
     base = min(differ, key=lambda name: len(differ[name]))
     changes = ", ".join(f"{k} {v}" for k, v in differ[base].items())
     return f"{base} with {changes}" if changes else f"{base}'s settings"
