@@ -11,8 +11,9 @@ the loop avoids: logits at every position, and gradients for the model's weights
 Table 2, batch throughput: sample-steps per second at batch 1, 4 and 16 (32 tokens, 1 vector), and what that
 means in samples per hour at the median steps to an exact round trip of the recipe table (or --steps).
 
-Table 3, precision: the floor in float32, under CPU bf16 autocast (weights cast on every call), and with the
-weights kept in bf16 once, at the batch x tokens shapes cramming runs; and a real cram step under the recipe's
+Table 3, precision: the floor in float32, under CPU bf16 autocast (weights cast on every call), under autocast
+on the twin whose Linear weights are bf16 once (what cramming runs), and with all weights in bf16, at the
+batch x tokens shapes cramming runs; and a real cram step under the recipe's
 `precision = "bf16"` against float32. Whether bf16 pays depends on the CPU's bf16 units (the header names them):
 oneDNN's ONEDNN_VERBOSE=1 log shows the kernel each matmul ran (e.g. brg_matmul:avx512_core_bf16).
 """
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from cramming.api import as_model, prefix_token
 from cramming.decode import with_prefix
 from cramming.engine import cram, starting_vectors
-from cramming.models import DEFAULT_MODEL
+from cramming.models import DEFAULT_MODEL, autocast_model
 from cramming.recipes import RECIPES
 from cramming.store import Store
 from cramming.texts import load_samples
@@ -156,10 +157,13 @@ def batch_table(ids, cram_step, median_steps: float) -> None:
 
 def precision_table(model, recipe, prefix, tokenizer, cram_step) -> None:
     print("\nPrecision: the floor (forward + input-gradient backward) in float32, and as a ratio to it under bf16 "
-          "autocast and with bf16 weights; a cram step with precision = bf16 against one in float32.\n")
-    print("| batch x tokens | floor fp32 (s) | bf16 autocast / fp32 | bf16 weights / fp32 | cram step fp32 (s) | "
-          "cram step bf16 / fp32 |\n|---|---|---|---|---|---|")
+          "autocast (weights cast on every call), under bf16 autocast on the twin whose Linear weights are bf16 "
+          "once (models.autocast_model: what cramming runs), and with all weights bf16; a cram step with "
+          "precision = bf16 against one in float32.\n")
+    print("| batch x tokens | floor fp32 (s) | bf16 autocast / fp32 | bf16 autocast, twin / fp32 | "
+          "bf16 weights / fp32 | cram step fp32 (s) | cram step bf16 / fp32 |\n|---|---|---|---|---|---|---|")
     weights_bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    twin = autocast_model(model, torch.device("cpu"), True)
     for B, T in ((1, 32), (1, 64), (1, 128), (4, 64), (2, 96), (4, 128)):
         batch = [tokenizer(s.text, add_special_tokens=False)["input_ids"][:T]
                  for s in load_samples("books", B, T, tokenizer, seed=0)]
@@ -168,10 +172,11 @@ def precision_table(model, recipe, prefix, tokenizer, cram_step) -> None:
                                B).requires_grad_(True)
         fp32 = timed(lambda: forward_backward(model, tensor, mem, prefix))
         autocast = timed(lambda: forward_backward(model, tensor, mem, prefix, bf16=True))
+        twinned = timed(lambda: forward_backward(twin, tensor, mem, prefix, bf16=True))
         weights = timed(lambda: forward_backward(weights_bf16, tensor, mem, prefix))
         step32, step16 = cram_step(batch, "fp32"), cram_step(batch, "bf16")
-        print(f"| {B} x {T} | {fp32:.3f} | {autocast / fp32:.2f} | {weights / fp32:.2f} | {step32:.3f} | "
-              f"{step16 / step32:.2f} |", flush=True)
+        print(f"| {B} x {T} | {fp32:.3f} | {autocast / fp32:.2f} | {twinned / fp32:.2f} | {weights / fp32:.2f} | "
+              f"{step32:.3f} | {step16 / step32:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

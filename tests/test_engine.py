@@ -8,6 +8,7 @@ import torch
 
 from cramming import CrammingError, compress, cram, greedy_decode, round_trip, tokenize
 from cramming.engine import starting_vectors, text_logits
+from cramming.models import autocast, autocast_model
 from cramming.recipes import RECIPES, Recipe
 
 from .conftest import BlowsUp
@@ -283,14 +284,37 @@ def test_a_prior_recipe_starts_from_the_random_start_plus_the_prior(tiny_lm):
     assert torch.allclose(r.vectors, start + prior)
 
 
+def test_bf16_twin_gives_autocasts_logits_and_gradients_bit_for_bit(tiny_lm):
+    model, cpu = tiny_lm.model, torch.device("cpu")
+    twin = autocast_model(model, cpu, True)
+    assert autocast_model(model, cpu, False) is model and autocast_model(model, cpu, True) is twin  # built once
+    assert twin.lm_head.weight.dtype == torch.bfloat16 and model.lm_head.weight.dtype == torch.float32
+    assert twin.get_input_embeddings().weight is model.get_input_embeddings().weight  # shared, float32
+    ids = torch.tensor([tokenize(tiny_lm, LONGER)[1]])
+    embeds = model.get_input_embeddings()(ids)
+    outputs = []
+    for module in (model, twin):
+        vectors = torch.randn(1, 2, embeds.shape[-1], generator=torch.Generator().manual_seed(0)).requires_grad_()
+        with autocast(cpu, True):
+            logits = text_logits(module, vectors, embeds, prefix_id=0)
+        logits.float().logsumexp(-1).sum().backward()
+        outputs.append((logits.detach(), vectors.grad))
+    assert outputs[0][0].dtype == torch.bfloat16
+    assert torch.equal(outputs[0][0], outputs[1][0]) and torch.equal(outputs[0][1], outputs[1][1])
+
+
 def test_bf16_precision_crams_in_bf16_and_verifies_in_float32(tiny_lm):
+    twin = autocast_model(tiny_lm.model, torch.device("cpu"), True)
     seen = []
-    hook = tiny_lm.model.lm_head.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    hooks = [module.lm_head.register_forward_hook(lambda _, args, out, module=module: seen.append((module, out.dtype)))
+             for module in (tiny_lm.model, twin)]
     try:
         [c] = compress([SHORT], tiny_lm, n_vectors=2, max_steps=300,
                        recipe=RECIPES["default"].override({"precision": "bf16"}))
     finally:
-        hook.remove()
-    assert torch.bfloat16 in seen and torch.float32 in seen  # training steps in bf16, the greedy check in float32
+        for hook in hooks:
+            hook.remove()
+    # training steps in bf16 on the twin, the greedy check in float32 on the model itself
+    assert (twin, torch.bfloat16) in seen and (tiny_lm.model, torch.float32) in seen
     assert c.exact and c.vectors.dtype == torch.float32
     assert round_trip(tiny_lm.model, tiny_lm.tokenizer, c.vectors, c.token_ids, SHORT, c.prefix_id).exact

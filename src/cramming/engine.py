@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from . import storage
 from .decode import greedy_decode, with_prefix
 from .errors import CrammingError
-from .models import autocast
+from .models import autocast, autocast_model
 from .recipes import Recipe
 
 
@@ -142,6 +142,7 @@ def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor
     valid = torch.arange(targets.shape[1], device=device)[None, :] < lengths[:, None]
     with torch.no_grad():
         text_embeds = embedding(targets)  # constant: the model is frozen
+    stepper = autocast_model(model, device, recipe.bf16)  # model itself, or its bf16 twin under bf16
 
     # One leaf per sample: a finished sample's vectors simply stop receiving gradients.
     samples = [_Sample(i, ids, torch.nn.Parameter(start[i].clone().to(device)), (-1.0, math.inf, start[i], 0))
@@ -158,7 +159,7 @@ def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor
         raw = torch.stack([s.vectors for s in active])
         vectors = storage.straight_through(raw, storage_form)
         with autocast(device, recipe.bf16):
-            logits = text_logits(model, vectors, text_embeds[rows, :T], prefix_id)
+            logits = text_logits(stepper, vectors, text_embeds[rows, :T], prefix_id)
         ce = F.cross_entropy(logits.float().transpose(1, 2), tgt, reduction="none") * ok
         losses = ce.sum(1) / lengths[rows]  # per-sample mean, so samples do not weigh on each other
         with torch.no_grad():
