@@ -4,6 +4,8 @@
     python benchmarks/encoder.py --train-only --train-lengths 16,32          # on the shorter passages only
     python benchmarks/encoder.py --lengths 16,32,64,96 --samples 8 --budget 1500
     python benchmarks/encoder.py --end-to-end-steps 300 --lengths 32,64 --samples 8   # the head tuned end to end
+    python benchmarks/encoder.py --train-lengths 16,32 --train-set wrong_weight=1 --lengths 64,96   # the committed
+                                        # training rows (crammed by the default before wrong_weight 4), read back
     python benchmarks/encoder.py --table
 
 The encoder is trained by encoder_train (the default model, one vector; book and recent passages of 16, 32 and
@@ -34,7 +36,7 @@ from cramming.encoder_train import TEXT_SEED, Training, common_start, train_enco
 from cramming.engine import starting_vectors
 from cramming.errors import CrammingError
 from cramming.models import DEFAULT_MODEL, load_model
-from cramming.recipes import RECIPES
+from cramming.recipes import RECIPES, parse_setting
 from cramming.runner import Spec, run_local
 from cramming.store import Store
 from cramming.texts import load_samples
@@ -150,6 +152,9 @@ def main() -> None:
                                                                                  "and length")
     parser.add_argument("--train-lengths", default=list(Training.lengths),
                         type=lambda t: tuple(int(x) for x in t.split(",")), help="training passage lengths")
+    parser.add_argument("--train-set", dest="train_settings", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a field of the recipe the training passages are crammed with (repeatable), on top "
+                             "of the default's, e.g. wrong_weight=1 for the rows crammed by the default before")
     parser.add_argument("--end-to-end-steps", type=int, default=0)
     parser.add_argument("--train-only", action="store_true")
     parser.add_argument("--table", action="store_true", help="print the table of stored rows, run nothing")
@@ -158,7 +163,11 @@ def main() -> None:
                         help="the training passages' rows (committed, so training resumes on a fresh checkout)")
     args = parser.parse_args()
     lm = load_model(DEFAULT_MODEL, "cpu")
-    training = Training(lengths=tuple(args.train_lengths), passages=args.passages,
+    try:
+        settings = dict(parse_setting(t) for t in args.train_settings)
+    except CrammingError as e:
+        sys.exit(f"error: {e}")
+    training = Training(lengths=tuple(args.train_lengths), passages=args.passages, settings=settings,
                         end_to_end_steps=args.end_to_end_steps)
     check_held_out(lm, training, args.samples, args.lengths)
     store = Store(args.db)

@@ -9,7 +9,7 @@ checks that it evaluates on none of them).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -41,13 +41,17 @@ class Training:
     # The model's compute type while cramming them: bf16 halves a CPU step at these batch sizes
     # (docs/notebook.md, "CPU bf16"); every solution is still verified by float32 decoding.
     precision: str = "bf16"
+    # Further fields of the recipe the passages are crammed with, on top of `default` (e.g. {"wrong_weight": 1}
+    # to read rows crammed with an earlier default back instead of cramming them again).
+    settings: dict = field(default_factory=dict)
     layer: int = 15  # the hidden state read: after this many blocks
     end_to_end_steps: int = 0  # 0: the ridge head alone
     end_to_end_lr: float = 1e-3
 
     def spec(self, model: str) -> Spec:
         return Spec(models=[model], sources=list(self.sources), lengths=list(self.lengths), samples=self.passages,
-                    recipes={f"default, {self.precision}": {"base": "default", "precision": self.precision}},
+                    recipes={f"default, {self.precision}": {"base": "default", **self.settings,
+                                                             "precision": self.precision}},
                     text_seed=TEXT_SEED,
                     max_steps=self.max_steps)
 
@@ -104,7 +108,7 @@ def train_encoder(lm: LoadedModel, n_vectors: int = 1, training: Training = Trai
                                  lr=training.end_to_end_lr, on_step=on_step)
     encoder.about.update(sources=list(training.sources), lengths=list(training.lengths),
                          passages=training.passages, text_seed=TEXT_SEED, max_steps=training.max_steps,
-                         precision=training.precision,
+                         precision=training.precision, settings=training.settings,
                          cramming_seconds=round(cramming_seconds(store, training.batch_size), 2))
     encoder.save(out or encoder_path(lm, n_vectors))
     return encoder
