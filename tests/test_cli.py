@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from safetensors.torch import save_file
@@ -312,3 +313,21 @@ def test_vector_files_get_the_usual_mode(run_cli, tiny_dir, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert vec.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_texts_out_writes_each_passage_as_a_file_compress_reads(run_cli, tiny_dir, tmp_path):
+    book = tmp_path / "my book.txt"
+    book.write_text(" ".join(f"Sentence number {i} tells of the {i}th lighthouse keeper." for i in range(60)))
+    args = ("texts", f"file:{book}", "--n", "2", "--tokens", "12", "--seed", "3", "--model", str(tiny_dir))
+    code, out, err = run_cli(*args, "--json")
+    assert code == 0, err
+    passages = [json.loads(line)["text"] for line in out.splitlines()]
+    code, out, err = run_cli(*args, "--out", str(tmp_path / "passages"))
+    assert code == 0, err
+    paths = [Path(line) for line in out.decode().splitlines()]
+    assert [p.name for p in paths] == ["my_book-seed3-0-12t.txt", "my_book-seed3-1-12t.txt"]
+    assert [p.read_text(encoding="utf-8") for p in paths] == passages  # the text as crammed, nothing added
+    code, out, err = run_cli("compress", "-f", str(paths[0]), "--model", str(tiny_dir), "--json", "--max-steps", "1")
+    assert json.loads(out.decode().splitlines()[0])["tokens"] == 12, err
+    code, _, err = run_cli(*args, "--out", str(book))  # a file where the directory should be
+    assert_one_line_error(code, err, "cannot write the passages")

@@ -31,7 +31,7 @@ from .models import ALIASES, DEFAULT_MODEL, SYNONYMS, alias_status
 from .runner import Spec, horizon_capacity, run_local, run_ray
 from .store import ROW, Store
 from .storage import parse_form
-from .texts import SOURCE_USAGE, check_source, load_samples
+from .texts import SOURCE_USAGE, check_source, load_samples, write_samples
 from .threads import use_threads
 from .vectors import load_vectors
 
@@ -334,11 +334,17 @@ def texts(
     seed: int = typer.Option(0, "--seed"),
     model: str = ModelOpt,
     as_json: bool = typer.Option(False, "--json"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write each passage to a .txt file in this "
+                                       "directory (their paths are printed), for `cram compress -f`."),
 ) -> None:
     """Show samples of a text source, cut to a number of the model's tokens."""
     check_source(source, n)
     lm = api.as_model(model, device="cpu")
     samples = load_samples(source, n, tokens, lm.tokenizer, seed)
+    if out is not None:
+        for path in write_samples(samples, out, seed):
+            print(path)
+        return
     if as_json:
         for sample in samples:
             print(json.dumps(asdict(sample)))

@@ -52,6 +52,21 @@ class Sample:
         return self.where[1] < other.where[1] + len(other.text) and other.where[1] < self.where[1] + len(self.text)
 
 
+def write_samples(samples: list[Sample], directory: Path, seed: int) -> list[Path]:
+    """Each sample's text, as it is (UTF-8, nothing added), to DIRECTORY/SOURCE-seedSEED-INDEX-TOKENSt.txt: files
+    for `cram compress -f`. A file: source is named by its file's stem."""
+    source = samples[0].source if samples else ""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(source[5:]).stem if source.startswith("file:") else source)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = [directory / f"{name}-seed{seed}-{s.index}-{s.n_tokens}t.txt" for s in samples]
+        for sample, path in zip(samples, paths):
+            path.write_text(sample.text, encoding="utf-8", newline="")
+    except OSError as e:
+        raise CrammingError(f"cannot write the passages to {directory}: {e.strerror or e}") from None
+    return paths
+
+
 def _passage(doc: str, rng: random.Random, tokenizer, n_tokens: int) -> tuple[int, str] | None:
     """(where it starts, a passage of n_tokens) starting at a random sentence start, or None where the rest of
     the document is shorter."""
