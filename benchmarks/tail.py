@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from long_texts import SETS  # noqa: E402
 
 from cramming import api  # noqa: E402
-from cramming.engine import text_logits  # noqa: E402
+from cramming.engine import target_lead, text_logits  # noqa: E402
 from cramming.models import DEFAULT_MODEL, load_model  # noqa: E402
 from cramming.recipes import Recipe  # noqa: E402
 from cramming.store import Store  # noqa: E402
@@ -54,9 +54,7 @@ def leads(lm, recipe: Recipe, vectors: torch.Tensor, text: str) -> tuple[list[in
     with torch.no_grad():
         embeds = lm.model.get_input_embeddings()(target)
         logits = text_logits(lm.model, vectors[None].float(), embeds, api.prefix_token(lm.tokenizer, recipe))[0]
-        right = logits.gather(-1, target[0][:, None])[:, 0]
-        other = logits.scatter(-1, target[0][:, None], -torch.inf).amax(-1)
-    return ids, (right - other).float()
+    return ids, target_lead(logits, target[0])
 
 
 def around(history: list[list[float]], restart: int, until: int) -> tuple[float, float, float]:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cramming import CrammingError, compress, cram, greedy_decode, round_trip, tokenize
-from cramming.engine import starting_vectors, text_logits
+from cramming.engine import starting_vectors, target_lead, text_logits
 from cramming.models import autocast, autocast_model
 from cramming.recipes import RECIPES, Recipe
 
@@ -318,3 +318,16 @@ def test_bf16_precision_crams_in_bf16_and_verifies_in_float32(tiny_lm):
     assert (twin, torch.bfloat16) in seen and (tiny_lm.model, torch.float32) in seen
     assert c.exact and c.vectors.dtype == torch.float32
     assert round_trip(tiny_lm.model, tiny_lm.tokenizer, c.vectors, c.token_ids, SHORT, c.prefix_id).exact
+
+
+def test_target_lead_is_the_targets_margin_over_every_other_token():
+    logits = torch.randn(3, 5, 50, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    targets = torch.randint(0, 50, (3, 5), generator=torch.Generator().manual_seed(1))
+    targets[0] = logits[0].argmax(-1)  # right: the lead is the gap to the runner-up
+    logits[1, 0, 7] = logits[1, 0].max()
+    targets[1, 0] = 7
+    logits[1, 0, 8] = logits[1, 0, 7]  # a tie with the target: no lead
+    slow = logits.gather(-1, targets[..., None])[..., 0] - logits.scatter(-1, targets[..., None], -math.inf).amax(-1)
+    lead = target_lead(logits, targets)
+    assert lead.dtype == torch.float32 and torch.equal(lead, slow.float())
+    assert (lead[0] > 0).all() and lead[1, 0] == 0 and (lead[2] < 0).any()

@@ -95,6 +95,15 @@ def text_logits(model: torch.nn.Module, vectors: torch.Tensor, text_embeds: torc
     return model(inputs_embeds=x, use_cache=False, logits_to_keep=T + 1).logits[:, :-1]
 
 
+def target_lead(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """[..., V] logits, [...] target ids -> [...] each target's lead over the best other token, in float32
+    (negative where it is not the argmax). From the top two: a fifth of the time of masking the target out
+    of a copy of the logits, the same numbers."""
+    top = logits.topk(2, dim=-1)
+    other = torch.where(top.indices[..., 0] == targets, top.values[..., 1], top.values[..., 0])
+    return (logits.gather(-1, targets[..., None])[..., 0] - other).float()
+
+
 @dataclass
 class _Sample:
     """One sample's state in the loop."""
@@ -165,8 +174,7 @@ def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor
         with torch.no_grad():
             accuracies = ((logits.argmax(-1) == tgt) & ok).sum(1) / lengths[rows]
             # each token's lead over the runner-up; once the argmax is all right this is the greedy path's margin
-            lead = (logits.gather(-1, tgt[..., None])[..., 0] - logits.scatter(-1, tgt[..., None], -math.inf)
-                    .amax(-1)).float().masked_fill(~ok, math.inf)
+            lead = target_lead(logits, tgt).masked_fill(~ok, math.inf)
             trained = ok
             if recipe.margin is not None or min_margin > 0:  # spend the vectors on the tokens not yet right enough
                 wanted = [m for m in (recipe.margin, min_margin if min_margin > 0 else None) if m is not None]
