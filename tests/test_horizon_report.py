@@ -52,6 +52,7 @@ def test_horizons_findings_and_figures(campaign, tmp_path):
     assert all((tmp_path / "out" / f"{name}.png").stat().st_size > 0 for name in names)
     md = report.markdown.read_text()
     assert "| tiny | random | 1 | default, 5000 steps | ≥ 16.0 | 16 | ≥ 16 | 2 | 400 |" in md
+    assert f"In all, 8 passage searches: 23 tries, {sum(g.steps for g in report.horizons):,} steps" in md
 
 
 def test_a_finding_that_does_not_hold_says_so(campaign):

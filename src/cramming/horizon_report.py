@@ -95,6 +95,12 @@ def horizon_groups(groups: dict[tuple, list[dict]], labels: dict[str, str]) -> l
     return out
 
 
+def totals(groups: list[HorizonGroup]) -> str:
+    """What the searches cost in all, in one sentence."""
+    return (f"In all, {sum(len(g.horizons) for g in groups)} passage searches: {sum(g.tries for g in groups)} tries, "
+            f"{sum(g.steps for g in groups):,} steps, {sum(g.seconds for g in groups) / 3600:.2f} wall hours.")
+
+
 def findings(groups: list[HorizonGroup]) -> list[str]:
     """The paper's three findings, each checked where our groups can check it, in one sentence each."""
     out = []

@@ -369,7 +369,8 @@ def build_report(db: str | Path, out_dir: str | Path) -> Report:
              "decoding-capacity length. Recipes: " + "; ".join(f"{name}: {what}" for name, what in recipes)
              + ". Published rows: Kuratov et al. (2025), Table 1, 50 PG-19 samples per model, base models, "
              "teacher-forced with the first token given; information gain published in nats.")
-    horizon_part = (HORIZON_INTRO, [g.cells() for g in horizons], findings) if horizons else None
+    horizon_part = (f"{HORIZON_INTRO} {horizon_report.totals(horizons)}", [g.cells() for g in horizons],
+                    findings) if horizons else None
     md = Path(out / "report.md")
     with atomic_output(md) as tmp:
         tmp.write_text(_markdown(intro, written, cells, figures, horizon_part), encoding="utf-8")
