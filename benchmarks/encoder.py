@@ -36,7 +36,7 @@ from cramming.encoder_train import TEXT_SEED, Training, common_start, train_enco
 from cramming.engine import starting_vectors
 from cramming.errors import CrammingError
 from cramming.models import DEFAULT_MODEL, load_model
-from cramming.recipes import RECIPES, parse_setting
+from cramming.recipes import RECIPES, differences, parse_setting
 from cramming.runner import Spec, run_local
 from cramming.store import Store
 from cramming.texts import load_samples
@@ -76,15 +76,25 @@ def start_of(label: str) -> str:
     return label.split(":")[0]
 
 
+def as_run(row: dict) -> str:
+    """A row's label; where it ran with other settings than its start has today (e.g. an earlier default),
+    what they were."""
+    fields = dict(STARTS[start_of(row["recipe"])])
+    today = RECIPES[fields.pop("base", start_of(row["recipe"]))].override(fields)
+    changed = differences(row["settings"], today)
+    return row["recipe"] + (f" (ran with {', '.join(f'{k} {v}' for k, v in changed.items())})" if changed else "")
+
+
 def table(rows: list[dict], store: Store, lm=None) -> str:
     """One line per (length, start as run). With the model, also the median cosine between each start and the
     vectors its run ended with (which needs the encoder itself, not only the rows)."""
     by: dict[tuple, list[dict]] = {}
     for r in rows:
         by.setdefault((r["length"], r["recipe"], r["recipe_digest"]), []).append(r)
+    labels = {key: as_run(rs[0]) for key, rs in by.items()}
     digests: dict[str, set] = {}
-    for _, name, digest in by:
-        digests.setdefault(name, set()).add(digest)
+    for key, label in labels.items():
+        digests.setdefault(label, set()).add(key[2])
     head = ["tokens", "start", "budget", "exact", "median steps", "step-0 accuracy (median)", "exact at step 0"]
     head += ["cosine start-final (median)"] if lm is not None else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -93,7 +103,8 @@ def table(rows: list[dict], store: Store, lm=None) -> str:
         budget = rs[0]["budget"]
         steps = [r["steps"] if r["exact"] else budget for r in rs]
         first = [store.history(r)[0][2] for r in rs]
-        label = f"{name} ({digest[:6]})" if len(digests[name]) > 1 else name  # one label, two runs: which is which
+        label = labels[(length, name, digest)]
+        label += f" ({digest[:6]})" if len(digests[label]) > 1 else ""  # one label, two runs: which is which
         cells = [str(length), label, str(budget), f"{sum(r['exact'] for r in rs)}/{len(rs)}",
                  f"{statistics.median(steps):g}", f"{statistics.median(first):.3f}",
                  str(sum(r["exact"] and r["steps"] == 0 for r in rs))]

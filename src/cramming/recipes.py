@@ -238,10 +238,10 @@ DESCRIPTIONS = {
 }
 
 
-def _differences(settings: dict, name: str) -> dict[str, Any]:
-    """The fields, budget aside, in which settings as run differ from the named recipe today, as they ran."""
+def differences(settings: dict, recipe: Recipe) -> dict[str, Any]:
+    """The fields, name and budget aside, in which settings as run differ from a recipe, as they ran."""
     then = Recipe.from_dict(settings).to_dict()  # a field added since takes its default: what ran
-    now = replace(RECIPES[name], max_steps=then["max_steps"]).to_dict()
+    now = replace(recipe, max_steps=then["max_steps"]).to_dict()
     return {k: then[k] for k in now if k != "name" and then[k] != now[k]}
 
 
@@ -249,7 +249,7 @@ def changed_since(settings: dict) -> dict[str, Any]:
     """Settings stored under a named recipe's name -> the fields, budget aside, in which they differ from that
     recipe today, with the values they ran with ({} for a user-defined name, or no change since)."""
     name = settings.get("name")
-    return _differences(settings, name) if name in RECIPES else {}
+    return differences(settings, RECIPES[name]) if name in RECIPES else {}
 
 
 def describe(settings: dict) -> str:
@@ -257,7 +257,7 @@ def describe(settings: dict) -> str:
     recipe's (budget aside), else the nearest named recipe and what differed ("default with precision bf16")."""
     if settings.get("name") in RECIPES and not changed_since(settings):
         return DESCRIPTIONS[settings["name"]]
-    differ = {name: _differences(settings, name) for name in RECIPES}
+    differ = {name: differences(settings, RECIPES[name]) for name in RECIPES}
     base = min(differ, key=lambda name: len(differ[name]))
     changes = ", ".join(f"{k} {v}" for k, v in differ[base].items())
     return f"{base} with {changes}" if changes else f"{base}'s settings"
