@@ -36,7 +36,7 @@ from cramming.encoder_train import TEXT_SEED, Training, common_start, train_enco
 from cramming.engine import starting_vectors
 from cramming.errors import CrammingError
 from cramming.models import DEFAULT_MODEL, load_model
-from cramming.recipes import RECIPES, differences, parse_setting
+from cramming.recipes import RECIPES, differences, parse_setting, ran_with
 from cramming.runner import Spec, run_local
 from cramming.store import Store
 from cramming.texts import load_samples
@@ -81,8 +81,7 @@ def as_run(row: dict) -> str:
     what they were."""
     fields = dict(STARTS[start_of(row["recipe"])])
     today = RECIPES[fields.pop("base", start_of(row["recipe"]))].override(fields)
-    changed = differences(row["settings"], today)
-    return row["recipe"] + (f" (ran with {', '.join(f'{k} {v}' for k, v in changed.items())})" if changed else "")
+    return ran_with(row["recipe"], differences(row["settings"], today))
 
 
 def table(rows: list[dict], store: Store, lm=None) -> str:

@@ -25,12 +25,13 @@ import platform
 import statistics
 import sys
 from pathlib import Path
+from typing import Callable
 
 from recipes import recipe_tables
 
 from cramming.errors import CrammingError
 from cramming.models import DEFAULT_MODEL, load_model
-from cramming.recipes import RECIPES, changed_since, describe
+from cramming.recipes import RECIPES, changed_since, describe, ran_with
 from cramming.runner import Spec, run_local
 from cramming.store import Store
 from cramming.texts import load_samples
@@ -85,15 +86,13 @@ def long_text_rows(store: Store) -> list[dict]:
 
 def label(row: dict) -> str:
     """A row's recipe name; where a named recipe ran with other settings than it has today, what they were."""
-    changed = changed_since(row["settings"])
-    if not changed:
-        return row["recipe"]
-    return f"{row['recipe']} (ran with {', '.join(f'{k} {v}' for k, v in changed.items())})"
+    return ran_with(row["recipe"], changed_since(row["settings"]))
 
 
-def recipes_in(rows: list[dict]) -> str:
-    """One line naming what each recipe of the rows is (recipes.describe)."""
-    notes = {label(r): describe(r["settings"]) for r in rows}
+def recipes_in(rows: list[dict], labelled: Callable[[dict], str] = label) -> str:
+    """One line naming what each recipe of the rows is (recipes.describe), each under the label its table gives
+    it (labelled)."""
+    notes = {labelled(r): describe(r["settings"]) for r in rows}
     return "Recipes: " + "; ".join(f"{name}: {what}" for name, what in sorted(notes.items())) + "."
 
 

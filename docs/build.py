@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmarks' table functions
 
-from encoder import STARTS, start_of  # noqa: E402
+from encoder import STARTS, as_run, start_of  # noqa: E402
 from encoder import table as encoder_table  # noqa: E402
 from long_texts import SETS, long_text_rows, recipes_in  # noqa: E402
 from long_texts import table as long_text_table  # noqa: E402
@@ -88,7 +88,7 @@ def encoder(db: Path, training_db: Path) -> list[str]:
                  "float32); a passage not exact counts at the budget; step-0 accuracy is teacher-forced, before "
                  "any step. `python benchmarks/encoder.py --table` adds the cosine between each start and its "
                  "final vectors (it needs the trained encoder).", ""] + written_by(made_by(store))
-        lines += ["", encoder_table(rows, store), "", recipes_in(rows)]
+        lines += ["", encoder_table(rows, store), "", recipes_in(rows, as_run)]
     finally:
         store.close()
     if training_db.exists():

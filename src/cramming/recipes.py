@@ -252,6 +252,16 @@ def changed_since(settings: dict) -> dict[str, Any]:
     return differences(settings, RECIPES[name]) if name in RECIPES else {}
 
 
+def _listed(fields: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in fields.items())
+
+
+def ran_with(name: str, changed: dict[str, Any]) -> str:
+    """A recipe's name as a table labels its rows: and, where they ran with other settings than the recipe has
+    today (changed_since, differences), what those were: "default (ran with wrong_weight 1.0)"."""
+    return f"{name} (ran with {_listed(changed)})" if changed else name
+
+
 def describe(settings: dict) -> str:
     """What a recipe as run is, in words: a named recipe's description while its settings are still that
     recipe's (budget aside), else the nearest named recipe and what differed ("default with precision bf16")."""
@@ -259,7 +269,7 @@ def describe(settings: dict) -> str:
         return DESCRIPTIONS[settings["name"]]
     differ = {name: differences(settings, RECIPES[name]) for name in RECIPES}
     base = min(differ, key=lambda name: len(differ[name]))
-    changes = ", ".join(f"{k} {v}" for k, v in differ[base].items())
+    changes = _listed(differ[base])
     return f"{base} with {changes}" if changes else f"{base}'s settings"
 
 
