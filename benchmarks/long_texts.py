@@ -31,7 +31,7 @@ from recipes import recipe_tables
 
 from cramming.errors import CrammingError
 from cramming.models import DEFAULT_MODEL, load_model
-from cramming.recipes import RECIPES, changed_since, describe, ran_with
+from cramming.recipes import RECIPES, changed_since, describe, nearest, ran_with
 from cramming.runner import Spec, run_local
 from cramming.store import Store
 from cramming.texts import load_samples
@@ -113,6 +113,46 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {name} | {length} | {recipe} | {budget} | {len(rs)} | " + " | ".join(within)
                      + f" | {'>' if median == budget and failed else ''}{median:g} | {book} / "
                      f"{sum(r['exact'] for r in rs) - book} | {'>' if failed else ''}{steps[-1]} |")
+    return "\n".join(lines)
+
+
+def plainly(row: dict) -> str:
+    """A row's recipe as the nearest named one and what differed, its precision apart: "default", "default with
+    wrong_weight 1.0", "cold"; and ", not bf16" where the model did not compute in bf16 (README's table says bf16
+    once)."""
+    base, changed = nearest(row["settings"])
+    precision = changed.pop("precision", RECIPES[base].precision)
+    label = f"{base} with {', '.join(f'{k} {v}' for k, v in changed.items())}" if changed else base
+    return label if precision == "bf16" else f"{label}, precision {precision}"
+
+
+def by_source(rows: list[dict], name: str = "test") -> str:
+    """README's table: one line per (recipe, length) of a set, each source's exact counts within each budget
+    up to the one it ran with, median and slowest steps (a passage not exact counts at its budget, with >)."""
+    by: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["set"] == name:
+            by.setdefault((plainly(r), r["length"]), []).append(r)
+    order = list(RECIPES)
+    lines = ["| recipe | tokens | " + " | ".join(
+        f"{source}: exact within {' / '.join(map(str, WITHIN))}, median, slowest" for source in SOURCES) + " |",
+        "|" + "---|" * (2 + len(SOURCES))]
+    for (recipe, length), rs in sorted(by.items(), key=lambda kv: (order.index(nearest(kv[1][0]["settings"])[0]),
+                                                                   kv[0])):
+        cells = []
+        for source in SOURCES:
+            ss = [r for r in rs if r["source"] == source]
+            if not ss:
+                cells.append("not run")
+                continue
+            budget = max(r["budget"] for r in ss)
+            steps = sorted(r["steps"] if r["exact"] else r["budget"] for r in ss)
+            failed = not all(r["exact"] for r in ss)
+            median = statistics.median(steps)
+            within = [str(sum(r["exact"] and r["steps"] <= w for r in ss)) if w <= budget else "–" for w in WITHIN]
+            cells.append(f"{' / '.join(within)} of {len(ss)}, {'>' if failed and median == budget else ''}"
+                         f"{median:g}, {'>' if failed else ''}{steps[-1]}")
+        lines.append(f"| {recipe} | {length} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmarks' table functions
 
 from encoder import STARTS, as_run, start_of  # noqa: E402
 from encoder import table as encoder_table  # noqa: E402
-from long_texts import SETS, long_text_rows, recipes_in  # noqa: E402
+from long_texts import SETS, by_source, long_text_rows, recipes_in  # noqa: E402
 from long_texts import table as long_text_table  # noqa: E402
 
 from cramming import horizon_report  # noqa: E402
@@ -71,7 +71,8 @@ def long_texts(db: Path) -> list[str]:
                  "steps (the schedule does not depend on the budget).", ""] + written_by(made_by(store))
     finally:
         store.close()
-    return lines + ["", long_text_table(rows), "", recipes_in(rows)]
+    return lines + ["", long_text_table(rows), "", recipes_in(rows), "", "The test set by source (README's table; "
+                    "every recipe with the model computing in bf16):", "", by_source(rows)]
 
 
 def encoder(db: Path, training_db: Path) -> list[str]:

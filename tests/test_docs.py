@@ -34,3 +34,23 @@ def test_the_script_builds_from_a_small_database(tmp_path):
     assert "| tuning | 64 | default (ran with wrong_weight 1.0) | 3000 | 3 |" in text
     assert "Recipes: default (ran with wrong_weight 1.0): default with wrong_weight 1.0." in text
     assert (tmp_path / "results" / "capacity" / "report.md").exists()
+
+
+def test_readme_long_text_table_is_the_one_the_database_gives():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Long texts: the test set", 1)[1].split("\n#", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("|")]
+    results = (ROOT / "docs" / "results.md").read_text(encoding="utf-8").splitlines()
+    assert len(table) >= 4 and all(line in results for line in table), "README's table is not results.md's"
+
+
+def test_the_by_source_table_counts_each_source_within_each_budget():
+    build = load_build()
+    store = build.Store(SMALL / "long-texts.sqlite")
+    try:
+        table = build.by_source(build.long_text_rows(store), "tuning")
+    finally:
+        store.close()
+    # 3 tuning passages of alice, steps 545, 1408, 1761 at a 3000 budget, in float32 under the default of the time
+    row = "| default with wrong_weight 1.0, precision auto | 64 | 2 / 3 / – of 3, 1408, 1761 | not run |"
+    assert table.splitlines()[2] == row

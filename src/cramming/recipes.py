@@ -267,10 +267,15 @@ def describe(settings: dict) -> str:
     recipe's (budget aside), else the nearest named recipe and what differed ("default with precision bf16")."""
     if settings.get("name") in RECIPES and not changed_since(settings):
         return DESCRIPTIONS[settings["name"]]
+    base, changed = nearest(settings)
+    return f"{base} with {_listed(changed)}" if changed else f"{base}'s settings"
+
+
+def nearest(settings: dict) -> tuple[str, dict[str, Any]]:
+    """The named recipe that settings as run differ least from, and the differences (budget aside)."""
     differ = {name: differences(settings, RECIPES[name]) for name in RECIPES}
     base = min(differ, key=lambda name: len(differ[name]))
-    changes = _listed(differ[base])
-    return f"{base} with {changes}" if changes else f"{base}'s settings"
+    return base, differ[base]
 
 
 def get_recipe(name: str, settings: list[str] | None = None) -> Recipe:
