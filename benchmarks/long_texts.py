@@ -96,30 +96,36 @@ def recipes_in(rows: list[dict], labelled: Callable[[dict], str] = label) -> str
     return "Recipes: " + "; ".join(f"{name}: {what}" for name, what in sorted(notes.items())) + "."
 
 
+def tally(rows: list[dict], budget: int) -> tuple[list[str], str, str]:
+    """Passages run at a budget: how many were exact within each of WITHIN up to it ("–" past it), and the median
+    and largest steps, a passage not exact counting at the budget (marked >)."""
+    steps = sorted(r["steps"] if r["exact"] else budget for r in rows)
+    within = [str(sum(r["exact"] and r["steps"] <= w for r in rows)) if w <= budget else "–" for w in WITHIN]
+    failed = not all(r["exact"] for r in rows)
+    median = statistics.median(steps)
+    return within, f"{'>' if failed and median == budget else ''}{median:g}", f"{'>' if failed else ''}{steps[-1]}"
+
+
 def table(rows: list[dict]) -> str:
     """One line per (set, length, recipe as run): exact within each budget up to the one it ran with, median
-    and largest steps (a passage not exact counts at the budget, shown with >)."""
+    and largest steps."""
     by: dict[tuple, list[dict]] = {}
     for r in rows:
         by.setdefault((r["set"], r["length"], label(r), r["budget"]), []).append(r)
     lines = ["| set | tokens | recipe | budget | passages | " + " | ".join(f"exact within {w}" for w in WITHIN)
              + " | median steps | book / recent exact | largest steps |", "|" + "---|" * (8 + len(WITHIN))]
     for (name, length, recipe, budget), rs in sorted(by.items(), key=lambda kv: (kv[0][0] != "tuning", kv[0][1:])):
-        steps = sorted(r["steps"] if r["exact"] else budget for r in rs)
-        within = [f"{sum(r['exact'] and r['steps'] <= w for r in rs)}" if w <= budget else "–" for w in WITHIN]
-        median = statistics.median(steps)
-        failed = not all(r["exact"] for r in rs)
+        within, median, largest = tally(rs, budget)
         book = sum(r["exact"] for r in rs if r["source"] == "alice")
         lines.append(f"| {name} | {length} | {recipe} | {budget} | {len(rs)} | " + " | ".join(within)
-                     + f" | {'>' if median == budget and failed else ''}{median:g} | {book} / "
-                     f"{sum(r['exact'] for r in rs) - book} | {'>' if failed else ''}{steps[-1]} |")
+                     + f" | {median} | {book} / {sum(r['exact'] for r in rs) - book} | {largest} |")
     return "\n".join(lines)
 
 
 def plainly(row: dict) -> str:
     """A row's recipe as the nearest named one and what differed, its precision apart: "default", "default with
-    wrong_weight 1.0", "cold"; and ", not bf16" where the model did not compute in bf16 (README's table says bf16
-    once)."""
+    wrong_weight 1.0", "cold"; with ", precision ..." only where the model did not compute in bf16 (README's
+    table says bf16 once)."""
     base, changed = nearest(row["settings"])
     precision = changed.pop("precision", RECIPES[base].precision)
     label = f"{base} with {', '.join(f'{k} {v}' for k, v in changed.items())}" if changed else base
@@ -127,8 +133,8 @@ def plainly(row: dict) -> str:
 
 
 def by_source(rows: list[dict], name: str = "test") -> str:
-    """README's table: one line per (recipe, length) of a set, each source's exact counts within each budget
-    up to the one it ran with, median and slowest steps (a passage not exact counts at its budget, with >)."""
+    """README's table: one line per (recipe, length) of a set, for each source its passages' tally (exact
+    within each budget, median, slowest) at the budget they ran with."""
     by: dict[tuple, list[dict]] = {}
     for r in rows:
         if r["set"] == name:
@@ -142,16 +148,11 @@ def by_source(rows: list[dict], name: str = "test") -> str:
         cells = []
         for source in SOURCES:
             ss = [r for r in rs if r["source"] == source]
-            if not ss:
+            if ss:
+                within, median, slowest = tally(ss, max(r["budget"] for r in ss))
+                cells.append(f"{' / '.join(within)} of {len(ss)}, {median}, {slowest}")
+            else:
                 cells.append("not run")
-                continue
-            budget = max(r["budget"] for r in ss)
-            steps = sorted(r["steps"] if r["exact"] else r["budget"] for r in ss)
-            failed = not all(r["exact"] for r in ss)
-            median = statistics.median(steps)
-            within = [str(sum(r["exact"] and r["steps"] <= w for r in ss)) if w <= budget else "–" for w in WITHIN]
-            cells.append(f"{' / '.join(within)} of {len(ss)}, {'>' if failed and median == budget else ''}"
-                         f"{median:g}, {'>' if failed else ''}{steps[-1]}")
         lines.append(f"| {recipe} | {length} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
