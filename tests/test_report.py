@@ -97,9 +97,21 @@ def test_a_recipe_changed_between_runs_is_labelled_by_what_changed(store_path):
     before = RECIPES["default"].override({"wrong_weight": 1.0}, "default")  # the same name and budget
     add(store, "books", 0, 8, 1, 1.0, True, recipe=before)
     groups = {(r["source"], r["vectors"], r["recipe"]): r for r in summarize(store.rows())}
-    assert ("books", 1, "default, 5000 steps (wrong_weight 1)") in groups
-    assert groups[("books", 1, "default, 5000 steps (wrong_weight 4)")]["samples"] == 2
+    assert ("books", 1, "default, 5000 steps (ran with wrong_weight 1.0)") in groups
+    assert groups[("books", 1, "default, 5000 steps")]["samples"] == 2  # today's default: its plain name
     assert store.rows()[0]["settings"]["name"] == "default"
+
+
+def test_a_spec_named_recipe_changed_between_runs_says_which_ran_before(tmp_path):
+    store = Store(tmp_path / "r.sqlite")
+    now = RECIPES["default"].override({"precision": "bf16"}, "default, bf16")  # a spec's [recipes."default, bf16"]
+    before = now.override({"wrong_weight": 1.0}, "default, bf16")
+    alone = RECIPES["default"].override({"wrong_weight": 1.0, "max_steps": 300}, "default")  # no rival, retired
+    for recipe in (now, before, alone):
+        add(store, "books", 0, 8, 1, 1.0, True, recipe=recipe)
+    labels = {r["recipe"] for r in summarize(store.rows())}
+    assert labels == {"default, bf16, 5000 steps", "default, bf16, 5000 steps (ran with wrong_weight 1.0)",
+                      "default, 300 steps (ran with wrong_weight 1.0)"}
 
 
 def test_a_longer_passing_length_is_the_decoding_capacity(tmp_path):
@@ -141,7 +153,7 @@ def test_report_writes_every_figure_and_table_from_the_store(store_path, tmp_pat
     assert "| tiny | books | 1 | default, 5000 steps | 16 | ≥ 24 |" in md
     assert "| tiny | books | 2 | default, 5000 steps | ≥ 32 | ≥ 32 |" in md
     assert "Llama-3.1-8B (published) | PG-19 (books) | 1 | Kuratov et al., first token given | 1568 |" in md
-    assert "default: ours: cold started from the model's prior" in md  # what each recipe is
+    assert "default, 5000 steps: ours: cold started from the model's prior" in md  # what each recipe is
     assert md.count("(published)") == len(report.published)
 
     figs = {f.name: f.figure for f in report.figures}

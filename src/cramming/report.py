@@ -28,7 +28,7 @@ from . import horizon_report
 from .capacity import PAPER_CRITERION, decoding_capacity
 from .errors import CrammingError
 from .horizon_report import HorizonGroup
-from .recipes import Recipe, describe
+from .recipes import Recipe, changed_since, describe, nearest, ran_with
 from .store import Store
 
 HISTORY_SAMPLES = 4  # samples drawn in the loss/accuracy-over-steps figure
@@ -72,26 +72,24 @@ def _number(value: str) -> float | str | None:
 
 
 def recipe_labels(rows: list[dict]) -> dict[str, str]:
-    """recipe digest -> its label in tables and legends: the recipe's name and budget, and where two different
-    settings share both (a recipe changed between runs) the fields that tell them apart, e.g. "(wrong_weight 4)"
-    (a short digest where the settings do not: the same recipe from another encoder)."""
+    """recipe digest -> its label in tables and legends: the recipe's name and budget, and where it ran with other
+    settings than that name means today, what they were, e.g. "default, 1500 steps (ran with wrong_weight 1.0)".
+    A named recipe is compared with itself today (recipes.changed_since); a spec's own name (say "default, bf16")
+    only where two settings share its name and budget, on the fields that tell them apart, against the named recipe
+    nearest to each (recipes.nearest). Where nothing tells them apart (the same recipe from another encoder), a
+    short digest does."""
     named = {(r["recipe"], r["budget"], r["recipe_digest"]) for r in rows}
-    settings = {r["recipe_digest"]: Recipe.from_dict(r["settings"]).to_dict() for r in rows}  # fields added since
-    # take their defaults: what ran
+    settings = {r["recipe_digest"]: r["settings"] for r in rows}
+    ran = {d: Recipe.from_dict(s).to_dict() for d, s in settings.items()}  # fields added since take their defaults
     labels = {}
     for name, budget, digest in named:
-        label = f"{name}, {budget} steps"
         rivals = [d for n, b, d in named if (n, b) == (name, budget)]
-        differ = sorted(k for k in {k for d in rivals for k in settings[d]}
-                        if len({json.dumps(settings[d].get(k)) for d in rivals}) > 1)
-        if len(rivals) > 1:
-            label += f" ({', '.join(f'{k} {_shown(settings[digest].get(k))}' for k in differ) or digest[:6]})"
-        labels[digest] = label
+        differ = {k for k in ran[digest] if len({json.dumps(ran[d].get(k)) for d in rivals}) > 1}
+        changed = changed_since(settings[digest]) or {k: v for k, v in nearest(settings[digest])[1].items()
+                                                      if k in differ}
+        label = ran_with(f"{name}, {budget} steps", changed)
+        labels[digest] = label + (f" ({digest[:6]})" if len(rivals) > 1 and not differ else "")
     return labels
-
-
-def _shown(value) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def group_rows(rows: list[dict]) -> dict[tuple, list[dict]]:
@@ -359,7 +357,7 @@ def build_report(db: str | Path, out_dir: str | Path) -> Report:
         with atomic_output(out / f"{f.name}.png") as tmp:
             tmp.write_bytes(pngs[f.name])
     cells = table_cells(ours, published)
-    recipes = sorted({(r["recipe"], describe(r["settings"])) for r in rows})
+    recipes = sorted({(labels[r["recipe_digest"]], describe(r["settings"])) for r in rows})
     intro = (f"{len(rows)} results from {db}: {len(ours)} (model, source, vectors, recipe) groups in the table "
              f"below, {len(horizons)} horizon searches in the next; rows of different "
              "recipes, budgets or models are never averaged together. Decoding capacity is the paper's (largest length "
