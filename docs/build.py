@@ -1,10 +1,12 @@
-"""docs/results.md and its reports, from the result databases committed under results/.
+"""docs/results.md and its reports, from the result databases committed under results/, and README's tables of them.
 
-    python docs/build.py            # rewrite docs/results.md and docs/results/
-    python docs/build.py --check    # exit 1 when docs/results.md is not what the databases give
+    python docs/build.py            # rewrite docs/results.md, docs/results/ and README's generated tables
+    python docs/build.py --check    # exit 1 when docs/results.md or README is not what the databases give
 
 Every number in docs/results.md is read from a row of a results/*.sqlite file; each section lists the commands
-that wrote its rows and the source commits they ran from (the file's runs table). Nothing here runs a model.
+that wrote its rows and the source commits they ran from (the file's runs table). README's long-text and
+capacity tables are copies of results.md's (README_TABLES), so README cannot drift from the rows either.
+Nothing here runs a model.
 """
 
 from __future__ import annotations
@@ -139,24 +141,59 @@ def build(results: Path, out: Path) -> str:
     return "\n".join([HEAD] + ["\n".join(lines) + "\n" for lines in sections if lines])
 
 
+def table_after(text: str, marker: str, keep=lambda line: True) -> list[str]:
+    """The lines of the first Markdown table at or after the line that starts with marker (header and rule
+    always, rows where keep says)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(marker))
+    first = next(i for i in range(start, len(lines)) if lines[i].startswith("|"))
+    end = next((i for i in range(first, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return lines[first:first + 2] + [line for line in lines[first + 2:end] if keep(line)]
+
+
+# README section -> its table, from results.md: the test set by source; the campaign's horizons under today's
+# recipes (a row that ran with a retired recipe stays in results.md).
+README_TABLES = {
+    "### Long texts: the test set": lambda results: table_after(results, "The test set by source"),
+    "### Capacity to the limit": lambda results: table_after(results, "| model | source | N | recipe | horizon mean",
+                                                             lambda line: "ran with" not in line),
+}
+
+
+def readme(text: str, results: str) -> str:
+    """README's text with the first table of each README_TABLES section replaced by what results.md gives."""
+    for section, table in README_TABLES.items():
+        if section not in text:
+            raise CrammingError(f"README has no section {section!r} for its generated table")
+        head, rest = text.split(section + "\n", 1)
+        old = table_after(section + "\n" + rest, section)
+        text = head + section + "\n" + rest.replace("\n".join(old), "\n".join(table(results)), 1)
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="compare with docs/results.md, write nothing")
     args = parser.parse_args()
     os.chdir(ROOT)  # paths in the text are relative to the repository, whatever the caller's directory
-    target = Path("docs/results.md")
+    target, front = Path("docs/results.md"), Path("README.md")
     try:
         if args.check:
             with tempfile.TemporaryDirectory() as tmp:
                 text = build(Path("results"), Path(tmp))
             if not target.exists() or target.read_text(encoding="utf-8") != text:
                 sys.exit("docs/results.md is not what results/ gives: run python docs/build.py")
-            print("docs/results.md is current")
+            current = front.read_text(encoding="utf-8")
+            if readme(current, text) != current:
+                sys.exit("README's tables are not what results/ gives: run python docs/build.py")
+            print("docs/results.md and README's tables are current")
             return
-        target.write_text(build(Path("results"), Path("docs")), encoding="utf-8")
+        text = build(Path("results"), Path("docs"))
+        target.write_text(text, encoding="utf-8")
+        front.write_text(readme(front.read_text(encoding="utf-8"), text), encoding="utf-8")
     except CrammingError as e:
         sys.exit(f"error: {e}")
-    print(f"wrote {target}")
+    print(f"wrote {target} and README's tables")
 
 
 if __name__ == "__main__":
