@@ -151,12 +151,14 @@ def table_after(text: str, marker: str, keep=lambda line: True) -> list[str]:
     return lines[first:first + 2] + [line for line in lines[first + 2:end] if keep(line)]
 
 
-# README section -> its table, from results.md: the test set by source; the campaign's horizons under today's
-# recipes (a row that ran with a retired recipe stays in results.md).
+# README section -> its table, from results.md: the test set by source; the campaign's horizons and the encoder's
+# starts under today's recipes (a row that ran with a retired recipe stays in results.md).
 README_TABLES = {
     "### Long texts: the test set": lambda results: table_after(results, "The test set by source"),
     "### Capacity to the limit": lambda results: table_after(results, "| model | source | N | recipe | horizon mean",
                                                              lambda line: "ran with" not in line),
+    "### Starts that know the text": lambda results: table_after(results, "| tokens | start | budget |",
+                                                                 lambda line: "ran with" not in line),
 }
 
 

@@ -103,6 +103,19 @@ def test_the_encoder_recipe_field_starts_each_text_from_its_prediction(tiny_lm, 
         RECIPES["cold"].override({"encoder": True})
 
 
+def test_a_shipped_encoder_is_found_and_one_trained_here_wins_over_it(tiny_lm, passages, tmp_path, monkeypatch):
+    from cramming import encoder as encoder_module
+
+    training = Training(sources=(passages,), lengths=(6, 8), passages=6, max_steps=300, layer=2)
+    shipped = train_encoder(tiny_lm, 1, training, out=tmp_path / "shipped" / encoder_path(tiny_lm, 1).name)
+    monkeypatch.setattr(encoder_module, "SHIPPED", tmp_path / "shipped")
+    assert not encoder_path(tiny_lm, 1).exists()
+    assert torch.equal(encoder_module.model_encoder(tiny_lm, 1).weight, shipped.weight)  # no cache: the shipped
+    own = train_encoder(tiny_lm, 1, replace(training, layer=1))  # `cram encoder train`: into the cache
+    found = encoder_module.model_encoder(tiny_lm, 1)
+    assert found.layer == own.layer == 1 and torch.equal(found.weight, own.weight)
+
+
 def test_rows_that_start_from_an_encoder_are_keyed_by_that_encoder(tiny_lm, tiny_dir, passages, tmp_path):
     spec = Spec(models=[str(tiny_dir)], sources=[passages], lengths=[6], samples=1, max_steps=100,
                 recipes={"enc": {"base": "default", "encoder": True}})

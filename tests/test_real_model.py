@@ -51,6 +51,15 @@ def test_the_default_recipes_prior_ships_with_the_package(default_lm, n_vectors)
         assert f.get_tensor("prior").shape == (n_vectors, default_lm.d_model)
 
 
+def test_the_default_models_encoder_ships_with_the_package(default_lm):
+    from cramming.encoder import SHIPPED as ENCODERS, encoder_path, model_encoder
+
+    assert (ENCODERS / encoder_path(default_lm, 1).name).exists()  # missing: `--set encoder=true` needs training
+    encoder = model_encoder(default_lm, 1)  # checked against the model it was trained for
+    ids = [default_lm.tokenizer("The cat sat on the mat.", add_special_tokens=False)["input_ids"]]
+    assert encoder.offsets(default_lm, ids, default_lm.tokenizer.bos_token_id).shape == (1, 1, default_lm.d_model)
+
+
 def test_short_text_round_trip_through_the_cli(default_lm, tmp_path):
     vec = tmp_path / "fox.safetensors"
     done = cram("compress", TEXT, "-o", str(vec), "--vectors", "1", "--json")

@@ -37,6 +37,7 @@ from .models import LoadedModel
 if TYPE_CHECKING:
     from .runner import ModelId
 
+# The default model's one-vector encoder ships (ridge on 127 crammed 16- and 32-token passages; docs/notebook.md).
 SHIPPED = Path(__file__).parent / "encoders"
 
 
@@ -132,9 +133,10 @@ def encoder_path(lm: LoadedModel | ModelId, n_vectors: int) -> Path:
 
 
 def model_encoder(lm: LoadedModel | ModelId, n_vectors: int) -> Encoder:
-    """The encoder of this model for n vectors: shipped with the package or trained by `cram encoder train`."""
+    """The encoder of this model for n vectors: one trained by `cram encoder train` (in the cache), else the one
+    shipped with the package."""
     path = encoder_path(lm, n_vectors)
-    for found in (SHIPPED / path.name, path):
+    for found in (path, SHIPPED / path.name):  # a user's own training wins over the shipped file
         if found.exists():
             encoder = Encoder.load(found)
             encoder.check(lm)
