@@ -208,24 +208,25 @@ def figure_horizon_scaling(groups: list[HorizonGroup], published: list[dict]) ->
 
 
 def figure_per_model(groups: list[HorizonGroup], published: list[dict]) -> MplFigure:
-    fig = MplFigure(figsize=(11, 4.8))
-    tokens, gain = fig.subplots(1, 2)
+    # horizontal bars: the (model, source, recipe) labels are long and read best on their own lines
     ours = [g for g in groups if g.vectors == 1]
-    names = [f"{g.model}\n{g.source}, {g.recipe}" for g in ours] + [f"{r['model']}\n{r['source']} (pub.)"
-                                                                    for r in published]
-    x = list(range(len(names)))
-    tokens.bar(x[: len(ours)], [g.mean for g in ours], color="tab:orange", label="ours: mean exact horizon")
-    tokens.bar(x[len(ours):], [r["decoding_capacity"] for r in published], color="tab:blue", alpha=0.7,
-               label="published: max tokens (teacher-forced)")
-    gain.bar(x[: len(ours)], [g.gain or 0 for g in ours], color="tab:orange", label="ours, at the horizon")
-    gain.bar(x[len(ours):], [r["information_gain_bits"] or 0 for r in published], color="tab:blue", alpha=0.7,
-             label="published")
-    for ax, title, y in ((tokens, "Tokens per vector by model", "tokens (log scale)"),
+    names = [f"{g.model}, {g.source}, {g.recipe}" for g in ours] + [f"{r['model']}, {r['source']} (published)"
+                                                                     for r in published]
+    fig = MplFigure(figsize=(12.5, 1.2 + 0.18 * len(names)), layout="constrained")  # room for the labels
+    tokens, gain = fig.subplots(1, 2, sharey=True)
+    y = list(range(len(names)))
+    tokens.barh(y[: len(ours)], [g.mean for g in ours], color="tab:orange", label="ours: mean exact horizon")
+    tokens.barh(y[len(ours):], [r["decoding_capacity"] for r in published], color="tab:blue", alpha=0.7,
+                label="published: max tokens (teacher-forced)")
+    gain.barh(y[: len(ours)], [g.gain or 0 for g in ours], color="tab:orange", label="ours, at the horizon")
+    gain.barh(y[len(ours):], [r["information_gain_bits"] or 0 for r in published], color="tab:blue", alpha=0.7,
+              label="published")
+    tokens.set_yticks(y, names, fontsize=6)
+    tokens.invert_yaxis()
+    for ax, title, x in ((tokens, "Tokens per vector by model", "tokens (log scale)"),
                          (gain, "Information gain per vector by model", "bits (log scale)")):
-        ax.set_yscale("log")
-        ax.set_xticks(x, names, rotation=90, fontsize=6)
+        ax.set_xscale("log")
         ax.set_title(title)
-        ax.set_ylabel(y)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+        ax.set_xlabel(x)
+        ax.legend(fontsize=7, loc="lower right")
     return fig
