@@ -31,7 +31,7 @@ from recipes import recipe_tables
 
 from cramming.errors import CrammingError
 from cramming.models import DEFAULT_MODEL, load_model
-from cramming.recipes import RECIPES, changed_since, describe, nearest, ran_with
+from cramming.recipes import RECIPES, changed_since, describe, listed, nearest, ran_with
 from cramming.runner import Spec, run_local
 from cramming.store import Store
 from cramming.texts import load_samples
@@ -128,7 +128,7 @@ def plainly(row: dict) -> str:
     table says bf16 once)."""
     base, changed = nearest(row["settings"])
     precision = changed.pop("precision", RECIPES[base].precision)
-    label = f"{base} with {', '.join(f'{k} {v}' for k, v in changed.items())}" if changed else base
+    label = f"{base} with {listed(changed)}" if changed else base
     return label if precision == "bf16" else f"{label}, precision {precision}"
 
 

@@ -4,8 +4,9 @@
     python docs/build.py --check    # exit 1 when docs/results.md or README is not what the databases give
 
 Every number in docs/results.md is read from a row of a results/*.sqlite file; each section lists the commands
-that wrote its rows and the source commits they ran from (the file's runs table). README's long-text and
-capacity tables are copies of results.md's (README_TABLES), so README cannot drift from the rows either.
+that wrote its rows and the source commits they ran from (the file's runs table). README's long-text,
+capacity and encoder tables are copies of results.md's (README_TABLES), so README cannot drift from the rows
+either.
 Nothing here runs a model.
 """
 
@@ -175,7 +176,8 @@ def readme(text: str, results: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="compare with docs/results.md, write nothing")
+    parser.add_argument("--check", action="store_true",
+                        help="compare with docs/results.md and README's tables, write nothing")
     args = parser.parse_args()
     os.chdir(ROOT)  # paths in the text are relative to the repository, whatever the caller's directory
     target, front = Path("docs/results.md"), Path("README.md")

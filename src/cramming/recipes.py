@@ -252,14 +252,15 @@ def changed_since(settings: dict) -> dict[str, Any]:
     return differences(settings, RECIPES[name]) if name in RECIPES else {}
 
 
-def _listed(fields: dict[str, Any]) -> str:
+def listed(fields: dict[str, Any]) -> str:
+    """Fields as labels list them: "wrong_weight 1.0, precision bf16"."""
     return ", ".join(f"{k} {v}" for k, v in fields.items())
 
 
 def ran_with(name: str, changed: dict[str, Any]) -> str:
     """A recipe's name as a table labels its rows: and, where they ran with other settings than the recipe has
     today (changed_since, differences), what those were: "default (ran with wrong_weight 1.0)"."""
-    return f"{name} (ran with {_listed(changed)})" if changed else name
+    return f"{name} (ran with {listed(changed)})" if changed else name
 
 
 def describe(settings: dict) -> str:
@@ -268,7 +269,7 @@ def describe(settings: dict) -> str:
     if settings.get("name") in RECIPES and not changed_since(settings):
         return DESCRIPTIONS[settings["name"]]
     base, changed = nearest(settings)
-    return f"{base} with {_listed(changed)}" if changed else f"{base}'s settings"
+    return f"{base} with {listed(changed)}" if changed else f"{base}'s settings"
 
 
 def nearest(settings: dict) -> tuple[str, dict[str, Any]]:
