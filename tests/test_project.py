@@ -24,6 +24,19 @@ def test_ci_runs_the_readme_test_command():
     assert "pip install -q torch==2.13.0" in main_cmd and "cram compress" in main_cmd and "cram decompress" in main_cmd
 
 
+def test_every_file_the_package_ships_is_in_git():
+    # A clean clone (CI, a user's) has only what git tracks: session 16's encoder sat in the work tree, ignored
+    # by `*.safetensors`, and failed only on CI. Package data must never match .gitignore.
+    import subprocess
+    import tomllib
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["cramming"]
+    shipped = [p for pattern in patterns for p in (ROOT / "src" / "cramming").glob(pattern)]
+    assert shipped
+    ignored = subprocess.run(["git", "check-ignore", *map(str, shipped)], cwd=ROOT, capture_output=True, text=True)
+    assert ignored.stdout == "", ignored.stdout
+
+
 def test_the_shipped_priors_were_built_by_todays_builder():
     # A changed builder (cold's settings, the build budget) needs a new VERSION and rebuilt priors: the shipped
     # files record the recipe they were crammed with.
