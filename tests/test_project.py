@@ -26,7 +26,7 @@ def test_ci_runs_the_readme_test_command():
 
 def test_every_file_the_package_ships_is_in_git():
     # A clean clone (CI, a user's) has only what git tracks: session 16's encoder sat in the work tree, ignored
-    # by `*.safetensors`, and failed only on CI. Package data must never match .gitignore.
+    # by `*.safetensors`, and failed only on CI. `git check-ignore` names an untracked file .gitignore hides.
     import subprocess
     import tomllib
 
