@@ -120,8 +120,11 @@ def table(rows: list[dict], store: Store, lm=None) -> str:
 def spec(name: str, length: int, budget: int, samples: int = 1, label: str | None = None) -> Spec:
     """The grid of one start at one length: the held-out book passages (text seed 0), its rows labelled `label`
     (the start's name by default)."""
+    # The base is named, since a label is not a recipe's name: labelled "cold" without it, a table would cram the
+    # default (as this did from 75fc540 until session 17, the cold rows at 64 tokens then found "done" as the
+    # default's). STARTS["encoder"] names its own base.
     grid = Spec(models=[DEFAULT_MODEL], sources=["books"], lengths=[length], samples=samples, max_steps=budget,
-                recipes={label or name: {"base": "default", **STARTS[name]} if label else STARTS[name]})
+                recipes={label or name: {"base": name, **STARTS[name]}})
     grid.check()
     return grid
 

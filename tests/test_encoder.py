@@ -163,3 +163,20 @@ def test_encoder_train_command_resumes_after_kill_9(tiny_dir, passages, tmp_path
         "SELECT count(*) FROM results").fetchone()[0] == 12
     bad = subprocess.run([a if a != "6,8" else "six" for a in args], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: --lengths takes")
+
+
+def test_the_benchmarks_starts_cram_with_their_own_recipes():
+    # Labelled rows once crammed `cold` as the default (its rows then found "done" as the default's).
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "benchmarks" / "encoder.py"
+    spec = importlib.util.spec_from_file_location("encoder_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    recipes = {name: bench.spec(name, 64, 1500, 8, label).recipe(label)
+               for name, label in (("encoder", "encoder: ridge"), ("default", "default"), ("cold", "cold"))}
+    for name, base in (("encoder", "default"), ("default", "default"), ("cold", "cold")):
+        assert replace(recipes[name], name=base, encoder=False, precision="auto", max_steps=5000) == RECIPES[base]
+        assert recipes[name].precision == "bf16" and recipes[name].max_steps == 1500
+    assert recipes["encoder"].encoder and len({r.digest() for r in recipes.values()}) == 3
