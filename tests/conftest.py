@@ -18,6 +18,16 @@ CORPUS = [
 ] * 4
 
 
+def load_script(relative: str, name: str):
+    """A script of the repository that is not a package module (docs/build.py, benchmarks/*.py), imported."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent.parent / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def tiny_config(architecture: str, vocab_size: int):
     """A 2-layer, 128-wide config of one architecture. A wide init (0.2, not 0.02) makes the random model
     sensitive enough to its input that two vectors hold a short text within tens of steps."""

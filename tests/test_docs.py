@@ -1,19 +1,17 @@
 """docs/results.md regenerates from the committed databases, byte for byte; the script runs on a small one."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+
+from .conftest import load_script
 
 ROOT = Path(__file__).parent.parent
 SMALL = Path(__file__).parent / "data" / "results"  # 7 tries of one horizon search, 3 long-text rows
 
 
 def load_build():
-    spec = importlib.util.spec_from_file_location("docs_build", ROOT / "docs" / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("docs/build.py", "docs_build")
 
 
 def test_results_md_is_what_the_committed_databases_give():

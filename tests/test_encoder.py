@@ -18,6 +18,7 @@ from cramming.recipes import RECIPES
 from cramming.runner import Spec, run_local
 from cramming.store import Store
 
+from .conftest import load_script
 from .grid import kill_9_after
 
 
@@ -167,13 +168,7 @@ def test_encoder_train_command_resumes_after_kill_9(tiny_dir, passages, tmp_path
 
 def test_the_benchmarks_starts_cram_with_their_own_recipes():
     # Labelled rows once crammed `cold` as the default (its rows then found "done" as the default's).
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parent.parent / "benchmarks" / "encoder.py"
-    spec = importlib.util.spec_from_file_location("encoder_benchmark", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmarks/encoder.py", "encoder_benchmark")
     recipes = {name: bench.spec(name, 64, 1500, 8, label).recipe(label)
                for name, label in (("encoder", "encoder: ridge"), ("default", "default"), ("cold", "cold"))}
     for name, base in (("encoder", "default"), ("default", "default"), ("cold", "cold")):
