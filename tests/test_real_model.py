@@ -7,9 +7,10 @@ import sys
 import pytest
 from safetensors import safe_open
 
-from cramming import load_model
+from cramming import api, load_model
 from cramming.models import ALIASES, DEFAULT_MODEL, alias_status
 from cramming.prior import SHIPPED, prior_path
+from cramming.recipes import RECIPES
 
 pytestmark = [pytest.mark.real, pytest.mark.pypi]
 
@@ -57,7 +58,8 @@ def test_the_default_models_encoder_ships_with_the_package(default_lm):
     assert (ENCODERS / encoder_path(default_lm, 1).name).exists()  # missing: `--set encoder=true` needs training
     encoder = model_encoder(default_lm, 1)  # checked against the model it was trained for
     ids = [default_lm.tokenizer("The cat sat on the mat.", add_special_tokens=False)["input_ids"]]
-    assert encoder.offsets(default_lm, ids, default_lm.tokenizer.bos_token_id).shape == (1, 1, default_lm.d_model)
+    prefix = api.prefix_token(default_lm.tokenizer, RECIPES["default"])
+    assert encoder.offsets(default_lm, ids, prefix).shape == (1, 1, default_lm.d_model)
 
 
 def test_short_text_round_trip_through_the_cli(default_lm, tmp_path):
