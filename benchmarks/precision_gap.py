@@ -1,0 +1,87 @@
+"""What cramming in bf16 costs at the finish: the steps between full teacher-forced accuracy under bf16 and the
+exact round trip, which is always checked with the model in float32.
+
+    python benchmarks/precision_gap.py                     # the committed campaign and long-text rows
+    python benchmarks/precision_gap.py results/capacity.sqlite --over 50
+
+A sample whose argmax is right everywhere under bf16 gets a float32 greedy check; where float32 disagrees, the
+margin loss has little left to train (every token may already lead by the margin under bf16), and the sample
+waits for the noise of the next steps or the next restart. For every row crammed in bf16 this reads the stored
+history (thinned to at most 200 points, so the first step at full accuracy is known to within steps/200 and
+the gap is a lower bound within that) and prints, per database: how many rows reached full bf16 accuracy, how
+many spent more than --over steps from there to the end, those steps' share of all steps, and the worst rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from cramming.store import Store
+
+HERE = Path(__file__).parent
+DATABASES = [HERE.parent / "results" / "capacity.sqlite", HERE.parent / "results" / "long-texts.sqlite"]
+
+
+@dataclass
+class Gap:
+    row: dict
+    full_at: int  # the first stored step with full teacher-forced accuracy under bf16
+
+    @property
+    def steps(self) -> int:
+        """Steps from full bf16 accuracy to the end: the exact round trip, or the budget where it never came."""
+        return ran(self.row) - self.full_at
+
+
+def ran(row: dict) -> int:
+    """The steps a row ran: to its exact round trip, else its budget (a failed row's `steps` is its best's)."""
+    return row["steps"] if row["exact"] else row["budget"]
+
+
+def first_full(history: list[list[float]]) -> int | None:
+    """The first stored step whose teacher-forced accuracy is 1, None if there is none."""
+    return next((int(step) for step, _, accuracy in history if accuracy == 1.0), None)
+
+
+def gaps(store: Store) -> tuple[list[dict], list[Gap]]:
+    """(the rows crammed in bf16, a Gap for each of them that reached full accuracy under bf16)."""
+    rows = [r for r in store.rows() if r["settings"].get("precision") == "bf16"]
+    found = [(r, first_full(store.history(r))) for r in rows]
+    return rows, [Gap(r, at) for r, at in found if at is not None]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("databases", nargs="*", default=[str(p) for p in DATABASES])
+    parser.add_argument("--over", type=int, default=20, help="a gap of more steps than this counts")
+    parser.add_argument("--worst", type=int, default=8, help="rows listed per database")
+    args = parser.parse_args()
+    print(f"Command: python {' '.join(sys.argv)}\n")
+    print(f"| database | bf16 rows | full bf16 accuracy | gap > {args.over} steps | never exact after it | "
+          "gap steps | share of all steps |")
+    print("|---|---|---|---|---|---|---|")
+    worst = []
+    for path in args.databases:
+        if not Path(path).is_file():
+            sys.exit(f"error: no database at {path}")
+        rows, found = gaps(Store(path))
+        long = [g for g in found if g.steps > args.over]
+        total = sum(ran(r) for r in rows)
+        spent = sum(g.steps for g in long)
+        print(f"| {Path(path).name} | {len(rows)} | {len(found)} | {len(long)} | "
+              f"{sum(not g.row['exact'] for g in found)} | {spent} | {spent / max(total, 1):.1%} |")
+        worst += [(Path(path).name, g) for g in sorted(long, key=lambda g: -g.steps)[: args.worst]]
+    print("\n| database | recipe (digest) | source | sample | tokens | full bf16 accuracy at | steps run | exact | "
+          "gap |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, g in worst:
+        r = g.row
+        print(f"| {name} | {r['recipe']} ({r['recipe_digest'][:8]}) | {r['source']} | {r['sample']} | {r['length']} | "
+              f"{g.full_at} | {ran(r)} | {'yes' if r['exact'] else 'no'} | {g.steps} |")
+
+
+if __name__ == "__main__":
+    main()
