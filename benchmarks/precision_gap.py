@@ -1,15 +1,17 @@
-"""What cramming in bf16 costs at the finish: the steps between full teacher-forced accuracy under bf16 and the
-exact round trip, which is always checked with the model in float32.
+"""What cramming in bf16 costs at the finish: the steps between a sample's first full teacher-forced accuracy
+under bf16 and its exact round trip, which is always checked with the model in float32.
 
     python benchmarks/precision_gap.py                     # the committed campaign and long-text rows
     python benchmarks/precision_gap.py results/capacity.sqlite --over 50
 
-A sample whose argmax is right everywhere under bf16 gets a float32 greedy check; where float32 disagrees, the
-margin loss has little left to train (every token may already lead by the margin under bf16), and the sample
-waits for the noise of the next steps or the next restart. For every row crammed in bf16 this reads the stored
-history (thinned to at most 200 points, so the first step at full accuracy is known to within steps/200 and
-the gap is a lower bound within that) and prints, per database: how many rows reached full bf16 accuracy, how
-many spent more than --over steps from there to the end, those steps' share of all steps, and the worst rows.
+Under float32 a step whose argmax is right everywhere is, but for decoding's own rounding, an exact round trip;
+under bf16 it gets a float32 greedy check that can fail, and the sample crams on. For every row crammed in bf16
+this reads the stored history (thinned to at most 200 points, so the first step at full accuracy is known to
+within steps/200 and each gap is a lower bound within that) and prints, per database: how many rows reached
+full bf16 accuracy, how many spent more than --over steps from there to the end, those steps' share of all
+steps, and the worst rows with how many of their stored points after it were at full accuracy (a plateau
+the check keeps failing, or an oscillation that touched 1.0 once). Since bf16 and float32 take different paths,
+a gap is what the failed checks cost at most, not what float32 would have saved.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ DATABASES = [HERE.parent / "results" / "capacity.sqlite", HERE.parent / "results
 class Gap:
     row: dict
     full_at: int  # the first stored step with full teacher-forced accuracy under bf16
+    full_after: tuple[int, int]  # (stored points at full accuracy, stored points) from full_at on
 
     @property
     def steps(self) -> int:
@@ -49,8 +52,14 @@ def first_full(history: list[list[float]]) -> int | None:
 def gaps(store: Store) -> tuple[list[dict], list[Gap]]:
     """(the rows crammed in bf16, a Gap for each of them that reached full accuracy under bf16)."""
     rows = [r for r in store.rows() if r["settings"].get("precision") == "bf16"]
-    found = [(r, first_full(store.history(r))) for r in rows]
-    return rows, [Gap(r, at) for r, at in found if at is not None]
+    out = []
+    for r in rows:
+        history = store.history(r)
+        at = first_full(history)
+        if at is not None:
+            after = [accuracy for step, _, accuracy in history if step >= at]
+            out.append(Gap(r, at, (sum(a == 1.0 for a in after), len(after))))
+    return rows, out
 
 
 def main() -> None:
@@ -75,12 +84,13 @@ def main() -> None:
               f"{sum(not g.row['exact'] for g in found)} | {spent} | {spent / max(total, 1):.1%} |")
         worst += [(Path(path).name, g) for g in sorted(long, key=lambda g: -g.steps)[: args.worst]]
     print("\n| database | recipe (digest) | source | sample | tokens | full bf16 accuracy at | steps run | exact | "
-          "gap |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "gap | points at full accuracy after it |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, g in worst:
         r = g.row
         print(f"| {name} | {r['recipe']} ({r['recipe_digest'][:8]}) | {r['source']} | {r['sample']} | {r['length']} | "
-              f"{g.full_at} | {ran(r)} | {'yes' if r['exact'] else 'no'} | {g.steps} |")
+              f"{g.full_at} | {ran(r)} | {'yes' if r['exact'] else 'no'} | {g.steps} | "
+              f"{g.full_after[0]} of {g.full_after[1]} |")
 
 
 if __name__ == "__main__":
