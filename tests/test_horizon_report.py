@@ -10,9 +10,9 @@ from .test_report import metrics
 
 
 def add_search(store: Store, source: str, vectors: int, sample: int, tries: list[tuple[int, bool]],
-               gain_per_token: float) -> None:
+               gain_per_token: float, recipe=RECIPES["default"]) -> None:
     """One passage's horizon search, try by try, each warm-started from the last exact length."""
-    recipe, lo = RECIPES["default"], 0
+    lo = 0
     for length, exact in tries:
         key = TaskKey("tiny", recipe.name, "fp", "tokfp", source, 0, sample, length, vectors, recipe.digest(), 0,
                       passage_tokens=512, warm_from=lo)
@@ -62,3 +62,20 @@ def test_a_finding_that_does_not_hold_says_so(campaign):
     report = build_report(campaign, campaign.parent / "out2")
     constant = [f for f in report.findings if f.startswith("(c)")][0]
     assert "recent 2000" in constant and "does not hold" in constant
+
+
+def test_a_retired_default_stays_in_the_table_and_out_of_the_findings_and_figures(campaign):
+    """Rows of an earlier default (its name, other settings) are labelled for what ran; the findings and figures
+    speak of the recipes as they are today."""
+    earlier = RECIPES["default"].override({"wrong_weight": 1.0}, name="default")
+    store = Store(campaign)
+    add_search(store, "recent", 1, 0, [(8, True), (100, True), (104, False)], 20.0, recipe=earlier)
+    store.close()
+    report = build_report(campaign, campaign.parent / "out3")
+    label = "default, 5000 steps (ran with wrong_weight 1.0)"
+    assert [(g.source, g.recipe) for g in report.horizons if g.retired] == [("recent", label)]
+    assert f"| tiny | recent | 1 | {label} | 100.0 |" in report.markdown.read_text()
+    assert len(report.findings) == 3 and not any("recent" in f for f in report.findings)
+    legends = [t.get_text() for f in report.figures if f.name.startswith("horizon") for ax in f.figure.axes
+               if ax.get_legend() for t in ax.get_legend().get_texts()]
+    assert any("random" in t for t in legends) and not any("ran with" in t for t in legends)

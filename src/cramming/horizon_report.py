@@ -33,6 +33,7 @@ class HorizonGroup:
     tries: int
     steps: int
     seconds: float  # wall time of its batches
+    retired: bool = False  # its recipe ran with settings its name no longer means (report.retired_recipes)
 
     @property
     def mean(self) -> float:
@@ -71,8 +72,10 @@ def _closed(tries: list[dict]) -> bool:
     return hi is not None and close_enough(lo, hi)
 
 
-def horizon_groups(groups: dict[tuple, list[dict]], labels: dict[str, str]) -> list[HorizonGroup]:
-    """(model, fingerprint, source, vectors, recipe digest) -> rows, for the horizon groups among them."""
+def horizon_groups(groups: dict[tuple, list[dict]], labels: dict[str, str],
+                   retired: set[str] = frozenset()) -> list[HorizonGroup]:
+    """(model, fingerprint, source, vectors, recipe digest) -> rows, for the horizon groups among them; retired:
+    the digests of recipes that ran with settings their names no longer mean."""
     out = []
     for (model, _, source, vectors, digest), rows in sorted(groups.items(), key=lambda g: g[0]):
         passages = sorted({(r["text_seed"], r["sample"], r["seed"]) for r in rows})
@@ -91,7 +94,7 @@ def horizon_groups(groups: dict[tuple, list[dict]], labels: dict[str, str]) -> l
             batches[r["finished_at"]] = max(batches.get(r["finished_at"], 0.0), r["seconds"])
         seconds = sum(batches.values())
         out.append(HorizonGroup(model, source, vectors, labels[digest], horizons, bounds, gains, ces, len(rows),
-                                int(sum(r["steps"] for r in rows)), seconds))
+                                int(sum(r["steps"] for r in rows)), seconds, digest in retired))
     return out
 
 
@@ -154,12 +157,17 @@ def _series(groups: list[HorizonGroup]) -> list[tuple[str, list[HorizonGroup]]]:
                                       key=lambda g: g.vectors)) for m, s, r in keys]
 
 
+def _legend_below(ax) -> None:
+    """The legend under its axes: the labels (model, source, recipe) are long and would cover the points."""
+    ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1)
+
+
 def figure_horizon_vs_ce(groups: list[HorizonGroup]) -> MplFigure:
-    fig = MplFigure(figsize=(11, 4.5))
+    fig = MplFigure(figsize=(11, 6), layout="constrained")
     left, right = fig.subplots(1, 2)
     for i, g in enumerate(groups):
         with_h = [h for h in g.horizons if h > 0]
-        label = f"{g.model}, {g.source}, N={g.vectors}"
+        label = f"{g.model}, {g.source}, N={g.vectors}, {g.recipe}"
         left.scatter([ce / h for ce, h in zip(g.ce_without, with_h)], with_h, color=f"C{i % 10}", label=label)
         right.scatter(g.ce_without, g.gains, color=f"C{i % 10}", label=label)
     top = max((ce for g in groups for ce in g.ce_without), default=1.0)
@@ -171,14 +179,13 @@ def figure_horizon_vs_ce(groups: list[HorizonGroup]) -> MplFigure:
         ax.set_title(title)
         ax.set_xlabel(x, fontsize=8)
         ax.set_ylabel(y)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
+        _legend_below(ax)
     return fig
 
 
 def figure_horizon_scaling(groups: list[HorizonGroup], published: list[dict]) -> MplFigure:
     """published: paper_vectors_scaling.csv's rows."""
-    fig = MplFigure(figsize=(11, 4.5))
+    fig = MplFigure(figsize=(11, 6.5), layout="constrained")
     tokens, gain = fig.subplots(1, 2)
     for model in sorted({r["model"] for r in published}):
         rs = [r for r in published if r["model"] == model]
@@ -200,10 +207,9 @@ def figure_horizon_scaling(groups: list[HorizonGroup], published: list[dict]) ->
         ax.set_yscale("log")
         ax.set_xlabel("number of vectors N (log scale)")
         ax.set_ylabel(y + ", log scale", fontsize=8)
-        ax.legend(fontsize=6)
+        _legend_below(ax)
     tokens.set_title("Tokens vs N")
     gain.set_title("Information gain vs N")
-    fig.tight_layout()
     return fig
 
 

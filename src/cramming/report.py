@@ -71,6 +71,22 @@ def _number(value: str) -> float | str | None:
         return value
 
 
+def _ran_with(rows: list[dict]) -> dict[str, tuple[str, dict, bool]]:
+    """recipe digest -> (its name and budget, the settings it ran with that its name does not mean today, whether
+    only a short digest tells it from another): see recipe_labels."""
+    named = {(r["recipe"], r["budget"], r["recipe_digest"]) for r in rows}
+    settings = {r["recipe_digest"]: r["settings"] for r in rows}
+    ran = {d: Recipe.from_dict(s).to_dict() for d, s in settings.items()}  # fields added since take their defaults
+    out = {}
+    for name, budget, digest in named:
+        rivals = [d for n, b, d in named if (n, b) == (name, budget)]
+        differ = {k for k in ran[digest] if len({json.dumps(ran[d].get(k)) for d in rivals}) > 1}
+        changed = changed_since(settings[digest]) or {k: v for k, v in nearest(settings[digest])[1].items()
+                                                      if k in differ}
+        out[digest] = (f"{name}, {budget} steps", changed, len(rivals) > 1 and not differ)
+    return out
+
+
 def recipe_labels(rows: list[dict]) -> dict[str, str]:
     """recipe digest -> its label in tables and legends: the recipe's name and budget, and where it ran with other
     settings than that name means today, what they were, e.g. "default, 1500 steps (ran with wrong_weight 1.0)".
@@ -78,18 +94,14 @@ def recipe_labels(rows: list[dict]) -> dict[str, str]:
     only where two settings share its name and budget, on the fields that tell them apart, against the named recipe
     nearest to each (recipes.nearest). Where nothing tells them apart (the same recipe from another encoder), a
     short digest does."""
-    named = {(r["recipe"], r["budget"], r["recipe_digest"]) for r in rows}
-    settings = {r["recipe_digest"]: r["settings"] for r in rows}
-    ran = {d: Recipe.from_dict(s).to_dict() for d, s in settings.items()}  # fields added since take their defaults
-    labels = {}
-    for name, budget, digest in named:
-        rivals = [d for n, b, d in named if (n, b) == (name, budget)]
-        differ = {k for k in ran[digest] if len({json.dumps(ran[d].get(k)) for d in rivals}) > 1}
-        changed = changed_since(settings[digest]) or {k: v for k, v in nearest(settings[digest])[1].items()
-                                                      if k in differ}
-        label = ran_with(f"{name}, {budget} steps", changed)
-        labels[digest] = label + (f" ({digest[:6]})" if len(rivals) > 1 and not differ else "")
-    return labels
+    return {digest: ran_with(name, changed) + (f" ({digest[:6]})" if ambiguous else "")
+            for digest, (name, changed, ambiguous) in _ran_with(rows).items()}
+
+
+def retired_recipes(rows: list[dict]) -> set[str]:
+    """The recipe digests that ran with settings their name no longer means (an earlier default, say): their rows
+    stay in the tables, labelled "ran with ...", and out of the figures and findings of what the recipes do today."""
+    return {digest for digest, (_, changed, _) in _ran_with(rows).items() if changed}
 
 
 def group_rows(rows: list[dict]) -> dict[tuple, list[dict]]:
@@ -338,12 +350,13 @@ def build_report(db: str | Path, out_dir: str | Path) -> Report:
     searched = {k: rs for k, rs in groups.items() if horizon_report.is_horizon(rs)}
     plain = [r for k, rs in groups.items() if k not in searched for r in rs]
     ours, published = summarize(plain) if plain else [], published_rows()
-    horizons = horizon_report.horizon_groups(searched, labels)
-    findings = horizon_report.findings(horizons)
+    horizons = horizon_report.horizon_groups(searched, labels, retired_recipes(rows))
+    today = [g for g in horizons if not g.retired] or horizons  # figures and findings: what the recipes do today
+    findings = horizon_report.findings(today)
     figures = [figure_tokens_per_vector(ours, published), figure_vectors_scaling(ours),
                figure_accuracy_vs_length(plain)] if plain else []
     if horizons:
-        figures += horizon_figures(horizons, published)
+        figures += horizon_figures(today, published)
     figures += [figure_cross_entropy(rows), figure_history(pick_histories(store, rows))]
     written = made_by(store)
     store.close()
@@ -382,7 +395,9 @@ HORIZON_INTRO = (
     "Exact horizons (horizon search: per passage, the longest prefix whose greedy round trip is exact, growing "
     "with warm starts and bisected to within 10%): per (model, source, N, recipe as run and its per-try step "
     "budget), the mean, min and max over the passages; ≥ marks a lower bound (a search still open, or the whole "
-    "passage decoded). Information gain is the mean at each passage's horizon. Wall hours count each batch once.")
+    "passage decoded). Information gain is the mean at each passage's horizon. Wall hours count each batch once. "
+    "The findings and figures use the groups whose recipe ran as its name means today; a group labelled \"ran "
+    "with ...\" (an earlier default) stays in this table only.")
 
 
 def horizon_figures(groups: list[HorizonGroup], published: list[dict]) -> list[Figure]:
