@@ -10,15 +10,17 @@ from .test_report import metrics
 
 
 def add_search(store: Store, source: str, vectors: int, sample: int, tries: list[tuple[int, bool]],
-               gain_per_token: float, recipe=RECIPES["default"]) -> None:
-    """One passage's horizon search, try by try, each warm-started from the last exact length."""
+               gain_per_token: float, recipe=RECIPES["default"], retry: bool = True) -> None:
+    """One passage's horizon search, try by try, each warm-started from the last exact length; a failed
+    warm-started try is tried again from the recipe's own start (retry=False: that try has not run yet)."""
     lo = 0
     for length, exact in tries:
-        key = TaskKey("tiny", recipe.name, "fp", "tokfp", source, 0, sample, length, vectors, recipe.digest(), 0,
-                      passage_tokens=512, warm_from=lo)
-        row = metrics(source, sample, length, vectors, 1.0 if exact else 0.9, exact)
-        row["information_gain_bits"] = gain_per_token * length
-        store.add(key, recipe.to_dict(), row, "text", b"", [[0, 1.0, 0.5]])
+        for warm in ([lo, 0] if lo and not exact and retry else [lo]):
+            key = TaskKey("tiny", recipe.name, "fp", "tokfp", source, 0, sample, length, vectors, recipe.digest(), 0,
+                          passage_tokens=512, warm_from=warm)
+            row = metrics(source, sample, length, vectors, 1.0 if exact else 0.9, exact)
+            row["information_gain_bits"] = gain_per_token * length
+            store.add(key, recipe.to_dict(), row, "text", b"", [[0, 1.0, 0.5]])
         lo = length if exact else lo
 
 
@@ -40,7 +42,7 @@ def test_horizons_findings_and_figures(campaign, tmp_path):
     groups = {(g.source, g.vectors): g for g in report.horizons}
     books = groups[("books", 1)]
     assert books.horizons == [40, 40] and books.lower_bounds == [False, False] and books.gain == 400
-    assert books.tries == 6 and books.steps == 2 * 10 * (8 + 40 + 44)
+    assert books.tries == 8 and books.steps == 2 * 10 * (8 + 40 + 44 + 44)
     assert groups[("random", 1)].lower_bounds == [False, True] and groups[("random", 1)].mean == 16
     linear, random, constant = report.findings
     assert linear.startswith("(a)") and "slope of 1.00: holds" in linear
@@ -52,7 +54,7 @@ def test_horizons_findings_and_figures(campaign, tmp_path):
     assert all((tmp_path / "out" / f"{name}.png").stat().st_size > 0 for name in names)
     md = report.markdown.read_text()
     assert "| tiny | random | 1 | default, 5000 steps | ≥ 16.0 | 16 | ≥ 16 | 2 | 400 |" in md
-    assert f"In all, 8 passage searches: 23 tries, {sum(g.steps for g in report.horizons):,} steps" in md
+    assert f"In all, 8 passage searches: 30 tries, {sum(g.steps for g in report.horizons):,} steps" in md
 
 
 def test_a_finding_that_does_not_hold_says_so(campaign):
@@ -79,3 +81,20 @@ def test_a_retired_default_stays_in_the_table_and_out_of_the_findings_and_figure
     legends = [t.get_text() for f in report.figures if f.name.startswith("horizon") for ax in f.figure.axes
                if ax.get_legend() for t in ax.get_legend().get_texts()]
     assert any("random" in t for t in legends) and not any("ran with" in t for t in legends)
+
+
+def test_each_passage_says_where_its_search_stands(campaign):
+    """A warm-started failure awaiting its retry from the recipe's start leaves the search open at that length."""
+    store = Store(campaign)
+    add_search(store, "recent", 1, 0, [(8, True), (64, True), (96, False)], 5.0, retry=False)
+    add_search(store, "recent", 1, 1, [(8, True), (64, True), (96, False)], 5.0)
+    store.close()
+    report = build_report(campaign, campaign.parent / "out4")
+    recent = [g for g in report.horizons if g.source == "recent"][0]
+    assert [(p.horizon, p.failure, p.next_try, p.tries) for p in recent.passages] == [(64, None, 96, 3),
+                                                                                     (64, 96, 80, 4)]
+    assert recent.lower_bounds == [True, True]
+    md = report.markdown.read_text()
+    assert "| tiny | recent | 1 | default, 5000 steps | 0 | 64 | – | open: 96 next | 3 | 320 |" in md
+    assert "| tiny | recent | 1 | default, 5000 steps | 1 | 64 | 96 | open: 80 next | 4 | 320 |" in md
+    assert "| tiny | books | 4 | default, 5000 steps | 0 | 160 | 164 | closed | 4 | 1600 |" in md

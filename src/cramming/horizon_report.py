@@ -14,10 +14,47 @@ from dataclasses import dataclass
 
 from matplotlib.figure import Figure as MplFigure
 
-from .horizon import close_enough
+from .horizon import Search
 
 # The findings hold "about" when the compared numbers are within this fraction of each other (stated in the text).
 ABOUT = 0.25
+
+
+@dataclass
+class Passage:
+    """One passage's search as its stored tries leave it."""
+
+    sample: int
+    horizon: int  # its longest exact try
+    failure: int | None  # the shortest length above it that failed from the recipe's own start
+    next_try: int | None  # the length the search tries next; None: the search is over
+    tries: int
+    gain: float | None  # information gain (bits) at the horizon
+    ce_without: float | None  # the text's cross-entropy without vectors (bits) at the horizon
+
+    @property
+    def lower_bound(self) -> bool:
+        """The search did not close with a bracket: still open, or the whole passage decoded."""
+        return self.next_try is not None or self.failure is None
+
+    def status(self) -> str:
+        if self.next_try is not None:
+            return f"open: {self.next_try} next"
+        return "closed" if self.failure is not None else "the whole passage"
+
+
+def passage(tries: list[dict]) -> Passage:
+    """A passage's tries -> where its search stands, replayed as horizon.Search would: a failed warm-started try
+    counts as a failure only once its retry from the recipe's own start failed too."""
+    best = max((r for r in tries if r["exact"]), key=lambda r: r["length"], default=None)
+    lo = best["length"] if best else 0
+    scratch = {r["length"] for r in tries if r["warm_from"] == 0}
+    failed = [r["length"] for r in tries if not r["exact"] and r["length"] > lo]
+    hi = min((L for L in failed if L in scratch), default=None)
+    pending = min((L for L in failed if L not in scratch), default=None)  # awaiting its retry from scratch
+    search = Search(tries[0]["sample"], tries[0]["passage_tokens"], lo, hi, fresh=pending)
+    return Passage(tries[0]["sample"], lo, hi, search.next_length(), len(tries),
+                   best["information_gain_bits"] if best else None, best["ce_without_bits"] if best else None)
 
 
 @dataclass
@@ -26,14 +63,29 @@ class HorizonGroup:
     source: str
     vectors: int
     recipe: str  # label: name and budget
-    horizons: list[int]  # per passage, its longest exact try
-    lower_bounds: list[bool]  # per passage: the search did not close (still open, or the whole passage decoded)
-    gains: list[float]  # per passage with a horizon, the information gain (bits) at it
-    ce_without: list[float]  # per passage with a horizon, the text's cross-entropy without vectors (bits) at it
+    passages: list[Passage]
     tries: int
     steps: int
     seconds: float  # wall time of its batches
     retired: bool = False  # its recipe ran with settings its name no longer means (report.retired_recipes)
+
+    @property
+    def horizons(self) -> list[int]:
+        return [p.horizon for p in self.passages]
+
+    @property
+    def lower_bounds(self) -> list[bool]:
+        return [p.lower_bound for p in self.passages]
+
+    @property
+    def gains(self) -> list[float]:
+        """Per passage with a horizon, the information gain (bits) at it."""
+        return [p.gain for p in self.passages if p.gain is not None]
+
+    @property
+    def ce_without(self) -> list[float]:
+        """Per passage with a horizon, the text's cross-entropy without vectors (bits) at it."""
+        return [p.ce_without for p in self.passages if p.ce_without is not None]
 
     @property
     def mean(self) -> float:
@@ -65,37 +117,32 @@ def is_horizon(rows: list[dict]) -> bool:
     return any(r["warm_from"] > 0 for r in rows)
 
 
-def _closed(tries: list[dict]) -> bool:
-    """Whether a passage's search is over with a bracket: a failure within close_enough of its horizon."""
-    lo = max((r["length"] for r in tries if r["exact"]), default=0)
-    hi = min((r["length"] for r in tries if not r["exact"] and r["length"] > lo), default=None)
-    return hi is not None and close_enough(lo, hi)
-
-
 def horizon_groups(groups: dict[tuple, list[dict]], labels: dict[str, str],
                    retired: set[str] = frozenset()) -> list[HorizonGroup]:
     """(model, fingerprint, source, vectors, recipe digest) -> rows, for the horizon groups among them; retired:
     the digests of recipes that ran with settings their names no longer mean."""
     out = []
     for (model, _, source, vectors, digest), rows in sorted(groups.items(), key=lambda g: g[0]):
-        passages = sorted({(r["text_seed"], r["sample"], r["seed"]) for r in rows})
-        horizons, bounds, gains, ces = [], [], [], []
-        for passage in passages:
-            tries = [r for r in rows if (r["text_seed"], r["sample"], r["seed"]) == passage]
-            best = max((r for r in tries if r["exact"]), key=lambda r: r["length"], default=None)
-            horizons.append(best["length"] if best else 0)
-            bounds.append(not _closed(tries))
-            if best is not None:
-                gains.append(best["information_gain_bits"])
-                ces.append(best["ce_without_bits"])
+        keys = sorted({(r["text_seed"], r["sample"], r["seed"]) for r in rows})
+        passages = [passage([r for r in rows if (r["text_seed"], r["sample"], r["seed"]) == k]) for k in keys]
         # a row's seconds run from the start of its batch; a batch's rows are stored together, at one finished_at
         batches: dict[str, float] = {}
         for r in rows:
             batches[r["finished_at"]] = max(batches.get(r["finished_at"], 0.0), r["seconds"])
-        seconds = sum(batches.values())
-        out.append(HorizonGroup(model, source, vectors, labels[digest], horizons, bounds, gains, ces, len(rows),
-                                int(sum(r["steps"] for r in rows)), seconds, digest in retired))
+        out.append(HorizonGroup(model, source, vectors, labels[digest], passages, len(rows),
+                                int(sum(r["steps"] for r in rows)), sum(batches.values()), digest in retired))
     return out
+
+
+PASSAGE_HEADERS = ("model", "source", "N", "recipe", "passage", "horizon", "first failure above it", "search",
+                   "tries", "information gain (bits)")
+
+
+def passage_cells(groups: list[HorizonGroup]) -> list[list[str]]:
+    """One row per passage: its horizon, the failure that brackets it, whether its search is over."""
+    return [[g.model, g.source, str(g.vectors), g.recipe, str(p.sample), str(p.horizon),
+             "–" if p.failure is None else str(p.failure), p.status(), str(p.tries),
+             "–" if p.gain is None else f"{p.gain:.0f}"] for g in groups for p in g.passages]
 
 
 def totals(groups: list[HorizonGroup]) -> str:

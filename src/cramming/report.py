@@ -381,7 +381,7 @@ def build_report(db: str | Path, out_dir: str | Path) -> Report:
              + ". Published rows: Kuratov et al. (2025), Table 1, 50 PG-19 samples per model, base models, "
              "teacher-forced with the first token given; information gain published in nats.")
     horizon_part = (f"{HORIZON_INTRO} {horizon_report.totals(horizons)}", [g.cells() for g in horizons],
-                    findings) if horizons else None
+                    findings, horizon_report.passage_cells(horizons)) if horizons else None
     md = Path(out / "report.md")
     with atomic_output(md) as tmp:
         tmp.write_text(_markdown(intro, written, cells, figures, horizon_part), encoding="utf-8")
@@ -398,6 +398,12 @@ HORIZON_INTRO = (
     "passage decoded). Information gain is the mean at each passage's horizon. Wall hours count each batch once. "
     "The findings and figures use the groups whose recipe ran as its name means today; a group labelled \"ran "
     "with ...\" (an earlier default) stays in this table only.")
+
+
+PASSAGES_INTRO = (
+    "Per passage: its horizon, the shortest longer length that failed from the recipe's own start (a failed "
+    "warm-started try is retried from there first), and whether its search is over: closed (the two within "
+    "10%), open (the length it tries next), or the whole passage decoded (a lower bound).")
 
 
 def horizon_figures(groups: list[HorizonGroup], published: list[dict]) -> list[Figure]:
@@ -426,15 +432,26 @@ def _markdown(intro: str, made_by: list[str], cells: list[list[str]], figures: l
              "|" + "---|" * len(TABLE_HEADERS)]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
     if horizon_part:
-        text, rows, findings = horizon_part
+        text, rows, findings, passages = horizon_part
         lines += ["", "## Exact horizons", "", text, "", "| " + " | ".join(horizon_report.HEADERS) + " |",
                   "|" + "---|" * len(horizon_report.HEADERS)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines += ["", "The paper's findings, on these horizons:", ""] + [f"- {f}" for f in findings or
                                                                          ["(not enough groups to check any yet)"]]
+        lines += ["", "### Each passage's search", "", PASSAGES_INTRO, "",
+                  "| " + " | ".join(horizon_report.PASSAGE_HEADERS) + " |",
+                  "|" + "---|" * len(horizon_report.PASSAGE_HEADERS)]
+        lines += ["| " + " | ".join(row) + " |" for row in passages]
     for f in figures:
         lines += ["", f"## {f.title}", "", f"![{f.title}]({f.name}.png)", "", f.caption]
     return "\n".join(lines) + "\n"
+
+
+def _html_table(headers: tuple[str, ...], rows: list[list[str]]) -> str:
+    esc = html.escape
+    return ("<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+            + "</tbody></table>")
 
 
 def _html(intro: str, made_by: list[str], cells: list[list[str]], figures: list[Figure], pngs: dict[str, bytes],
@@ -443,11 +460,11 @@ def _html(intro: str, made_by: list[str], cells: list[list[str]], figures: list[
     esc = html.escape
     horizons = ""
     if horizon_part:
-        text, rows, findings = horizon_part
-        horizons = (f"<h2>Exact horizons</h2><p>{esc(text)}</p><table><thead><tr>"
-                    + "".join(f"<th>{esc(h)}</th>" for h in horizon_report.HEADERS) + "</tr></thead><tbody>"
-                    + "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
-                    + "</tbody></table><ul>" + "".join(f"<li>{esc(f)}</li>" for f in findings) + "</ul>")
+        text, rows, findings, passages = horizon_part
+        horizons = (f"<h2>Exact horizons</h2><p>{esc(text)}</p>" + _html_table(horizon_report.HEADERS, rows)
+                    + "<ul>" + "".join(f"<li>{esc(f)}</li>" for f in findings) + "</ul>"
+                    + f"<h3>Each passage's search</h3><p>{esc(PASSAGES_INTRO)}</p>"
+                    + _html_table(horizon_report.PASSAGE_HEADERS, passages))
     head = "".join(f"<th>{esc(h)}</th>" for h in TABLE_HEADERS)
     body = "".join("<tr" + (' class="published"' if "(published)" in row[0] else "") + ">"
                    + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in cells)
