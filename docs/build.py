@@ -29,7 +29,7 @@ from long_texts import table as long_text_table  # noqa: E402
 from cramming import horizon_report  # noqa: E402
 from cramming.encoder_train import TEXT_SEED, Training, cramming_seconds  # noqa: E402
 from cramming.errors import CrammingError  # noqa: E402
-from cramming.report import HORIZON_INTRO, TABLE_HEADERS, build_report, made_by, table_cells  # noqa: E402
+from cramming.report import HORIZON_INTRO, TABLE_HEADERS, build_report, made_by, md_table, table_cells  # noqa: E402
 from cramming.store import Store  # noqa: E402
 
 HEAD = """# Results
@@ -54,8 +54,7 @@ def capacity(db: Path, out: Path) -> list[str]:
              "[results/capacity/report.md](results/capacity/report.md) "
              f"(`cram report --db {db} -o docs/results/capacity`).", ""] + written_by(report.made_by)
     lines += ["", HORIZON_INTRO, ""]
-    lines += ["| " + " | ".join(horizon_report.HEADERS) + " |", "|" + "---|" * len(horizon_report.HEADERS)]
-    lines += ["| " + " | ".join(g.cells()) + " |" for g in report.horizons]
+    lines += md_table(horizon_report.HEADERS, [g.cells() for g in report.horizons])
     lines += ["", "The paper's findings, on these horizons:", ""]
     lines += [f"- {f}" for f in report.findings or ["(not enough groups to check any yet)"]]
     return lines
@@ -123,8 +122,7 @@ def example(db: Path, out: Path) -> list[str]:
              "a capacity of 32 is a lower bound (marked ≥). The report, "
              "figures included: [example/report.md](example/report.md) "
              f"(`cram report --db {db} -o docs/example`).", ""] + written_by(report.made_by)
-    lines += ["", "| " + " | ".join(TABLE_HEADERS) + " |", "|" + "---|" * len(TABLE_HEADERS)]
-    return lines + ["| " + " | ".join(row) + " |" for row in table_cells(report.table, [])]
+    return lines + [""] + md_table(TABLE_HEADERS, table_cells(report.table, []))
 
 
 def build(results: Path, out: Path) -> str:

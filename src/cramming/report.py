@@ -425,23 +425,23 @@ def horizon_figures(groups: list[HorizonGroup], published: list[dict]) -> list[F
     ]
 
 
+def md_table(headers: tuple[str, ...], rows: list[list[str]]) -> list[str]:
+    """A markdown table's lines."""
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)] + ["| " + " | ".join(r) + " |"
+                                                                              for r in rows]
+
+
 def _markdown(intro: str, made_by: list[str], cells: list[list[str]], figures: list[Figure],
               horizon_part: tuple | None) -> str:
     lines = ["# Cramming report", "", intro, "", "Written by:", ""] + [f"- {m}" for m in made_by]
-    lines += ["", "| " + " | ".join(TABLE_HEADERS) + " |",
-             "|" + "---|" * len(TABLE_HEADERS)]
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    lines += [""] + md_table(TABLE_HEADERS, cells)
     if horizon_part:
         text, rows, findings, passages = horizon_part
-        lines += ["", "## Exact horizons", "", text, "", "| " + " | ".join(horizon_report.HEADERS) + " |",
-                  "|" + "---|" * len(horizon_report.HEADERS)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines += ["", "## Exact horizons", "", text, ""] + md_table(horizon_report.HEADERS, rows)
         lines += ["", "The paper's findings, on these horizons:", ""] + [f"- {f}" for f in findings or
                                                                          ["(not enough groups to check any yet)"]]
-        lines += ["", "### Each passage's search", "", PASSAGES_INTRO, "",
-                  "| " + " | ".join(horizon_report.PASSAGE_HEADERS) + " |",
-                  "|" + "---|" * len(horizon_report.PASSAGE_HEADERS)]
-        lines += ["| " + " | ".join(row) + " |" for row in passages]
+        lines += ["", "### Each passage's search", "", PASSAGES_INTRO, ""]
+        lines += md_table(horizon_report.PASSAGE_HEADERS, passages)
     for f in figures:
         lines += ["", f"## {f.title}", "", f"![{f.title}]({f.name}.png)", "", f.caption]
     return "\n".join(lines) + "\n"
