@@ -33,7 +33,7 @@ from cramming.errors import CrammingError
 from cramming.models import DEFAULT_MODEL, load_model
 from cramming.recipes import RECIPES, changed_since, describe, listed, nearest, ran_with
 from cramming.runner import Spec, run_local
-from cramming.store import Store
+from cramming.store import Store, steps_run
 from cramming.texts import load_samples
 
 HERE = Path(__file__).parent
@@ -99,7 +99,7 @@ def recipes_in(rows: list[dict], labelled: Callable[[dict], str] = label) -> str
 def tally(rows: list[dict], budget: int) -> tuple[list[str], str, str]:
     """Passages run at a budget: how many were exact within each of WITHIN up to it ("–" past it), and the median
     and largest steps, a passage not exact counting at the budget (marked >)."""
-    steps = sorted(r["steps"] if r["exact"] else budget for r in rows)
+    steps = sorted(steps_run(r) for r in rows)
     within = [str(sum(r["exact"] and r["steps"] <= w for r in rows)) if w <= budget else "–" for w in WITHIN]
     failed = not all(r["exact"] for r in rows)
     median = statistics.median(steps)

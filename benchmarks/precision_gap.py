@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from cramming.store import Store
+from cramming.store import Store, steps_run
 
 HERE = Path(__file__).parent
 DATABASES = [HERE.parent / "results" / "capacity.sqlite", HERE.parent / "results" / "long-texts.sqlite"]
@@ -36,12 +36,7 @@ class Gap:
     @property
     def steps(self) -> int:
         """Steps from full bf16 accuracy to the end: the exact round trip, or the budget where it never came."""
-        return ran(self.row) - self.full_at
-
-
-def ran(row: dict) -> int:
-    """The steps a row ran: to its exact round trip, else its budget (a failed row's `steps` is its best's)."""
-    return row["steps"] if row["exact"] else row["budget"]
+        return steps_run(self.row) - self.full_at
 
 
 def first_full(history: list[list[float]]) -> int | None:
@@ -78,7 +73,7 @@ def main() -> None:
             sys.exit(f"error: no database at {path}")
         rows, found = gaps(Store(path))
         long = [g for g in found if g.steps > args.over]
-        total = sum(ran(r) for r in rows)
+        total = sum(steps_run(r) for r in rows)
         spent = sum(g.steps for g in long)
         print(f"| {Path(path).name} | {len(rows)} | {len(found)} | {len(long)} | "
               f"{sum(not g.row['exact'] for g in found)} | {spent} | {spent / max(total, 1):.1%} |")
@@ -89,7 +84,7 @@ def main() -> None:
     for name, g in worst:
         r = g.row
         print(f"| {name} | {r['recipe']} ({r['recipe_digest'][:8]}) | {r['source']} | {r['sample']} | {r['length']} | "
-              f"{g.full_at} | {ran(r)} | {'yes' if r['exact'] else 'no'} | {g.steps} | "
+              f"{g.full_at} | {steps_run(r)} | {'yes' if r['exact'] else 'no'} | {g.steps} | "
               f"{g.full_after[0]} of {g.full_after[1]} |")
 
 

@@ -114,6 +114,12 @@ class TaskKey:
         return tuple(values[k] for k in IDENTITY)
 
 
+def steps_run(row: dict) -> int:
+    """The steps a stored row ran: to its exact round trip, else its whole budget (a row that never came back
+    stores its best step as `steps`, which is not what it cost)."""
+    return row["steps"] if row["exact"] else row["budget"]
+
+
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
