@@ -58,3 +58,32 @@ def test_measure_by_hand(tiny_lm):
     assert m.accuracy_with == 1.0 and m.accuracy_without == pytest.approx(hits_without / (T - 1))
     assert m.theoretical_capacity == pytest.approx(2 * 128 * 16 / math.log2(tiny_lm.vocab_size))
     assert m.utilization == pytest.approx(m.token_gain / m.theoretical_capacity)
+
+
+def bos_adding(tiny_dir):
+    """The tiny tokenizer made to put <s> before every plain encoding while its add_bos_token stays False, as
+    Gemma's does."""
+    from tokenizers import processors
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    tok._tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    assert not getattr(tok, "add_bos_token", False) and tok("to be")["input_ids"][0] == 0
+    return tok
+
+
+def test_the_baseline_reads_bos_where_the_plain_encoding_starts_with_it(tiny_lm, tiny_dir):
+    from dataclasses import replace
+
+    from cramming.metrics import baseline_bos
+
+    assert baseline_bos(tiny_lm.tokenizer) is None  # a BOS it has but does not add: not read
+    gemma_like = replace(tiny_lm, tokenizer=bos_adding(tiny_dir))
+    assert baseline_bos(gemma_like.tokenizer) == 0
+    [c] = compress(["to be or not to be"], tiny_lm, n_vectors=2, max_steps=300)
+    m = measure(c, gemma_like)
+    ids = c.token_ids
+    logp = tiny_lm.model(input_ids=torch.tensor([[0, *ids]])).logits[0].log_softmax(-1)
+    assert m.first_token_scored and m.scored_tokens == len(ids)
+    assert m.ce_without_bits == pytest.approx(-sum(logp[t, ids[t]].item() for t in range(len(ids))) / math.log(2),
+                                              rel=1e-4)

@@ -26,6 +26,7 @@ from .encoder_train import Training, train_encoder, training_store
 from .engine import StepInfo
 from .metrics import measure as measure_text
 from .recipes import RECIPES, get_recipe
+from .remeasure import models_in, remeasure as remeasure_rows
 from .errors import CrammingError, NotExact
 from .models import ALIASES, DEFAULT_MODEL, SYNONYMS, alias_status
 from .runner import Spec, horizon_capacity, run_local, run_ray
@@ -488,6 +489,32 @@ def results(
     writer = csv.DictWriter(sys.stdout, fieldnames=ROW, lineterminator="\n", extrasaction="ignore")  # flat columns
     writer.writeheader()
     writer.writerows(rows)
+
+
+@app.command()
+def remeasure(
+    db: Path = typer.Option(..., "--db", help="SQLite results file."),
+    model: list[str] = typer.Option([], "--model", "-m", help="Only this model's rows (repeatable); default: every "
+                                                              "model in the file."),
+    device: str = DeviceOpt,
+    threads: Optional[int] = ThreadsOpt,
+) -> None:
+    """Measure stored rows again with today's metrics, from the text and vectors each row keeps; keys, steps and
+    exactness stay as they ran."""
+    if not db.is_file():
+        raise CrammingError(f"no such results file: {db}")
+    store = Store(db)
+    names = model or models_in(store)
+    missing = sorted(set(names) - set(models_in(store)))
+    if missing:
+        raise CrammingError(f"no rows of {', '.join(missing)} in {db}")
+    use_threads(threads)
+    store.record_run(command_line())
+    for name in names:
+        done = remeasure_rows(store, api.as_model(name, device=device))
+        print(f"{done.model}: {done.rows} row(s) measured again, information gain changed on {done.changed} "
+              f"(by {done.mean_gain_change:+.1f} bits on the mean)")
+    store.close()
 
 
 @app.command()

@@ -100,27 +100,41 @@ class Measurement:
         return asdict(self)
 
 
-def measure(compressed: Compressed, lm: LoadedModel) -> Measurement:
-    """Score a crammed text with and without its vectors.
+def baseline_bos(tokenizer) -> int | None:
+    """The token the no-vector baseline reads first: BOS where the tokenizer's plain encoding starts with it
+    (Gemma, Llama), else None (SmolLM2, GPT-2, Pythia), so the text is scored as the model reads it by default,
+    as the paper scores it. Not `add_bos_token`: Gemma's says False while its encoding adds <bos>, and Gemma
+    without <bos> loses about a quarter more bits on book text."""
+    bos = tokenizer.bos_token_id
+    return bos if bos is not None and tokenizer("a")["input_ids"][:1] == [bos] else None
+
+
+def gains(token_ids: list[int], vectors: torch.Tensor, prefix_id: int | None, lm: LoadedModel) -> dict:
+    """The metrics of a text and its [n, d] vectors that come from scoring it with and without them.
 
     Both cross-entropies and both hit counts cover the same tokens, the ones the no-vector baseline can
     score, so that information gain and token gain compare like with like. accuracy_with covers every
     token, the first included, since that is what decoding from the vectors alone needs.
     """
-    ids, r = compressed.token_ids, compressed
-    bos = lm.tokenizer.bos_token_id if getattr(lm.tokenizer, "add_bos_token", False) else None
-    nats_without, hits_without = teacher_forced(lm.model, ids, None, bos)
-    nats_with, hits_with = teacher_forced(lm.model, ids, r.vectors, None, compressed.prefix_id)
+    ids = token_ids
+    nats_without, hits_without = teacher_forced(lm.model, ids, None, baseline_bos(lm.tokenizer))
+    nats_with, hits_with = teacher_forced(lm.model, ids, vectors, None, prefix_id)
     skip = len(ids) - len(nats_without)  # 1 when the first token has no baseline score
     ce_without = summed_cross_entropy(nats_without)
     ce_with = summed_cross_entropy(nats_with[skip:])
     gain = token_gain(sum(hits_with[skip:]), sum(hits_without))
-    capacity = theoretical_capacity(lm.d_model, lm.vocab_size) * r.vectors.shape[0]
-    return Measurement(
-        tokens=len(ids), vectors=r.vectors.shape[0], scored_tokens=len(nats_without), first_token_scored=skip == 0,
+    capacity = theoretical_capacity(lm.d_model, lm.vocab_size) * vectors.shape[0]
+    return dict(
+        scored_tokens=len(nats_without), first_token_scored=skip == 0,
         ce_without_bits=nats_to_bits(ce_without), ce_with_bits=nats_to_bits(ce_with),
         information_gain_bits=nats_to_bits(information_gain(ce_without, ce_with)),
         information_gain_nats=information_gain(ce_without, ce_with), token_gain=gain,
         accuracy_without=sum(hits_without) / max(1, len(hits_without)), accuracy_with=sum(hits_with) / len(ids),
-        exact=r.exact, diverged=r.diverged, theoretical_capacity=capacity,
-        utilization=utilization(gain, capacity), steps=r.steps, seconds=r.seconds)
+        theoretical_capacity=capacity, utilization=utilization(gain, capacity))
+
+
+def measure(compressed: Compressed, lm: LoadedModel) -> Measurement:
+    """Score a crammed text with and without its vectors (gains), beside how its cramming went."""
+    r = compressed
+    return Measurement(tokens=len(r.token_ids), vectors=r.vectors.shape[0], exact=r.exact, diverged=r.diverged,
+                       steps=r.steps, seconds=r.seconds, **gains(r.token_ids, r.vectors, r.prefix_id, lm))

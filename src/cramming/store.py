@@ -14,7 +14,8 @@ row. WAL mode and a busy timeout let concurrent runs share the file safely.
 A second table, `runs`, says what wrote the file: each `cram run` or horizon search on it, with its command
 line, when it started, the commit of the cramming checkout it ran from (marked +dirty when its source had
 uncommitted changes) and the versions of cramming, torch and transformers. A row was made by the last run
-that started before it finished.
+that started before it finished; a `cram remeasure` listed after it rewrote its measured metrics (never its
+key, steps or exactness) with the code of that run.
 """
 
 from __future__ import annotations
@@ -182,6 +183,19 @@ class Store:
                           *(float(metrics[m]) for m in METRICS), text, vector_file, json.dumps(history))
                 added += self.db.execute(sql, values).rowcount
         return added
+
+    def update_metrics(self, updates: list[tuple[dict, dict]]) -> None:
+        """Rewrite measured metric columns of stored rows, in one transaction: (row key, {metric: value}) each;
+        keys, steps and exactness are what ran and are never rewritten (see remeasure.py)."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            for key, metrics in updates:
+                unknown = set(metrics) - set(METRICS)
+                if unknown:
+                    raise CrammingError(f"not metric columns: {', '.join(sorted(unknown))}")
+                self.db.execute(f"UPDATE results SET {', '.join(f'{m} = ?' for m in metrics)} WHERE "
+                                f"{' AND '.join(f'{k} = ?' for k in IDENTITY)}",
+                                (*(float(v) for v in metrics.values()), *(key[k] for k in IDENTITY)))
 
     def rows(self) -> list[dict]:
         """Every row's key, its step budget, its metrics and when it finished, as plain values, and under
