@@ -165,7 +165,7 @@ def findings(groups: list[HorizonGroup]) -> list[str]:
         out.append(f"(a) Capacity grows about linearly with N ({model}, books, {recipe}): the mean horizon goes "
                    + ", ".join(f"{g.mean:.0f}" for g in series) + " tokens at N = "
                    + ", ".join(str(g.vectors) for g in series) + f", a log-log slope of {slope:.2f}: "
-                   + _verdict(holds, series) + f" (linear is 1, within {ABOUT:.0%}).")
+                   + _verdict(holds, series, f"linear is 1, within {ABOUT:.0%}"))
     for model, recipe in sorted({(g.model, g.recipe) for g in groups}):
         one = {g.source: g for g in groups if (g.model, g.recipe, g.vectors) == (model, recipe, 1)}
         if "books" in one and "random" in one and one["books"].gain and one["random"].gain:
@@ -175,7 +175,7 @@ def findings(groups: list[HorizonGroup]) -> list[str]:
             out.append(f"(b) Random text holds fewer tokens than books but about the same information gain "
                        f"({model}, 1 vector, {recipe}): random words hold {r.mean:.0f} tokens against {b.mean:.0f} "
                        f"({tokens:.2f}x), with {r.gain:.0f} against {b.gain:.0f} bits of gain ({gain:.2f}x): "
-                       + _verdict(holds, [b, r]) + f" (gains within {ABOUT:.0%}).")
+                       + _verdict(holds, [b, r], f"gains within {ABOUT:.0%}"))
         gains = {s: g.gain for s, g in one.items() if g.gain}
         if len(gains) >= 2:
             mean = statistics.mean(gains.values())
@@ -183,14 +183,15 @@ def findings(groups: list[HorizonGroup]) -> list[str]:
             out.append(f"(c) The information gain per vector is about constant across sources ({model}, 1 vector, "
                        f"{recipe}): " + ", ".join(f"{s} {v:.0f}" for s, v in sorted(gains.items()))
                        + f" bits, at most {spread:.0%} from their mean: "
-                       + _verdict(spread <= ABOUT, list(one.values())) + f" (within {ABOUT:.0%}).")
+                       + _verdict(spread <= ABOUT, list(one.values()), f"within {ABOUT:.0%}"))
     return out
 
 
-def _verdict(holds: bool, groups: list[HorizonGroup]) -> str:
-    verdict = "holds" if holds else "does not hold"
-    return verdict + (" so far (some searches are still open: lower bounds)" if any(
-        any(g.lower_bounds) for g in groups) else "")
+def _verdict(holds: bool, groups: list[HorizonGroup], test: str) -> str:
+    """"holds (the test)." or "does not hold (the test)."; "so far" and why where a search is still open."""
+    still_open = any(any(g.lower_bounds) for g in groups)
+    return (f"{'holds' if holds else 'does not hold'}{' so far' if still_open else ''} ({test})"
+            + ("; some searches are still open, so their horizons are lower bounds." if still_open else "."))
 
 
 def _slope(xs: list[float], ys: list[float]) -> float:
