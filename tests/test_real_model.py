@@ -8,6 +8,7 @@ import pytest
 from safetensors import safe_open
 
 from cramming import api, load_model
+from cramming.metrics import baseline_bos
 from cramming.models import ALIASES, DEFAULT_MODEL, alias_status
 from cramming.prior import SHIPPED, prior_path
 from cramming.recipes import RECIPES
@@ -39,6 +40,7 @@ def test_default_model_is_frozen_and_ready_offline(default_lm):
     assert all(not p.requires_grad for p in default_lm.model.parameters())
     assert default_lm.model.config._attn_implementation == "sdpa"  # fused attention, on CPU and GPU alike
     assert default_lm.tokenizer("Hello", add_special_tokens=False)["input_ids"][0] != default_lm.tokenizer.bos_token_id
+    assert baseline_bos(default_lm.tokenizer) is None  # its plain encoding puts nothing first
     assert alias_status(ALIASES[DEFAULT_MODEL]).startswith("ready (converted")
     again = load_model("smollm2-135m", "cpu")  # the older alias: the same model, stored under its own name
     assert again.fingerprint == default_lm.fingerprint and again.name == DEFAULT_MODEL == "smollm2-135m-instruct-q4_1"
@@ -88,3 +90,5 @@ def test_gemma_round_trip_through_the_cli(tmp_path):
     assert back.returncode == 0 and back.stdout == TEXT, back.stderr
     meta = json.loads(cram("info", str(vec), "--json").stdout)
     assert meta["model"] == "gemma-3-270m-q4_k_m" and meta["shape"] == [1, 640]
+    gemma = load_model("gemma-3-270m-q4_k_m", "cpu")  # its no-vector baseline reads <bos> first, as Gemma is used
+    assert not getattr(gemma.tokenizer, "add_bos_token", False) and baseline_bos(gemma.tokenizer) == 2
