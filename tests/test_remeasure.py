@@ -4,6 +4,7 @@ import sqlite3
 
 import pytest
 
+from cramming.errors import CrammingError
 from cramming.remeasure import remeasure
 from cramming.runner import Spec, run_local
 from cramming.store import Store
@@ -29,6 +30,9 @@ def test_remeasure_restores_what_the_rows_measured_and_keeps_what_ran(grid_db, t
         for m in ("ce_without_bits", "ce_with_bits", "information_gain_bits", "steps", "seconds"):
             assert a[m] == pytest.approx(b[m], abs=1e-3)
     assert remeasure(grid_db, tiny_lm).changed == 0
+    with pytest.raises(CrammingError, match="not measured columns: steps"):  # what ran is never rewritten
+        grid_db.update_metrics([(after[0], {"ce_with_bits": 0.0, "steps": 1})])
+    assert grid_db.rows() == after
 
 
 def test_remeasure_leaves_other_models_rows_alone(grid_db, tiny_lm, tmp_path):

@@ -504,8 +504,9 @@ def remeasure(
     if not db.is_file():
         raise CrammingError(f"no such results file: {db}")
     store = Store(db)
-    names = model or models_in(store)
-    missing = sorted(set(names) - set(models_in(store)))
+    stored = models_in(store)
+    names = model or stored
+    missing = sorted(set(names) - set(stored))
     if missing:
         raise CrammingError(f"no rows of {', '.join(missing)} in {db}")
     use_threads(threads)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .metrics import gains
 from .models import LoadedModel
-from .store import METRICS, Store
+from .store import MEASURED, Store
 from .vectors import vector_metadata, vectors_of
 
 
@@ -37,7 +37,7 @@ def remeasure(store: Store, lm: LoadedModel) -> Remeasured:
         data = store.vector_file(r)
         ids = lm.tokenizer(store.text(r), add_special_tokens=False)["input_ids"]  # the ids it was crammed as
         found = gains(ids, vectors_of(data), vector_metadata(data).get("prefix_token_id"), lm)
-        updates.append((r, {m: v for m, v in found.items() if m in METRICS}))
+        updates.append((r, {m: found[m] for m in MEASURED}))
         moves.append(found["information_gain_bits"] - r["information_gain_bits"])
     store.update_metrics(updates)
     changed = sum(abs(m) > 0.01 for m in moves)

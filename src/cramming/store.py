@@ -39,6 +39,9 @@ METRICS = ("tokens", "ce_without_bits", "ce_with_bits", "information_gain_bits",
            "token_gain", "accuracy_without", "accuracy_with", "exact", "diverged", "theoretical_capacity",
            "utilization", "steps", "seconds")
 ROW = (*KEY, "budget", *METRICS, "finished_at")  # what rows() gives per row
+# readings of a row's vectors, which `cram remeasure` may take again; the rest of METRICS is what ran
+MEASURED = tuple(m for m in METRICS if m not in ("tokens", "exact", "diverged", "steps", "seconds"))
+_BY_IDENTITY = " AND ".join(f"{k} = ?" for k in IDENTITY)  # WHERE clause of one row
 _TEXT_COLUMNS = {"model", "recipe", "model_fingerprint", "tokenizer_fingerprint", "source", "recipe_digest"}
 
 SCHEMA = f"""
@@ -185,16 +188,16 @@ class Store:
         return added
 
     def update_metrics(self, updates: list[tuple[dict, dict]]) -> None:
-        """Rewrite measured metric columns of stored rows, in one transaction: (row key, {metric: value}) each;
-        keys, steps and exactness are what ran and are never rewritten (see remeasure.py)."""
+        """Rewrite measured columns (MEASURED) of stored rows, in one transaction: (row key, {column: value})
+        each; keys, steps, time and exactness are what ran and are refused (see remeasure.py)."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             for key, metrics in updates:
-                unknown = set(metrics) - set(METRICS)
+                unknown = set(metrics) - set(MEASURED)
                 if unknown:
-                    raise CrammingError(f"not metric columns: {', '.join(sorted(unknown))}")
+                    raise CrammingError(f"not measured columns: {', '.join(sorted(unknown))}")
                 self.db.execute(f"UPDATE results SET {', '.join(f'{m} = ?' for m in metrics)} WHERE "
-                                f"{' AND '.join(f'{k} = ?' for k in IDENTITY)}",
+                                f"{_BY_IDENTITY}",
                                 (*(float(v) for v in metrics.values()), *(key[k] for k in IDENTITY)))
 
     def rows(self) -> list[dict]:
@@ -218,11 +221,11 @@ class Store:
     def get(self, key: TaskKey) -> tuple[bool, bytes] | None:
         """(exact, vector file) of the row with this key's identity, None when it has not run."""
         row = self.db.execute(f"SELECT exact, vector_file FROM results WHERE "
-                              f"{' AND '.join(f'{k} = ?' for k in IDENTITY)}", key.identity()).fetchone()
+                              f"{_BY_IDENTITY}", key.identity()).fetchone()
         return (bool(row[0]), row[1]) if row else None
 
     def _column(self, key: dict, column: str):
-        row = self.db.execute(f"SELECT {column} FROM results WHERE {' AND '.join(f'{k} = ?' for k in IDENTITY)}",
+        row = self.db.execute(f"SELECT {column} FROM results WHERE {_BY_IDENTITY}",
                               tuple(key[k] for k in IDENTITY)).fetchone()
         return row[0] if row else None
 
