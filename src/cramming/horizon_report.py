@@ -282,5 +282,5 @@ def figure_per_model(groups: list[HorizonGroup], published: list[dict]) -> MplFi
         ax.set_xscale("log")
         ax.set_title(title)
         ax.set_xlabel(x)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper right")  # our bars come first and are short: the top right is free
     return fig
