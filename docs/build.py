@@ -56,7 +56,7 @@ def capacity(db: Path, out: Path) -> list[str]:
     lines += ["", HORIZON_INTRO, ""]
     lines += md_table(horizon_report.HEADERS, [g.cells() for g in report.horizons])
     lines += ["", "The paper's findings, on these horizons:", ""]
-    lines += [f"- {f}" for f in report.findings or ["(not enough groups to check any yet)"]]
+    lines += [f"- {f}" for f in report.findings]
     return lines
 
 

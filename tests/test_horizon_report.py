@@ -44,10 +44,16 @@ def test_horizons_findings_and_figures(campaign, tmp_path):
     assert books.horizons == [40, 40] and books.lower_bounds == [False, False] and books.gain == 400
     assert books.tries == 8 and books.steps == 2 * 10 * (8 + 40 + 44 + 44)
     assert groups[("random", 1)].lower_bounds == [False, True] and groups[("random", 1)].mean == 16
-    linear, random, constant = report.findings
+    linear, random, constant, paper_linear, paper_sources = report.findings
     assert linear.startswith("(a)") and "slope of 1.00: holds" in linear
     assert random.startswith("(b)") and "(0.40x)" in random and "(1.00x): holds so far" in random
     assert constant.startswith("(c)") and "at most 0% from their mean" in constant
+    # the same tests on the paper's own numbers, over the N our book groups span (1, 2, 4): Llama-3.2-1B's max
+    # tokens double with N (512, 1024, 2048); Pythia-160M's random words gain 501 nats against books' 396
+    assert paper_linear.startswith("(a) On the paper's own numbers") and "N = 1, 2, 4" in paper_linear
+    assert "1.00 for Llama-3.2-1B" in paper_linear and "for 2 of 2 models" in paper_linear
+    assert paper_sources.startswith("(b, c) On the paper's own numbers") and "1.27x for Pythia-160M" in paper_sources
+    assert "within 25% for 5 of 10 models; random words hold fewer tokens for 9 of 10" in paper_sources
     assert report.table == []  # every group here is a horizon search
     names = {f.name for f in report.figures}
     assert {"horizon_vs_cross_entropy", "horizon_scaling", "horizon_per_model"} <= names
@@ -77,7 +83,7 @@ def test_a_retired_default_stays_in_the_table_and_out_of_the_findings_and_figure
     label = "default, 5000 steps (ran with wrong_weight 1.0)"
     assert [(g.source, g.recipe) for g in report.horizons if g.retired] == [("recent", label)]
     assert f"| tiny | recent | 1 | {label} | 100.0 |" in report.markdown.read_text()
-    assert len(report.findings) == 3 and not any("recent" in f for f in report.findings)
+    assert len(report.findings) == 5 and not any("recent" in f for f in report.findings)
     legends = [t.get_text() for f in report.figures if f.name.startswith("horizon") for ax in f.figure.axes
                if ax.get_legend() for t in ax.get_legend().get_texts()]
     assert any("random" in t for t in legends) and not any("ran with" in t for t in legends)

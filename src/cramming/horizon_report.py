@@ -187,6 +187,41 @@ def findings(groups: list[HorizonGroup]) -> list[str]:
     return out
 
 
+def published_findings(groups: list[HorizonGroup], published: list[dict], scaling: list[dict]) -> list[str]:
+    """The same tests on the paper's own numbers, so that a finding that fails here can be told apart from one
+    the paper's table does not show either. published: one vector, one row per (model, source), gains in bits
+    (report.published_rows); scaling: paper_vectors_scaling.csv's rows. (a) is tested over the N our book groups
+    span, and only where they span two or more."""
+    out = []
+    ns = sorted({g.vectors for g in groups if g.source == "books"})
+    if len(ns) >= 2:
+        slopes = {}
+        for model in sorted({r["model"] for r in scaling}):
+            rs = [r for r in scaling if r["model"] == model and r["n_vectors"] in ns and r["pg19_max_tokens"]]
+            if len(rs) == len(ns):
+                slopes[model] = _slope([math.log(r["n_vectors"]) for r in rs],
+                                       [math.log(r["pg19_max_tokens"]) for r in rs])
+        if slopes:
+            out.append("(a) On the paper's own numbers (Kuratov et al., Figure 4, PG-19, N = "
+                       + ", ".join(map(str, ns)) + "): a log-log slope of "
+                       + ", ".join(f"{v:.2f} for {m}" for m, v in slopes.items())
+                       + f": linear within {ABOUT:.0%} for {sum(abs(v - 1) <= ABOUT for v in slopes.values())} "
+                       f"of {len(slopes)} models.")
+    by_model: dict[str, dict[str, dict]] = {}
+    for r in published:
+        by_model.setdefault(r["model"], {})[r["source"]] = r
+    pairs = [(m, rs["PG-19 (books)"], rs["random words"]) for m, rs in by_model.items()
+             if {"PG-19 (books)", "random words"} <= set(rs)]
+    if pairs:
+        ratios = [(m, r["information_gain_bits"] / b["information_gain_bits"]) for m, b, r in pairs]
+        fewer = sum(r["decoding_capacity"] < b["decoding_capacity"] for _, b, r in pairs)
+        out.append("(b, c) On the paper's own numbers (Kuratov et al., Table 1, one vector): random words' gain "
+                   "against books' is " + ", ".join(f"{v:.2f}x for {m}" for m, v in ratios)
+                   + f": within {ABOUT:.0%} for {sum(abs(v - 1) <= ABOUT for _, v in ratios)} of {len(ratios)} "
+                   f"models; random words hold fewer tokens for {fewer} of {len(pairs)}.")
+    return out
+
+
 def _verdict(holds: bool, groups: list[HorizonGroup], test: str) -> str:
     """"holds (the test)." or "does not hold (the test)."; "so far" and why where a search is still open."""
     still_open = any(any(g.lower_bounds) for g in groups)

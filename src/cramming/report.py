@@ -49,7 +49,7 @@ class Report:
     table: list[dict]  # ours, one entry per (model, source, vectors, recipe as run), horizon searches apart
     published: list[dict]  # paper_models.csv, one entry per (model, source)
     horizons: list[HorizonGroup]  # the horizon searches (horizon_report.py)
-    findings: list[str]  # the paper's three findings, checked on the horizons
+    findings: list[str]  # the paper's three findings, checked on the horizons, then on the paper's own numbers
     made_by: list[str]  # the runs that wrote the file (made_by)
     figures: list[Figure]
     html: Path
@@ -352,7 +352,8 @@ def build_report(db: str | Path, out_dir: str | Path) -> Report:
     ours, published = summarize(plain) if plain else [], published_rows()
     horizons = horizon_report.horizon_groups(searched, labels, retired_recipes(rows))
     today = [g for g in horizons if not g.retired] or horizons  # figures and findings: what the recipes do today
-    findings = horizon_report.findings(today)
+    findings = (horizon_report.findings(today) or ["(not enough groups to check any on our horizons yet)"]) \
+        + horizon_report.published_findings(today, published, reference("paper_vectors_scaling.csv"))
     figures = [figure_tokens_per_vector(ours, published), figure_vectors_scaling(ours),
                figure_accuracy_vs_length(plain)] if plain else []
     if horizons:
@@ -438,8 +439,7 @@ def _markdown(intro: str, made_by: list[str], cells: list[list[str]], figures: l
     if horizon_part:
         text, rows, findings, passages = horizon_part
         lines += ["", "## Exact horizons", "", text, ""] + md_table(horizon_report.HEADERS, rows)
-        lines += ["", "The paper's findings, on these horizons:", ""] + [f"- {f}" for f in findings or
-                                                                         ["(not enough groups to check any yet)"]]
+        lines += ["", "The paper's findings, on these horizons:", ""] + [f"- {f}" for f in findings]
         lines += ["", "### Each passage's search", "", PASSAGES_INTRO, ""]
         lines += md_table(horizon_report.PASSAGE_HEADERS, passages)
     for f in figures:
