@@ -187,11 +187,11 @@ def findings(groups: list[HorizonGroup]) -> list[str]:
     return out
 
 
-def published_findings(groups: list[HorizonGroup], published: list[dict], scaling: list[dict]) -> list[str]:
+def published_findings(groups: list[HorizonGroup], models: list[dict], scaling: list[dict]) -> list[str]:
     """The same tests on the paper's own numbers, so that a finding that fails here can be told apart from one
-    the paper's table does not show either. published: one vector, one row per (model, source), gains in bits
-    (report.published_rows); scaling: paper_vectors_scaling.csv's rows. (a) is tested over the N our book groups
-    span, and only where they span two or more."""
+    the paper's table does not show either. models: paper_models.csv's rows (gains in nats: only their ratio is
+    read); scaling: paper_vectors_scaling.csv's rows. (a) is tested over the N our book groups span, and only
+    where they span two or more."""
     out = []
     ns = sorted({g.vectors for g in groups if g.source == "books"})
     if len(ns) >= 2:
@@ -207,18 +207,13 @@ def published_findings(groups: list[HorizonGroup], published: list[dict], scalin
                        + ", ".join(f"{v:.2f} for {m}" for m, v in slopes.items())
                        + f": linear within {ABOUT:.0%} for {sum(abs(v - 1) <= ABOUT for v in slopes.values())} "
                        f"of {len(slopes)} models.")
-    by_model: dict[str, dict[str, dict]] = {}
-    for r in published:
-        by_model.setdefault(r["model"], {})[r["source"]] = r
-    pairs = [(m, rs["PG-19 (books)"], rs["random words"]) for m, rs in by_model.items()
-             if {"PG-19 (books)", "random words"} <= set(rs)]
-    if pairs:
-        ratios = [(m, r["information_gain_bits"] / b["information_gain_bits"]) for m, b, r in pairs]
-        fewer = sum(r["decoding_capacity"] < b["decoding_capacity"] for _, b, r in pairs)
+    if models:
+        ratios = [(m["model"], m["random_information_gain"] / m["pg19_information_gain"]) for m in models]
+        fewer = sum(m["random_max_tokens"] < m["pg19_max_tokens"] for m in models)
         out.append("(b, c) On the paper's own numbers (Kuratov et al., Table 1, one vector): random words' gain "
                    "against books' is " + ", ".join(f"{v:.2f}x for {m}" for m, v in ratios)
                    + f": within {ABOUT:.0%} for {sum(abs(v - 1) <= ABOUT for _, v in ratios)} of {len(ratios)} "
-                   f"models; random words hold fewer tokens for {fewer} of {len(pairs)}.")
+                   f"models; random words hold fewer tokens for {fewer} of {len(models)}.")
     return out
 
 

@@ -353,7 +353,8 @@ def build_report(db: str | Path, out_dir: str | Path) -> Report:
     horizons = horizon_report.horizon_groups(searched, labels, retired_recipes(rows))
     today = [g for g in horizons if not g.retired] or horizons  # figures and findings: what the recipes do today
     findings = (horizon_report.findings(today) or ["(not enough groups to check any on our horizons yet)"]) \
-        + horizon_report.published_findings(today, published, reference("paper_vectors_scaling.csv"))
+        + horizon_report.published_findings(today, reference("paper_models.csv"),
+                                            reference("paper_vectors_scaling.csv"))
     figures = [figure_tokens_per_vector(ours, published), figure_vectors_scaling(ours),
                figure_accuracy_vs_length(plain)] if plain else []
     if horizons:
