@@ -196,8 +196,8 @@ class Store:
                 unknown = set(metrics) - set(MEASURED)
                 if unknown:
                     raise CrammingError(f"not measured columns: {', '.join(sorted(unknown))}")
-                self.db.execute(f"UPDATE results SET {', '.join(f'{m} = ?' for m in metrics)} WHERE "
-                                f"{_BY_IDENTITY}",
+                assignments = ", ".join(f"{m} = ?" for m in metrics)
+                self.db.execute(f"UPDATE results SET {assignments} WHERE {_BY_IDENTITY}",
                                 (*(float(v) for v in metrics.values()), *(key[k] for k in IDENTITY)))
 
     def rows(self) -> list[dict]:
@@ -220,8 +220,8 @@ class Store:
 
     def get(self, key: TaskKey) -> tuple[bool, bytes] | None:
         """(exact, vector file) of the row with this key's identity, None when it has not run."""
-        row = self.db.execute(f"SELECT exact, vector_file FROM results WHERE "
-                              f"{_BY_IDENTITY}", key.identity()).fetchone()
+        row = self.db.execute(f"SELECT exact, vector_file FROM results WHERE {_BY_IDENTITY}",
+                              key.identity()).fetchone()
         return (bool(row[0]), row[1]) if row else None
 
     def _column(self, key: dict, column: str):
