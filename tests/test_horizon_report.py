@@ -72,6 +72,19 @@ def test_a_finding_that_does_not_hold_says_so(campaign):
     assert "recent 2000" in constant and "does not hold" in constant
 
 
+def test_capacity_against_n_compares_the_passages_every_n_ran(campaign):
+    """A passage crammed in one vector only (an easy one here, 8 tokens) would pull the mean at N = 1 and so the
+    slope; finding (a) is read on the passages every N ran, and says which."""
+    store = Store(campaign)
+    add_search(store, "books", 1, 2, [(8, True), (12, False)], 10.0)
+    store.close()
+    report = build_report(campaign, campaign.parent / "out5")
+    assert [g.mean for g in report.horizons if g.source == "books"] == [pytest.approx(88 / 3), 80, 160]
+    linear = [f for f in report.findings if f.startswith("(a) Capacity")][0]
+    assert "on the 2 passages every N ran (samples 0, 1) goes 40, 80, 160 tokens" in linear
+    assert "slope of 1.00: holds" in linear
+
+
 def test_a_retired_default_stays_in_the_table_and_out_of_the_findings_and_figures(campaign):
     """Rows of an earlier default (its name, other settings) are labelled for what ran; the findings and figures
     speak of the recipes as they are today."""

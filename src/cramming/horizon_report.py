@@ -25,6 +25,7 @@ class Passage:
     """One passage's search as its stored tries leave it."""
 
     sample: int
+    key: tuple[int, int]  # (text seed, sample): which passage, the same at every N of a campaign
     horizon: int  # its longest exact try
     failure: int | None  # the shortest length above it that failed from the recipe's own start
     next_try: int | None  # the length the search tries next; None: the search is over
@@ -53,7 +54,8 @@ def passage(tries: list[dict]) -> Passage:
     hi = min((L for L in failed if L in scratch), default=None)
     pending = min((L for L in failed if L not in scratch), default=None)  # awaiting its retry from scratch
     search = Search(tries[0]["sample"], tries[0]["passage_tokens"], lo, hi, fresh=pending)
-    return Passage(tries[0]["sample"], lo, hi, search.next_length(), len(tries),
+    first = tries[0]
+    return Passage(first["sample"], (first["text_seed"], first["sample"]), lo, hi, search.next_length(), len(tries),
                    best["information_gain_bits"] if best else None, best["ce_without_bits"] if best else None)
 
 
@@ -157,13 +159,18 @@ def findings(groups: list[HorizonGroup]) -> list[str]:
     books = sorted((g for g in groups if g.source == "books"), key=lambda g: (g.model, g.recipe, g.vectors))
     for model, recipe in sorted({(g.model, g.recipe) for g in books}):
         series = [g for g in books if (g.model, g.recipe) == (model, recipe)]
-        if len(series) < 2:
+        # the same passages at every N: passages differ in difficulty more than a slope's worth
+        common = set.intersection(*({p.key for p in g.passages} for g in series))
+        if len(series) < 2 or not common:
             continue
-        xs, ys = [math.log(g.vectors) for g in series], [math.log(max(g.mean, 1)) for g in series]
-        slope = _slope(xs, ys)
+        means = [statistics.mean(p.horizon for p in g.passages if p.key in common) for g in series]
+        slope = _slope([math.log(g.vectors) for g in series], [math.log(max(m, 1)) for m in means])
         holds = abs(slope - 1) <= ABOUT
-        out.append(f"(a) Capacity grows about linearly with N ({model}, books, {recipe}): the mean horizon goes "
-                   + ", ".join(f"{g.mean:.0f}" for g in series) + " tokens at N = "
+        shared = [p for p in series[0].passages if p.key in common]
+        subset = "" if all(len(g.passages) == len(common) for g in series) else \
+            f" on the {len(common)} passages every N ran (samples {', '.join(str(p.sample) for p in shared)})"
+        out.append(f"(a) Capacity grows about linearly with N ({model}, books, {recipe}): the mean horizon{subset} "
+                   "goes " + ", ".join(f"{m:.0f}" for m in means) + " tokens at N = "
                    + ", ".join(str(g.vectors) for g in series) + f", a log-log slope of {slope:.2f}: "
                    + _verdict(holds, series, f"linear is 1, within {ABOUT:.0%}"))
     for model, recipe in sorted({(g.model, g.recipe) for g in groups}):
