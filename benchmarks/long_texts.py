@@ -4,7 +4,7 @@
     python benchmarks/long_texts.py --lengths 64 --budget 3000   # default and cold on the tuning set
     python benchmarks/long_texts.py --recipes default,cold --set-name test --lengths 64,96,128 --budget 5000
     python benchmarks/long_texts.py --variant r1=default --set r1.period=1500 --recipes r1 --lengths 64
-    python benchmarks/long_texts.py --variant gentle=default --set gentle.restart_decay=0.3 --recipes gentle \
+    python benchmarks/long_texts.py --variant gentle=default --set gentle.restart_decay=0.3 --recipes gentle \\
         --only alice=1,2,9          # only the passages a change after step 1000 can change
     python benchmarks/long_texts.py --table                      # the table of every stored row
 

@@ -3,7 +3,7 @@
     python benchmarks/recipes.py --quick              # 2 samples at 16 and 32 tokens, 600-step budget
     python benchmarks/recipes.py                      # 5 samples at 16, 32 and 64 tokens, 5000 steps (hours)
     python benchmarks/recipes.py --recipes default    # run only some recipes; the table shows all stored
-    python benchmarks/recipes.py --recipes paper,progressive --samples 3 --lengths 32,64 \
+    python benchmarks/recipes.py --recipes paper,progressive --samples 3 --lengths 32,64 \\
         --budget paper=2000 --budget progressive=2000 --batch-size 3   # the anchors, cut to fit the run time
     python benchmarks/recipes.py --samples 3 --table  # the table of the first 3 samples of every recipe
     python benchmarks/recipes.py --quick --variant lr1=default --set lr1.lr=0.1 --recipes lr1 --mine lr1  # a variant
