@@ -24,7 +24,6 @@ ABOUT = 0.25
 class Passage:
     """One passage's search as its stored tries leave it."""
 
-    sample: int
     key: tuple[int, int]  # (text seed, sample): which passage, the same at every N of a campaign
     horizon: int  # its longest exact try
     failure: int | None  # the shortest length above it that failed from the recipe's own start
@@ -32,6 +31,10 @@ class Passage:
     tries: int
     gain: float | None  # information gain (bits) at the horizon
     ce_without: float | None  # the text's cross-entropy without vectors (bits) at the horizon
+
+    @property
+    def sample(self) -> int:
+        return self.key[1]
 
     @property
     def lower_bound(self) -> bool:
@@ -53,9 +56,9 @@ def passage(tries: list[dict]) -> Passage:
     failed = [r["length"] for r in tries if not r["exact"] and r["length"] > lo]
     hi = min((L for L in failed if L in scratch), default=None)
     pending = min((L for L in failed if L not in scratch), default=None)  # awaiting its retry from scratch
-    search = Search(tries[0]["sample"], tries[0]["passage_tokens"], lo, hi, fresh=pending)
     first = tries[0]
-    return Passage(first["sample"], (first["text_seed"], first["sample"]), lo, hi, search.next_length(), len(tries),
+    search = Search(first["sample"], first["passage_tokens"], lo, hi, fresh=pending)
+    return Passage((first["text_seed"], first["sample"]), lo, hi, search.next_length(), len(tries),
                    best["information_gain_bits"] if best else None, best["ce_without_bits"] if best else None)
 
 
