@@ -83,6 +83,11 @@ def test_capacity_against_n_compares_the_passages_every_n_ran(campaign):
     linear = [f for f in report.findings if f.startswith("(a) Capacity")][0]
     assert "on the 2 passages every N ran (samples 0, 1) goes 40, 80, 160 tokens" in linear
     assert "slope of 1.00: holds" in linear
+    # the figure draws each passage across the N it ran at, so the book passage that ran at N = 1 only stands
+    # apart (beside the two random passages, 16 tokens in one vector)
+    [scaling] = [f.figure for f in report.figures if f.name == "horizon_scaling"]
+    passages = sorted(line.get_ydata().tolist() for line in scaling.axes[0].lines if line.get_label() == "_passage")
+    assert passages == [[8], [16], [16], [40, 80, 160], [40, 80, 160]]
 
 
 def test_a_retired_default_stays_in_the_table_and_out_of_the_findings_and_figures(campaign):

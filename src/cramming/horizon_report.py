@@ -283,13 +283,21 @@ def figure_horizon_scaling(groups: list[HorizonGroup], published: list[dict]) ->
         gain.plot([r["n_vectors"] for r in rs if r["pg19_information_gain"]],
                   [r["pg19_information_gain"] / math.log(2) for r in rs if r["pg19_information_gain"]], marker="s",
                   linestyle="--", label=f"{model}, PG-19 (published)")
+    papers = len({r["model"] for r in published})  # their lines took the first colours
     for k, (label, series) in enumerate(_series(groups)):
         x = [g.vectors * 1.05 ** k for g in series]  # nudged apart so that no series hides another
+        color = f"C{(papers + k) % 10}"
+        # each passage across the N it ran at, faint: the mean of a group is over its own passages, and
+        # groups of one series may hold different ones (a larger N may cram only the first few)
+        for key in sorted({p.key for g in series for p in g.passages}):
+            ran = [(xi, p.horizon) for xi, g in zip(x, series) for p in g.passages if p.key == key and p.horizon]
+            tokens.plot([r[0] for r in ran], [r[1] for r in ran], color=color, alpha=0.3, linewidth=0.8,
+                        marker=".", label="_passage")
         tokens.errorbar(x, [g.mean for g in series], yerr=[[g.mean - min(g.horizons) for g in series],
                                                             [max(g.horizons) - g.mean for g in series]],
-                        marker="o", capsize=3, label=f"{label} (ours, min-max)")
+                        marker="o", capsize=3, color=color, label=f"{label} (ours, min-max)")
         gained = [(xi, g.gain) for xi, g in zip(x, series) if g.gain]
-        gain.plot([p[0] for p in gained], [p[1] for p in gained], marker="o", label=f"{label} (ours)")
+        gain.plot([p[0] for p in gained], [p[1] for p in gained], marker="o", color=color, label=f"{label} (ours)")
     for ax, y in ((tokens, "tokens (horizon; published: max tokens)"), (gain, "information gain (bits)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
