@@ -418,8 +418,7 @@ def horizon_figures(groups: list[HorizonGroup], published: list[dict]) -> list[F
         Figure("horizon_scaling", "Horizon and information gain vs N", (
             "Log-log: our mean exact horizon (bars: min-max over passages; faint lines: each passage across the N "
             "it ran at, since the groups of a series need not hold the same passages) and information gain per N, "
-            "beside "
-            "Kuratov et al.'s Figure 4 (paper_vectors_scaling.csv: PG-19, teacher-forced max tokens; gain "
+            "beside Kuratov et al.'s Figure 4 (paper_vectors_scaling.csv: PG-19, teacher-forced max tokens; gain "
             "converted from nats to bits)."), horizon_report.figure_horizon_scaling(
                 groups, reference("paper_vectors_scaling.csv"))),
         Figure("horizon_per_model", "Tokens and information gain per vector by model", (
