@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cramming.recipes import RECIPES
+
 from .conftest import load_script
 
 ROOT = Path(__file__).parent.parent
@@ -55,3 +57,17 @@ def test_the_by_source_table_counts_each_source_within_each_budget():
     # 3 tuning passages of alice, steps 545, 1408, 1761 at a 3000 budget, in float32 under the default of the time
     row = "| default with wrong_weight 1.0, precision auto | 64 | 2 / 3 / – of 3, 1408, 1761 | not run |"
     assert table.splitlines()[2] == row
+
+
+def test_the_by_source_table_puts_todays_default_first():
+    build = load_build()
+    store = build.Store(SMALL / "long-texts.sqlite")
+    try:
+        rows = build.long_text_rows(store)
+    finally:
+        store.close()
+    cold, default = (dict(RECIPES[name].to_dict(), precision="bf16") for name in ("cold", "default"))
+    # cold's rows given first, as a table sorted by the recipes' order of definition would also print them
+    rows = [dict(r, settings=cold) for r in rows] + [dict(r, settings=default) for r in rows]
+    assert [line.split(" | ")[0] for line in build.by_source(rows, "tuning").splitlines()[2:]] == ["| default",
+                                                                                                    "| cold"]
