@@ -16,6 +16,14 @@ def load_build():
     return load_script("docs/build.py", "docs_build")
 
 
+def small_long_text_rows(build) -> list[dict]:
+    store = build.Store(SMALL / "long-texts.sqlite")
+    try:
+        return build.long_text_rows(store)
+    finally:
+        store.close()
+
+
 def test_results_md_is_what_the_committed_databases_give():
     done = subprocess.run([sys.executable, str(ROOT / "docs" / "build.py"), "--check"], capture_output=True,
                           text=True, cwd=ROOT / "tests")  # from another directory: the script finds its root
@@ -49,11 +57,7 @@ def test_readme_tables_are_replaced_from_results_md():
 
 def test_the_by_source_table_counts_each_source_within_each_budget():
     build = load_build()
-    store = build.Store(SMALL / "long-texts.sqlite")
-    try:
-        table = build.by_source(build.long_text_rows(store), "tuning")
-    finally:
-        store.close()
+    table = build.by_source(small_long_text_rows(build), "tuning")
     # 3 tuning passages of alice, steps 545, 1408, 1761 at a 3000 budget, in float32 under the default of the time
     row = "| default with wrong_weight 1.0, precision auto | 64 | 2 / 3 / – of 3, 1408, 1761 | not run |"
     assert table.splitlines()[2] == row
@@ -61,11 +65,7 @@ def test_the_by_source_table_counts_each_source_within_each_budget():
 
 def test_the_by_source_table_puts_todays_default_first():
     build = load_build()
-    store = build.Store(SMALL / "long-texts.sqlite")
-    try:
-        rows = build.long_text_rows(store)
-    finally:
-        store.close()
+    rows = small_long_text_rows(build)
     cold, default = (dict(RECIPES[name].to_dict(), precision="bf16") for name in ("cold", "default"))
     # cold's rows given first, as a table sorted by the recipes' order of definition would also print them
     rows = [dict(r, settings=cold) for r in rows] + [dict(r, settings=default) for r in rows]

@@ -51,7 +51,8 @@ def differences(now: dict[str, torch.Tensor], stored: dict[str, torch.Tensor]) -
 
 
 def cpu_model() -> str:
-    found = re.search(r"^model\s*:\s*(\d+)", Path("/proc/cpuinfo").read_text(), re.M)
+    cpuinfo = Path("/proc/cpuinfo")  # Linux only; elsewhere the model is unknown
+    found = re.search(r"^model\s*:\s*(\d+)", cpuinfo.read_text(), re.M) if cpuinfo.exists() else None
     return found.group(1) if found else "unknown"
 
 
