@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -67,7 +68,7 @@ def main() -> None:
     recipe = replace(RECIPES["default"], max_steps=args.budget)
     tmp = Path(tempfile.mkdtemp())
     print(f"{lm.name}, 1 vector, default recipe, {args.budget} steps; book passages, text seed {args.text_seed}; "
-          f"{platform.machine()} CPU, {args.threads} thread(s).\nCommand: python {' '.join(sys.argv)}\n")
+          f"{platform.machine()} CPU, {args.threads} thread(s).\nCommand: {shlex.join(['python', *sys.argv])}\n")
     print("| tokens | --margin | precision | storage | exact | median steps | wall (s) | min margin "
           "| effective bits (min-max) | survive bf16 storage | survive bf16 model | noise radius "
           "| smallest exact file / text (bytes) | utilization at 16 bits / at effective bits "

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -144,7 +145,7 @@ def run(lm, store: Store, training: Training, args: argparse.Namespace) -> None:
           file=sys.stderr)
     if args.train_only:
         return
-    store.record_run("python " + " ".join(sys.argv))
+    store.record_run(shlex.join(["python", *sys.argv]))
     fit = "ridge" + (f" + {training.end_to_end_steps} end-to-end steps" if training.end_to_end_steps else "")
     for length in args.lengths:
         for name in args.starts.split(","):
@@ -194,7 +195,7 @@ def main() -> None:
         sys.exit(f"error: {e}")
     print(f"{DEFAULT_MODEL}, 1 vector, held-out book passages (text seed 0); {platform.machine()} CPU.")
     print(f"Encoder: {encoder.about} (cramming_seconds: its training passages' batches, wall time).")
-    print(f"Command: python {' '.join(sys.argv)}\n")
+    print(f"Command: {shlex.join(['python', *sys.argv])}\n")
     print(table([r for r in store.rows() if start_of(r["recipe"]) in STARTS and r["length"] in args.lengths], store,
                 lm))
 

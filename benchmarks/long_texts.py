@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -189,7 +190,7 @@ def main() -> None:
         if unknown:  # before any run: a variant's name must not hold a comma, which --recipes splits on
             sys.exit(f"error: no recipe or --variant named {unknown[0]!r} (names are comma-separated)")
         if not args.table:
-            store.record_run("python " + " ".join(sys.argv))
+            store.record_run(shlex.join(["python", *sys.argv]))
             chosen = only(args.only)
             for length in args.lengths:
                 for name in names:
@@ -206,7 +207,7 @@ def main() -> None:
     rows = long_text_rows(store)
     print(f"{DEFAULT_MODEL}, 1 vector; {PASSAGES} passages each of alice (book prose) and recent per set and "
           f"length; {platform.machine()} CPU.")
-    print(f"Command: python {' '.join(sys.argv)}\n")
+    print(f"Command: {shlex.join(['python', *sys.argv])}\n")
     print(table(rows))
     print("\n" + recipes_in(rows))
 

@@ -17,6 +17,7 @@ a gap is what the failed checks cost at most, not what float32 would have saved.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,7 @@ def main() -> None:
     parser.add_argument("--over", type=int, default=20, help="a gap of more steps than this counts")
     parser.add_argument("--worst", type=int, default=8, help="rows listed per database")
     args = parser.parse_args()
-    print(f"Command: python {' '.join(sys.argv)}\n")
+    print(f"Command: {shlex.join(['python', *sys.argv])}\n")
     print(f"| database | bf16 rows | full bf16 accuracy | gap > {args.over} steps | never exact after it | "
           "gap steps | share of all steps |")
     print("|---|---|---|---|---|---|---|")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -158,7 +159,7 @@ def main() -> None:
     print(f"Book text, 1 vector, {args.model}, up to {samples} samples per length; step budgets in the table"
           f"{' (below the published 5000 for run time: ' + ', '.join(cut) + ')' if cut else ''}; "
           f"float32, {platform.machine()} CPU.")
-    print(f"Command: python {' '.join(sys.argv)}\n")
+    print(f"Command: {shlex.join(['python', *sys.argv])}\n")
     print(table(rows, args.mine, anchors))
     as_run = {r["recipe"]: {k: v for k, v in r["as_run"].items() if k not in ("name", "max_steps")} for r in rows}
     print("\nRecipes: " + "; ".join(f"{name}: {fields}" for name, fields in sorted(as_run.items())))

@@ -10,6 +10,7 @@ how much of a solution does not depend on its text: the part cramming.prior star
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 import torch
@@ -36,7 +37,7 @@ def main() -> None:
     mean = V.mean(0)
     agree = (torch.sign(V) == torch.sign(mean)).float().mean(0)
     embeddings = load_model(args.model).model.get_input_embeddings().weight.float()
-    print(f"Command: python {' '.join(sys.argv)}\n")
+    print(f"Command: {shlex.join(['python', *sys.argv])}\n")
     print("| solutions | norm min / median / max | mean pairwise cosine | norm of their mean | "
           "coordinates with one sign in every solution | token embedding norm (mean) |")
     print("|---|---|---|---|---|---|")

@@ -24,6 +24,7 @@ import argparse
 import copy
 import dataclasses
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -117,7 +118,7 @@ def main() -> None:
 
     print(f"Default model {lm.name}, float32, {cpu()}, {torch.get_num_threads()} threads; median of {REPEATS} "
           "repeats.\n"
-          f"Command: python benchmarks/step_cost.py {' '.join(sys.argv[1:])}\n")
+          f"Command: {shlex.join(['python', *sys.argv])}\n")
     if "cost" in tables:
         cost_table(model, recipe, prefix, ids, cram_step)
     if "batch" in tables:

@@ -14,6 +14,7 @@ figures (histories; leads of the late and failed passages) into --out.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def main() -> None:
     stem = f"{args.set_name}-{args.length}-{args.recipe.replace(', ', '-').replace(' ', '-')}"
 
     print(f"{args.recipe} at {args.length} tokens, {args.set_name} set, budget {budget}; restarts at {marks}")
-    print(f"Command: python {' '.join(sys.argv)}\n")
+    print(f"Command: {shlex.join(['python', *sys.argv])}\n")
     print("| passage | exact | steps | best accuracy | wrong positions (token) | smallest lead | "
           + " | ".join(f"at restart {m}: before / low / best after" for m in marks) + " |")
     print("|" + "---|" * (6 + len(marks)))
