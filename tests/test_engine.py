@@ -18,9 +18,10 @@ LONGER = "a quick brown fox jumps over the lazy dog"
 
 
 def run(lm, ids, n_vectors, recipe, steps, prefix=None, seed=0, prior=None, warm_start=None, model=None):
-    """cram() from the recipe's start, with its budget set to `steps`."""
+    """cram() from the recipe's start, with its budget set to `steps`, in the model's dtype (float64 trains
+    float64 vectors)."""
     start = starting_vectors(recipe, n_vectors, lm.model.get_input_embeddings().weight, seed, len(ids), prior,
-                             warm_start)
+                             warm_start).to(lm.model.dtype)
     return cram(model or lm.model, ids, start, replace(recipe, max_steps=steps), prefix_id=prefix)
 
 
@@ -51,14 +52,14 @@ def test_first_token_comes_from_the_last_vector(tiny_lm):
     assert tiny_lm.model(inputs_embeds=p.vectors[None]).logits[0, -1].argmax().item() == p.token_ids[0]
 
 
-def test_batch_equals_single_with_padding(tiny_lm):
+def test_batch_equals_single_with_padding(tiny_lm64):
     texts = [SHORT, LONGER]  # different lengths: the shorter one is padded in the batch
-    ids = [tokenize(tiny_lm, t)[1] for t in texts]
+    ids = [tokenize(tiny_lm64, t)[1] for t in texts]
     assert len(ids[0]) != len(ids[1])
-    prefix = tiny_lm.tokenizer.bos_token_id
+    prefix = tiny_lm64.tokenizer.bos_token_id
     cold = RECIPES["cold"]
-    batch = run(tiny_lm, ids, 2, cold, 300, prefix=prefix)
-    for sample, alone in zip(batch, (run(tiny_lm, [i], 2, cold, 300, prefix=prefix)[0] for i in ids)):
+    batch = run(tiny_lm64, ids, 2, cold, 300, prefix=prefix)
+    for sample, alone in zip(batch, (run(tiny_lm64, [i], 2, cold, 300, prefix=prefix)[0] for i in ids)):
         assert sample.exact == alone.exact
         assert sample.steps == alone.steps
         # Before any step the padded batch scores each sample exactly as alone...
@@ -99,15 +100,15 @@ def test_greedy_decode_emits_exactly_n_tokens(tiny_lm):
     assert out.shape == (3, 7) and out.dtype == torch.long
 
 
-def test_a_sample_that_diverges_stops_alone_and_the_batch_goes_on(tiny_lm):
-    ids = [tokenize(tiny_lm, t)[1] for t in (SHORT, LONGER)]
-    prefix = tiny_lm.tokenizer.bos_token_id
-    short, longer = run(tiny_lm, ids, 2, RECIPES["cold"], 300, prefix=prefix, model=BlowsUp(tiny_lm.model, after=3))
+def test_a_sample_that_diverges_stops_alone_and_the_batch_goes_on(tiny_lm64):
+    ids = [tokenize(tiny_lm64, t)[1] for t in (SHORT, LONGER)]
+    prefix = tiny_lm64.tokenizer.bos_token_id
+    short, longer = run(tiny_lm64, ids, 2, RECIPES["cold"], 300, prefix=prefix, model=BlowsUp(tiny_lm64.model, after=3))
     assert longer.diverged and not longer.exact and len(longer.history) == 4
     assert not math.isfinite(longer.history[-1][1])
     assert longer.steps <= 2 and math.isfinite(longer.loss) and torch.isfinite(longer.vectors).all()  # its best
     assert short.exact and not short.diverged
-    [alone] = run(tiny_lm, ids[:1], 2, RECIPES["cold"], 300, prefix=prefix)
+    [alone] = run(tiny_lm64, ids[:1], 2, RECIPES["cold"], 300, prefix=prefix)
     assert short.steps == alone.steps  # the other sample went on as it would alone
 
 
@@ -132,36 +133,36 @@ def test_patience_counts_steps_without_a_rise_in_accuracy_as_the_paper_does(tiny
     assert losses[-1] < min(losses[: rise + 1])  # the loss still improved in those steps
 
 
-def test_a_stalled_sample_starts_its_next_period_on_its_own(tiny_lm):
+def test_a_stalled_sample_starts_its_next_period_on_its_own(tiny_lm64):
     # A step too small to change any argmax: accuracy never rises, so the stall rule restarts the schedule every
     # `stall` steps after the period's first best, each time at the start of the sample's next period.
-    ids = [tokenize(tiny_lm, LONGER)[1]]
+    ids = [tokenize(tiny_lm64, LONGER)[1]]
     flat = Recipe(name="flat", lr=1e-7, weight_decay=0.0, schedule="cosine", period=100, period_mult=2.0, stall=3)
-    [r] = run(tiny_lm, ids, 1, flat, 20)
+    [r] = run(tiny_lm64, ids, 1, flat, 20)
     assert len({h[2] for h in r.history}) == 1 and r.restarts == [3, 7, 11, 15, 19]
     with pytest.raises(CrammingError, match="stall must be >= 1 and needs a cosine schedule with a period"):
         replace(RECIPES["paper"], stall=10)  # a constant step has no next period
     # Restarts are per sample: in a batch beside a sample that learns, each follows its path alone.
     learning = replace(RECIPES["cold"], prefix_token=False, period=30, stall=5)
-    ids = [tokenize(tiny_lm, t)[1] for t in (SHORT, LONGER)]
-    batch = run(tiny_lm, ids, 1, learning, 40)
+    ids = [tokenize(tiny_lm64, t)[1] for t in (SHORT, LONGER)]
+    batch = run(tiny_lm64, ids, 1, learning, 40)
     assert batch[0].restarts != batch[1].restarts
     for sample, one in zip(batch, ids):
-        [alone] = run(tiny_lm, [one], 1, learning, 40)
+        [alone] = run(tiny_lm64, [one], 1, learning, 40)
         assert sample.restarts == alone.restarts
         assert [h[1] for h in sample.history] == pytest.approx([h[1] for h in alone.history], rel=1e-3)
-    [plain] = run(tiny_lm, ids[1:], 1, replace(learning, stall=None), 40)
+    [plain] = run(tiny_lm64, ids[1:], 1, replace(learning, stall=None), 40)
     assert batch[1].restarts and plain.restarts == [] and plain.history != batch[1].history
 
 
-def test_gradient_clipping_is_per_sample(tiny_lm):
+def test_gradient_clipping_is_per_sample(tiny_lm64):
     # Clipped together, one sample's large gradient would shrink the other's steps; alone and in a batch a
     # sample must follow the same path.
-    ids = [tokenize(tiny_lm, t)[1] for t in (SHORT, LONGER)]
+    ids = [tokenize(tiny_lm64, t)[1] for t in (SHORT, LONGER)]
     clipped = replace(RECIPES["progressive"], grad_clip=0.01, weight_decay=0.0)
-    batch = run(tiny_lm, ids, 1, clipped, 12)
+    batch = run(tiny_lm64, ids, 1, clipped, 12)
     for sample, one in zip(batch, ids):
-        [alone] = run(tiny_lm, [one], 1, clipped, 12)
+        [alone] = run(tiny_lm64, [one], 1, clipped, 12)
         assert [h[1] for h in sample.history] == pytest.approx([h[1] for h in alone.history], rel=1e-4)
 
 

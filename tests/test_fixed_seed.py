@@ -1,23 +1,30 @@
 """Refactors keep results: a fixed-seed run on the tiny model gives the vectors stored before them.
 
-tests/data/fixed_seed.safetensors was written by this file's `reference()` at commit 4e84b95 (before the engine
-was rewritten for one screen); regenerate it only for a change meant to alter results, and say so. Regenerated
-once since: when a source's samples stopped sharing text (texts.load_samples), the tiny model's prior, drawn
-from a small repetitive file, got other passages, so `default` (which starts from it) got other vectors;
-paper, progressive and cold were unchanged, bit for bit. And again when `default` came to weigh a wrong
-token 4 times in its loss (wrong_weight = 4): only default's entries changed.
+A float32 run's last bits are decided by torch and transformers (which builds the tiny model's random weights),
+the instruction set ATen dispatches to, and the processor, whose vendor and model choose the BLAS's kernels
+(MKL takes other paths on AMD than on Intel, and MKL_ENABLE_INSTRUCTIONS and the like override that); cramming
+amplifies a last bit into a step sooner or later. So each reference, tests/data/fixed_seed-*.safetensors, holds
+those conditions in its metadata, and a run is compared with the reference made under its own conditions only:
+steps and exactness exactly, vectors to float32 rounding. Where no reference was made under this machine's
+conditions the test skips and says so; `python -m tests.test_fixed_seed` writes one. Regenerate a reference only
+for a change meant to alter results, and say so in the commit.
 
-The last bits of a float32 matmul differ between CPU generations, and cramming amplifies them (a sample exact
-a few steps sooner), so each CPU the project runs on has its reference, fixed_seed-model<N>.safetensors by
-/proc/cpuinfo's model number (fixed_seed.safetensors: the first, model unrecorded): a run must match one of
-them. Model 167 first appeared on 2026-12-03, with the same code giving other steps for default and progressive.
+The invariants that hold on every CPU (a text alone and in a padded batch, the same seed twice) are asserted
+in float64 by test_engine.py; this test guards against a refactor changing results on a machine it knows.
+The references of commits before 2026-12-05 were keyed by /proc/cpuinfo's model number alone (and one had no
+key); they were replaced by ones written under recorded conditions at the same results.
 """
 
+import hashlib
+import json
+import os
 import re
 from pathlib import Path
 
 import pytest
 import torch
+import transformers
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from cramming import compress
@@ -50,16 +57,41 @@ def differences(now: dict[str, torch.Tensor], stored: dict[str, torch.Tensor]) -
                                        else torch.allclose(now[key], stored[key], rtol=1e-5, atol=1e-6))]
 
 
-def cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")  # Linux only; elsewhere the model is unknown
-    found = re.search(r"^model\s*:\s*(\d+)", cpuinfo.read_text(), re.M) if cpuinfo.exists() else None
-    return found.group(1) if found else "unknown"
+FLOAT_ENV = ("MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "DNNL_MAX_CPU_ISA")  # they swap kernels (ATen's: "isa")
+
+
+def cpu() -> str:
+    """The processor's vendor, family and model from /proc/cpuinfo (Linux; elsewhere "unknown")."""
+    cpuinfo = Path("/proc/cpuinfo")
+    text = cpuinfo.read_text() if cpuinfo.exists() else ""
+    fields = [re.search(rf"^{name}\s*:\s*(.+)$", text, re.M) for name in ("vendor_id", "cpu family", "model")]
+    return " ".join(f.group(1).strip() for f in fields) if all(fields) else "unknown"
+
+
+def conditions() -> dict[str, str]:
+    """What decides a float32 run's last bits here (see the docstring)."""
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "cpu": cpu(),
+            "isa": torch.backends.cpu.get_cpu_capability(),
+            "env": " ".join(f"{k}={os.environ[k]}" for k in FLOAT_ENV if k in os.environ)}
+
+
+def reference_path(found: dict[str, str]) -> Path:
+    digest = hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()[:8]
+    readable = re.sub(r"[^A-Za-z0-9.]+", "-", f"{found['cpu']} {found['isa']}")
+    return DATA / f"fixed_seed-{readable}-{digest}.safetensors"
 
 
 def test_a_fixed_seed_run_gives_the_stored_vectors(tiny_lm):
-    now = reference(tiny_lm)
-    wrong = {path.name: differences(now, load_file(str(path))) for path in sorted(DATA.glob("fixed_seed*.safetensors"))}
-    assert not all(wrong.values()), f"CPU model {cpu_model()}, entries no reference holds: {wrong}"
+    here = conditions()
+    path = reference_path(here)
+    if not path.exists():
+        known = [safe_open(str(p), "pt").metadata() for p in sorted(DATA.glob("fixed_seed-*.safetensors"))]
+        pytest.skip(f"no fixed-seed reference for this machine's conditions {here} (references exist for {known}); "
+                    "`python -m tests.test_fixed_seed` writes one")
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata() == here, f"{path.name} was written under other conditions"
+    wrong = differences(reference(tiny_lm), load_file(str(path)))
+    assert not wrong, f"under {here}, entries that differ from {path.name}: {wrong}"
 
 
 if __name__ == "__main__":  # python -m tests.test_fixed_seed: write the reference (see the docstring)
@@ -75,6 +107,6 @@ if __name__ == "__main__":  # python -m tests.test_fixed_seed: write the referen
         patch.setenv("CRAMMING_PRIOR_SOURCE", f"file:{passages}")
         patch.setenv("CRAMMING_CACHE", str(Path(tmp) / "cache"))
         lm = load_model(str(build_tiny_model(Path(tmp) / "tiny")), "cpu")
-        path = DATA / f"fixed_seed-model{cpu_model()}.safetensors"
-        save_file({k: v.contiguous() for k, v in reference(lm).items()}, str(path))
+        path = reference_path(conditions())
+        save_file({k: v.contiguous() for k, v in reference(lm).items()}, str(path), metadata=conditions())
         print(f"wrote {path}")
