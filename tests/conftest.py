@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +17,12 @@ CORPUS = [
     "all that glitters is not gold",
     "whether tis nobler in the mind to suffer",
 ] * 4
+
+
+def cram(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`cram ARGS...` in a subprocess, as from a shell (the same entry point as the `cram` script)."""
+    return subprocess.run([sys.executable, "-m", "cramming", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=1800)
 
 
 def load_script(relative: str, name: str):

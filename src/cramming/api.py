@@ -8,10 +8,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import sys
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -20,14 +24,84 @@ from .decode import greedy_decode
 from .encoder import model_encoder
 from .engine import CramResult, StepInfo, cram, starting_vectors
 from .errors import CrammingError, NotExact
-from .models import DEFAULT_MODEL, LoadedModel, load_model, resolve_device
+from .metrics import Measurement, gains
+from .models import DEFAULT_MODEL, LoadedModel, load_model, measured_horizon, resolve_device
 from .prior import model_prior
 from .recipes import Recipe, get_recipe
 from .vectors import check_compatible, load_vectors, save_vectors, sha256_ids, sha256_text
 
 
+log = logging.getLogger("cramming")  # what a run is about to do, and warnings; the CLI prints it on stderr
+
+
 def as_model(model: str | LoadedModel, *, device: str = "auto") -> LoadedModel:
     return model if isinstance(model, LoadedModel) else load_model(model, resolve_device(device))
+
+
+def file_model(meta: dict, model: str | LoadedModel | None, device: str, path: str | Path) -> LoadedModel:
+    """The model a vector file is read with: the one given, else the one its metadata names."""
+    if model is not None:
+        return as_model(model, device=device)
+    try:
+        return as_model(meta["model"], device=device)
+    except CrammingError as err:
+        raise CrammingError(f"{path} names model {meta['model']!r}, which does not load here ({err}); give the "
+                            "model (--model, or model= in Python)") from None
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU threads set to `threads` for the block, then as they were (None: left as they are)."""
+    if threads is None:
+        yield
+        return
+    from .threads import use_threads
+
+    before = torch.get_num_threads()
+    use_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class PlainProgress:
+    """Progress as plain lines on stderr: the first at once, then one every `every` seconds and the last one
+    (on_step), for logs, pipes and Python sessions."""
+
+    def __init__(self, label: str = "cramming", every: float = 5.0):
+        self.label, self.every, self.start, self.last, self.pending = label, every, time.monotonic(), -math.inf, None
+
+    def line(self, completed: int, total: int | None, description: str, final: bool = False) -> None:
+        now = time.monotonic()
+        self.pending = (completed, total, description)
+        if final or now - self.last >= self.every:
+            self.last, self.pending = now, None
+            print(f"{self.label} {completed}/{'?' if total is None else total} {description} "
+                  f"[{now - self.start:.0f} s]", file=sys.stderr, flush=True)
+
+    def flush(self) -> None:
+        """The last state, if it was not printed: a run's last line is never skipped."""
+        if self.pending is not None:
+            self.line(*self.pending, final=True)
+
+    def __call__(self, s: StepInfo) -> None:
+        self.line(s.step, s.max_steps, step_words(s), final=s.active == 0 or s.step == s.max_steps)
+
+
+def step_words(s: StepInfo) -> str:
+    return (f"loss {s.loss:.3f} acc {s.accuracy:.3f} done {s.done}/{s.done + s.active} "
+            f"threads {torch.get_num_threads()}")
+
+
+def warn_past_horizon(lm: LoadedModel, n_tokens: int, n_vectors: int) -> None:
+    """A warning when a text is longer than any text of its source kind that n_vectors vectors of this model
+    held exactly in our measurements (README, capacity): cramming it will most likely end not exact."""
+    horizon = measured_horizon(lm.name)
+    if horizon is not None and n_tokens > horizon * n_vectors:
+        log.warning(f"{n_tokens} tokens into {n_vectors} vector(s): the longest text one vector of {lm.name} held "
+                    f"exactly in our measurements is {horizon} tokens, so this will most likely not come back "
+                    "exact; use more --vectors (capacity grows about linearly) or keep fewer --tokens")
 
 
 def check_options(texts: Sequence[str], *, n_vectors: int, max_tokens: int | None) -> None:
@@ -137,17 +211,38 @@ def compress(
     warm_start: list[torch.Tensor | None] | None = None,
     min_margin: float = 0.0,
     storage_form: str = "fp32",
+    threads: int | None = None,
+    progress: bool = False,
 ) -> list[Compressed]:
     """Cram each text into its own n_vectors vectors, as one batch, trained through and verified from the form
     they will be stored in (storage_form: fp32, fp16, bf16, intK; storage.py). min_margin: keep cramming until
-    every greedy-path logit margin is at least this (engine.cram)."""
+    every greedy-path logit margin is at least this (engine.cram). threads: torch's CPU threads for this call
+    (None: as set; on a busy machine 1 can be many times faster than the default). progress: plain progress
+    lines on stderr (on_step is the callback for your own)."""
     check_options(texts, n_vectors=n_vectors, max_tokens=max_tokens)
+    if progress:
+        shown, theirs = PlainProgress(), on_step
+        on_step = shown if theirs is None else lambda s: (shown(s), theirs(s))  # noqa: E731
+    with torch_threads(threads):
+        return _compress(texts, model, n_vectors=n_vectors, recipe=recipe, max_steps=max_steps,
+                         max_tokens=max_tokens, seed=seed, device=device, on_step=on_step, warm_start=warm_start,
+                         min_margin=min_margin, storage_form=storage_form)
+
+
+def _compress(texts: Sequence[str], model: str | LoadedModel, *, n_vectors: int, recipe: str | Recipe,
+              max_steps: int | None, max_tokens: int | None, seed: int, device: str,
+              on_step: Callable[[StepInfo], None] | None, warm_start: list[torch.Tensor | None] | None,
+              min_margin: float, storage_form: str) -> list[Compressed]:
     storage_form = storage.parse_form(storage_form)
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     if max_steps is not None:  # the vector file then records the budget the vectors were crammed with
         recipe = replace(recipe, max_steps=max_steps)
     lm = as_model(model, device=device)
     prepared = [tokenize(lm, t, n_vectors=n_vectors, max_tokens=max_tokens) for t in texts]
+    longest = max(len(ids) for _, ids in prepared)
+    warn_past_horizon(lm, longest, n_vectors)
+    log.info(f"cramming {len(texts)} text(s) of up to {longest} tokens into {n_vectors} vector(s) each, "
+             f"{recipe.name} at most {recipe.max_steps} steps, {torch.get_num_threads()} thread(s)")
     prefix = prefix_token(lm.tokenizer, recipe)
     prior = model_prior(lm, n_vectors, prefix) if recipe.prior else None
     start = starting_vectors(recipe, n_vectors, lm.model.get_input_embeddings().weight, seed, len(texts), prior,
@@ -187,17 +282,33 @@ class Decoded:
     exact: bool  # the token ids and the text match the hashes stored in the file
     n_tokens: int
     first_mismatch: int | None  # recorded when the file was saved: the first token the decode gets wrong
+    ids: list[int]  # the decoded token ids
 
 
 def decode(path: str | Path, *, model: str | LoadedModel | None = None, device: str = "auto") -> Decoded:
     """Greedy-decode a vector file, exact or not, and check the result against the hashes stored in it."""
     vectors, meta = load_vectors(path)
-    lm = as_model(model if model is not None else meta["model"], device=device)
+    lm = file_model(meta, model, device, path)
     check_compatible(meta, lm.fingerprint, lm.tokenizer_fingerprint, lm.name, path)
     ids = greedy_decode(lm.model, vectors[None], meta["n_tokens"], meta.get("prefix_token_id"))[0].tolist()
     text = lm.tokenizer.decode(ids)
     exact = sha256_ids(ids) == meta["tokens_sha256"] and sha256_text(text) == meta["text_sha256"]
-    return Decoded(text, exact, len(ids), meta.get("first_mismatch"))
+    return Decoded(text, exact, len(ids), meta.get("first_mismatch"), ids)
+
+
+def measure_file(path: str | Path, *, model: str | LoadedModel | None = None, device: str = "auto"
+                 ) -> Measurement:
+    """The paper's metrics of a vector file without cramming again: its text read back from the vectors, checked
+    against the file's hashes, and scored with and without them (`seconds` is not recorded in a file: None)."""
+    vectors, meta = load_vectors(path)
+    lm = file_model(meta, model, device, path)
+    decoded = decode(path, model=lm)
+    if not decoded.exact:
+        raise CrammingError(f"{path} does not decode to its text, so its text cannot be read from it; measure it "
+                            "from the text instead")
+    return Measurement(tokens=len(decoded.ids), vectors=vectors.shape[0], exact=True, diverged=False,
+                       steps=meta["steps"], seconds=None,
+                       **gains(decoded.ids, vectors, meta.get("prefix_token_id"), lm))
 
 
 def decompress(path: str | Path, *, model: str | LoadedModel | None = None, device: str = "auto") -> str:

@@ -65,7 +65,9 @@ class Capacity:
                 "token_gain": mean("token_gain"), "information_gain_bits": mean("information_gain_bits"),
                 "utilization": mean("utilization"), "exact": sum(m["exact"] for m in found), "samples": len(caps),
                 **({"accuracy_by_length": self.tried} if self.tried else {}),
-                **({"decoding_capacity": self.decoding} if self.decoding is not None else {})}
+                **({"decoding_capacity": self.decoding,  # a lower bound when the longest length tried passed
+                    "decoding_is_lower_bound": bool(self.tried) and self.decoding >= max(self.tried)}
+                   if self.decoding is not None else {})}
 
 
 def _cram(lm: LoadedModel, texts: list[str], lengths: list[int], *, warm: list[torch.Tensor | None] | None = None,

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from . import storage
 from .decode import greedy_decode
 from .engine import text_logits
-from .models import LoadedModel, load_model, resolve_device
+from .api import file_model
+from .models import LoadedModel
 from .vectors import check_compatible, load_vectors, sha256_ids, sha256_text
 
 BITS = tuple(range(16, 1, -1))  # intK forms tried, 16 down to 2
 RADII = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5, 1.0)  # relative noise tried
+CHECKS = 4 + len(RADII)  # the steps on_check counts: model, greedy path, forms, bf16 model, then each radius
 
 
 @dataclass
@@ -43,10 +46,14 @@ class Certificate:
 
 
 def certify(path: str | Path, *, model: str | LoadedModel | None = None, device: str = "auto", copies: int = 20,
-            survival: float = 0.95, seed: int = 0) -> Certificate:
+            survival: float = 0.95, seed: int = 0, on_check: Callable[[int, str], None] | None = None) -> Certificate:
+    """on_check(checks done, what is next) after each of its CHECKS steps at most (the noise stops early)."""
+    tell = on_check or (lambda done, what: None)
     vectors, meta = load_vectors(path)
-    lm = model if isinstance(model, LoadedModel) else load_model(model or meta["model"], resolve_device(device))
+    tell(0, "loading the model")
+    lm = file_model(meta, model, device, path)
     check_compatible(meta, lm.fingerprint, lm.tokenizer_fingerprint, lm.name, path)
+    tell(1, "decoding the greedy path")
     prefix, n_tokens = meta.get("prefix_token_id"), meta["n_tokens"]
 
     def exact(batch: torch.Tensor, bf16: bool | None = None) -> list[bool]:
@@ -60,20 +67,24 @@ def certify(path: str | Path, *, model: str | LoadedModel | None = None, device:
     top2 = logits.topk(2, dim=-1).values
     margins = (top2[:, 0] - top2[:, 1]).tolist()
 
+    tell(2, f"decoding {3 + len(BITS)} storage forms")
     forms = ["stored", "fp16", "bf16"] + [f"int{k}" for k in BITS]
     variants = [vectors] + [storage.stored(vectors, form) for form in forms[1:]]
     survived = dict(zip(forms, exact(torch.stack(variants))))
+    tell(3, "decoding under a bf16 model")
     survived["bf16 model"] = exact(vectors[None], bf16=True)[0]
     effective = min((k for k in BITS if survived[f"int{k}"]), default=None)
 
     radius, g = None, torch.Generator().manual_seed(seed)
-    for r in RADII:  # noise of relative size r: each copy's vector moved by r times its norm, in a random direction
+    for i, r in enumerate(RADII):  # noise of relative size r: each copy's vector moved by r times its norm
+        tell(4 + i, f"noise of radius {r:g}, {copies} copies")
         noise = torch.randn(copies, *vectors.shape, generator=g)
         noise = noise / noise.norm(dim=-1, keepdim=True) * vectors.norm(dim=-1, keepdim=True) * r
         if sum(exact(vectors[None] + noise)) < survival * copies:
             break
         radius = r
 
+    tell(CHECKS, "done")
     n, d = vectors.shape
     payload = {form: storage.payload_bytes(n, d, form) for form in ("fp32", "fp16", "bf16")}
     if effective is not None:

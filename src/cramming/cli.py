@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import csv
 import json
-import math
+import logging
 import os
 import shlex
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
-import torch
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.console import RenderableType
 from rich.table import Table
 
-from . import api
+from . import __version__, api
 from .atomic import atomic_output
 from .capacity import STRATEGIES, search
 from .encoder_train import Training, train_encoder, training_store
@@ -56,8 +55,9 @@ def status_words(metrics: dict) -> str:
 
 ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Alias, Hugging Face id or local directory.")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda[:i].")
-TextArg = typer.Argument(None, help="The text to cram (or use -f).")
-FilesOpt = typer.Option([], "--file", "-f", help="Text file(s); several are crammed as one batch.")
+TextArg = typer.Argument(None, help="The text to cram; after -f FILE, more files (so -f DIR/*.txt works).",
+                         show_default=False)
+FilesOpt = typer.Option([], "--file", "-f", help="Text file(s), crammed as one batch; - reads standard input.")
 VectorsOpt = typer.Option(1, "--vectors", "-n", help="Memory vectors per text.")
 TokensOpt = typer.Option(None, "--tokens", "-t", help="Keep the first T tokens of each text.")
 RecipeOpt = typer.Option("default", "--recipe", help=f"One of: {', '.join(RECIPES)}.")
@@ -71,6 +71,17 @@ JsonOpt = typer.Option(False, "--json", help="One JSON object per text on stdout
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress on stderr.")
 ThreadsOpt = typer.Option(None, "--threads", help="CPU threads (default: the cores not busy, by the load average).")
 PLAIN_EVERY = 5.0  # seconds between plain progress lines when stderr is not a terminal
+
+
+def show(*items: RenderableType) -> None:
+    """Print to stdout: fitted to a terminal; to a file or pipe, never wrapped (a path or a sentence stays one
+    line)."""
+    console = Console() if sys.stdout.isatty() else Console(width=100_000, soft_wrap=True)
+    console.print(*items)
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def rounded(value: float | None) -> str:
@@ -90,40 +101,55 @@ def read_text_file(path: Path) -> str:
         raise CrammingError(f"{path} is not UTF-8 text (invalid byte at offset {e.start})") from None
 
 
-def gather_texts(text: str | None, files: list[Path]) -> tuple[list[str], list[str]]:
-    """-> (a name per text, the texts), from a TEXT argument or -f files."""
-    if text is not None and files:
-        raise CrammingError("give a TEXT or -f FILE, not both")
-    if text is None and not files:
-        raise CrammingError("no text given: pass TEXT or -f FILE")
+def gather_texts(args: list[str], files: list[Path]) -> tuple[list[Path | None], list[str]]:
+    """-> (each text's file, None for a TEXT argument; the texts). With -f, further arguments are files too, so a
+    shell glob after it (`-f DIR/*.txt`) is one batch; without, one TEXT, refused when it names a file here."""
     if files:
-        return [str(f) for f in files], [read_text_file(f) for f in files]
-    return ["text"], [text]
+        paths = [*files, *map(Path, args)]
+        return paths, [read_text_file(p) for p in paths]
+    if not args:
+        raise CrammingError("no text given: pass TEXT or -f FILE")
+    if len(args) > 1:
+        raise CrammingError(f"{len(args)} TEXT arguments: quote the text as one argument, or give files with "
+                            "-f FILE ...")
+    if "\n" not in args[0] and os.path.isfile(args[0]):
+        raise CrammingError(f"{args[0]!r} is a file here: to cram its text, use -f {shlex.quote(args[0])}")
+    return [None], args
 
 
-def output_paths(sources: list[str], out: Path | None) -> list[Path]:
-    """One vector file per text: -o is the file for one text, a directory for several."""
-    stems = [Path(s).name if s != "-" else "stdin" for s in sources]
-    if out is None:
-        return [Path(f"{s}.cram.safetensors") for s in stems]
-    if len(sources) == 1:
+def output_paths(sources: list[Path | None], out: Path | None) -> list[Path]:
+    """One vector file per text, never two texts to one file: -o is the file for one text, the directory for
+    several; without -o each file's vectors go beside it (FILE.cram.safetensors), a TEXT's to
+    text.cram.safetensors here and standard input's to stdin.cram.safetensors."""
+    if out is not None and len(sources) == 1:
         return [out]
-    if len(set(stems)) < len(stems):
-        raise CrammingError("several input files share a name; give them distinct names")
-    return [out / f"{s}.cram.safetensors" for s in stems]
+    def target(source: Path | None) -> Path:
+        if source is None or str(source) == "-":
+            return (out or Path()) / f"{'text' if source is None else 'stdin'}.cram.safetensors"
+        return (out or source.parent) / f"{source.name}.cram.safetensors"
+
+    paths = [target(s) for s in sources]
+    seen: dict[Path, Path | None] = {}
+    for source, path in zip(sources, paths):
+        if path.resolve() in seen:
+            first = seen[path.resolve()]
+            raise CrammingError(f"{first} and {source} would both write {path}: give the inputs distinct names"
+                                + (", or leave out -o to write each beside its file" if out is not None else ""))
+        seen[path.resolve()] = source
+    return paths
 
 
 class Reporter:
-    """Progress on stderr: a live bar on a terminal; elsewhere (a pipe, a log file) one plain line every
-    PLAIN_EVERY seconds, the first at once; nothing with --quiet."""
+    """Progress on stderr: a live bar on a terminal; elsewhere (a pipe, a log file) plain lines (api.PlainProgress:
+    the first at once, then every PLAIN_EVERY seconds, the last one always); nothing with --quiet."""
 
     def __init__(self, label: str, quiet: bool, total: int | None = None, transient: bool = True):
-        self.label, self.quiet, self.total, self.completed = label, quiet, total, 0
+        self.quiet, self.total, self.completed = quiet, total, 0
         self.live = err.is_terminal and not quiet
         self.bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                             TimeElapsedColumn(), console=err, transient=transient, disable=not self.live)
         self.task = self.bar.add_task("", total=total)
-        self.start, self.last = time.monotonic(), -math.inf
+        self.plain = api.PlainProgress(label, PLAIN_EVERY)
 
     def __enter__(self) -> Reporter:
         self.bar.__enter__()
@@ -131,20 +157,19 @@ class Reporter:
 
     def __exit__(self, *exc) -> None:
         self.bar.__exit__(*exc)
+        if not self.live and not self.quiet:
+            self.plain.flush()
 
     def update(self, completed: int, description: str, total: int | None = None) -> None:
-        self.completed, self.total = completed, total or self.total
+        self.completed = completed
+        self.total = total if total is not None else self.total
         self.bar.update(self.task, completed=completed, total=self.total, description=description)
-        now = time.monotonic()
-        if not self.live and not self.quiet and now - self.last >= PLAIN_EVERY:
-            self.last = now
-            print(f"{self.label} {completed}/{self.total or '?'} {description} [{now - self.start:.0f} s]",
-                  file=sys.stderr, flush=True)
+        if not self.live and not self.quiet:
+            self.plain.line(completed, self.total, description)
 
     def on_step(self, s: StepInfo) -> None:
         """For the engine's steps; the total is the budget it runs with, whatever set it."""
-        self.update(s.step, f"loss {s.loss:.3f} acc {s.accuracy:.3f} done {s.done}/{s.done + s.active} "
-                            f"threads {torch.get_num_threads()}", total=s.max_steps)
+        self.update(s.step, api.step_words(s), total=s.max_steps)
 
 
 def cram_with_progress(texts: list[str], model, quiet: bool, **options) -> list[api.Compressed]:
@@ -154,9 +179,10 @@ def cram_with_progress(texts: list[str], model, quiet: bool, **options) -> list[
 
 @app.command()
 def compress(
-    text: Optional[str] = TextArg,
+    text: Optional[list[str]] = TextArg,
     files: list[Path] = FilesOpt,
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Vector file (a directory for several texts)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Vector file (a directory for several texts; "
+                                                                 "default: beside each file)."),
     model: str = ModelOpt,
     vectors: int = VectorsOpt,
     tokens: Optional[int] = TokensOpt,
@@ -175,11 +201,12 @@ def compress(
                                                                "(2-16); the round trip is checked as stored."),
 ) -> None:
     """Cram text(s) into memory vectors and verify the round trip. Exit 0 only when every text is exact."""
-    sources, texts = gather_texts(text, files)
+    sources, texts = gather_texts(text or [], files)
     paths = output_paths(sources, out)
     chosen = get_recipe(recipe, settings + ([f"precision={precision}"] if precision else []))
     storage_form = parse_form(storage_form)
     use_threads(threads)
+    say_what_runs(quiet)
     results = cram_with_progress(texts, model, quiet, n_vectors=vectors, recipe=chosen, max_steps=max_steps,
                                  max_tokens=tokens, seed=seed, device=device, min_margin=margin,
                                  storage_form=storage_form)
@@ -195,7 +222,7 @@ def compress(
             s = r.summary()
             table.add_row(str(s["tokens"]), str(s["vectors"]), str(s["steps"]), f"{s['seconds']:.1f}",
                           f"{s['accuracy']:.4f}", ROUND_TRIP[s["status"]], s["path"])
-        Console().print(table)
+        show(table)
     diverged = sum(r.status == "diverged" for r in results)
     if diverged:
         print(f"{diverged} text(s) diverged (the loss turned NaN or infinite); their best vectors before that are "
@@ -214,9 +241,14 @@ def compress(
 
 @app.command()
 def measure(
-    text: Optional[str] = TextArg,
+    text: Optional[list[str]] = TextArg,
     files: list[Path] = FilesOpt,
-    model: str = ModelOpt,
+    vec: list[Path] = typer.Option([], "--vec", help="Measure this vector file's vectors (repeatable): its text "
+                                                     "is read back from them, nothing is crammed."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also save the crammed vectors here (a directory "
+                                                                 "for several texts)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Alias, Hugging Face id or local directory "
+                                        f"(default: {DEFAULT_MODEL}; with --vec, the model the file names)."),
     vectors: int = VectorsOpt,
     tokens: Optional[int] = TokensOpt,
     recipe: str = RecipeOpt,
@@ -228,15 +260,26 @@ def measure(
     quiet: bool = QuietOpt,
     threads: Optional[int] = ThreadsOpt,
 ) -> None:
-    """Cram once and print the paper's metrics: cross-entropy with and without vectors, gains, utilization."""
-    _, texts = gather_texts(text, files)
-    api.check_options(texts, n_vectors=vectors, max_tokens=tokens)
-    chosen = get_recipe(recipe, settings)
+    """The paper's metrics: cross-entropy with and without vectors, gains, utilization; of texts crammed now, or
+    of vector files (--vec)."""
     use_threads(threads)
-    lm = api.as_model(model, device=device)
-    results = cram_with_progress(texts, lm, quiet, n_vectors=vectors, recipe=chosen, max_steps=max_steps,
-                                 max_tokens=tokens, seed=seed)
-    rows = [measure_text(r, lm).to_dict() for r in results]
+    if vec:
+        if text or files or out:
+            raise CrammingError("--vec measures vector files: give no TEXT, -f or -o with it")
+        rows = [api.measure_file(path, model=model, device=device).to_dict() for path in vec]
+    else:
+        sources, texts = gather_texts(text or [], files)
+        paths = output_paths(sources, out) if out is not None else None
+        api.check_options(texts, n_vectors=vectors, max_tokens=tokens)
+        chosen = get_recipe(recipe, settings)
+        say_what_runs(quiet)
+        lm = api.as_model(model or DEFAULT_MODEL, device=device)
+        results = cram_with_progress(texts, lm, quiet, n_vectors=vectors, recipe=chosen, max_steps=max_steps,
+                                     max_tokens=tokens, seed=seed)
+        for result, path in zip(results, paths or []):
+            result.save(path)
+            print(f"vectors saved to {path}", file=sys.stderr)
+        rows = [measure_text(r, lm).to_dict() for r in results]
     if as_json:
         for row in rows:
             print(json.dumps(row))
@@ -244,10 +287,10 @@ def measure(
     table = Table("metric", *[f"text {i + 1}" for i in range(len(rows))])
     for key in rows[0]:
         table.add_row(key, *[f"{row[key]:.4g}" if isinstance(row[key], float) else str(row[key]) for row in rows])
-    Console().print(table)
+    show(table)
     if not rows[0]["first_token_scored"]:
-        Console().print("The tokenizer adds no BOS: the first token has no score without vectors and is left "
-                        "out of both cross-entropies and both hit counts.")
+        show("The tokenizer adds no BOS: the first token has no score without vectors and is left out of both "
+             "cross-entropies and both hit counts.")
 
 
 @app.command()
@@ -295,7 +338,7 @@ def info(
     table = Table("key", "value", show_header=False)
     for key, value in sorted(meta.items()):
         table.add_row(key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
-    Console().print(table)
+    show(table)
 
 
 @app.command()
@@ -305,13 +348,16 @@ def certify(
     device: str = DeviceOpt,
     as_json: bool = typer.Option(False, "--json"),
     threads: Optional[int] = ThreadsOpt,
+    quiet: bool = QuietOpt,
 ) -> None:
     """How robust a vector file is: greedy-path margins, the dtypes and bit widths it survives, its noise radius."""
-    from .certify import certify as make_certificate
+    from .certify import CHECKS, certify as make_certificate
 
     load_vectors(vec)  # a bad file fails before the model loads
     use_threads(threads)
-    c = make_certificate(vec, model=model, device=device)
+    with Reporter("checks", quiet, CHECKS, transient=False) as reporter:
+        c = make_certificate(vec, model=model, device=device,
+                             on_check=lambda done, what: reporter.update(done, what))
     if as_json:
         print(json.dumps(c.to_dict()))
         return
@@ -324,7 +370,7 @@ def certify(
     table.add_row("noise radius", f"{c.noise_radius:g}" if c.noise_radius else "below the smallest tried")
     payload = ", ".join(f"{form} {size} B" for form, size in c.payload_bytes.items())
     table.add_row("payload", f"{payload}; the text: {c.text_bytes} B" if c.text_bytes else payload)
-    Console().print(table)
+    show(table)
 
 
 @app.command()
@@ -353,7 +399,7 @@ def texts(
     table = Table("#", "tokens", "text")
     for sample in samples:
         table.add_row(str(sample.index), str(sample.n_tokens), sample.text)
-    Console().print(table)
+    show(table)
 
 
 @app.command()
@@ -409,12 +455,13 @@ def capacity(
             print(json.dumps(found), flush=True)
         else:
             at_least = lambda key: "≥ " if found[f"{key}_is_lower_bound"] else ""  # noqa: E731
-            Console().print(
+            show(
                 f"{n} vector(s), {strategy}: capacity mean {at_least('mean')}{found['capacity_mean']:.1f} (min "
                 f"{at_least('min')}{found['capacity_min']}, max {at_least('max')}{found['capacity_max']}) over "
-                f"{samples} samples; token gain {rounded(found['token_gain'])}, information gain "
+                f"{plural(samples, 'sample')}; token gain {rounded(found['token_gain'])}, information gain "
                 f"{rounded(found['information_gain_bits'])} bits"
-                + (f"; decoding capacity (paper) {found['decoding_capacity']}" if "decoding_capacity" in found else "")
+                + (f"; decoding capacity (paper) {at_least('decoding')}{found['decoding_capacity']}"
+                   if "decoding_capacity" in found else "")
                 + ("; ≥: the search reached its top (--max-tokens), so the text may hold more"
                    if found["mean_is_lower_bound"] else ""))
 
@@ -456,6 +503,9 @@ def run(
         reporter.update(reporter.completed + 1, f"{key.source} L={key.length} n={key.vectors} #{key.sample}: "
                                                 f"{status_words(metrics)} in {int(metrics['steps'])} steps")
 
+    def on_step(s: StepInfo) -> None:  # within a batch: the grid's count stays, the step shows
+        reporter.update(reporter.completed, f"a batch at step {s.step}/{s.max_steps}: {api.step_words(s)}")
+
     def on_workers(found: list[dict]) -> None:
         hosts = sorted({w["host"] for w in found})
         print(f"{len(found)} Ray worker(s) on {', '.join(hosts)}, device {found[0]['device']}", file=sys.stderr)
@@ -466,7 +516,7 @@ def run(
             added = run_ray(spec, store, address=address, workers=workers, cpus_per_worker=cpus_per_worker,
                             on_workers=on_workers, **options)
         else:
-            added = run_local(spec, store, **options)
+            added = run_local(spec, store, on_step=on_step, **options)
     store.close()
     print(f"{added} row(s) added, {sum(skipped)} already done, {total or added + sum(skipped)} in the "
           f"{'grid' if total else 'horizon search'}; results in {db}", file=sys.stderr)
@@ -477,18 +527,19 @@ def results(
     db: Path = typer.Option(Path("results.sqlite"), "--db", help="SQLite results file."),
     fmt: str = typer.Option("csv", "--format", help="csv or json."),
 ) -> None:
-    """Export the stored rows: the task key and every metric."""
+    """Export the stored rows: the task key, every metric, the recipe's settings, the text and the step history
+    (step, loss, accuracy; thinned) of each. The vectors stay in the database."""
     if not db.is_file():
         raise CrammingError(f"no such results file: {db}")
     if fmt not in ("csv", "json"):
         raise CrammingError(f"unknown format {fmt!r}; use csv or json")
-    rows = Store(db).rows()
+    rows = Store(db).rows(full=True)
     if fmt == "json":
         print(json.dumps(rows, indent=1))
         return
-    writer = csv.DictWriter(sys.stdout, fieldnames=ROW, lineterminator="\n", extrasaction="ignore")  # flat columns
+    writer = csv.DictWriter(sys.stdout, fieldnames=[*ROW, "settings", "text", "history"], lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({**r, "settings": json.dumps(r["settings"]), "history": json.dumps(r["history"])} for r in rows)
 
 
 @app.command()
@@ -590,19 +641,62 @@ def models() -> None:
         synonyms = [old for old, name in SYNONYMS.items() if name == alias.name]
         table.add_row(alias.name + (" (default)" if alias.name == DEFAULT_MODEL else "")
                       + "".join(f"; also {old}" for old in synonyms), alias_status(alias), alias.description)
-    Console().print(table)
-    Console().print("Any Hugging Face id or local model directory works too, where a network or a copy exists.")
+    show(table, "Any Hugging Face id or local model directory works too, where a network or a copy exists.")
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        print(f"cramming {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def top(version: bool = typer.Option(False, "--version", callback=version_callback, is_eager=True,
+                                     help="Print the version and exit.")) -> None:
+    """Cram texts into a few input vectors of a frozen language model, and decode them back."""
+
+
+class OneLine(logging.Formatter):
+    """The library's log records as the CLI's other messages: a warning says so, one line each."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return ("warning: " if record.levelno >= logging.WARNING else "") + record.getMessage()
+
+
+def say_what_runs(quiet: bool) -> None:
+    """The library's account of what a run is about to do (api.log) on stderr, unless --quiet; warnings always."""
+    api.log.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 def main() -> None:
     # The hub client's retries and notices are not for our users; read when those libraries are first imported.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLine())
+    api.log.addHandler(handler)
+    api.log.propagate = False
     try:
-        app()
+        code = app(standalone_mode=False)
+    except typer.TyperException as e:  # the parser's: one line, as for every other bad input
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError":  # `cram` or `cram encoder` alone: the help
+            print(ctx.get_help())
+            code = 0
+        else:
+            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            print(f"error: {' '.join(e.format_message().split())}{where}", file=sys.stderr)
+            code = EXIT_BAD_INPUT
     except CrammingError as e:
         print(f"error: {e}", file=sys.stderr)  # plain print: one line, never wrapped
-        sys.exit(EXIT_BAD_INPUT)
-    except KeyboardInterrupt:
+        code = EXIT_BAD_INPUT
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
+    finally:
+        api.log.removeHandler(handler)
+        api.log.propagate = True
+        api.log.setLevel(logging.NOTSET)
+    if code == 130:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    if code:
+        sys.exit(code)

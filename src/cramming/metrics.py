@@ -94,7 +94,7 @@ class Measurement:
     theoretical_capacity: float
     utilization: float
     steps: int
-    seconds: float
+    seconds: float | None  # None where measured from a vector file, which does not record it
 
     def to_dict(self) -> dict:
         return asdict(self)

