@@ -57,3 +57,19 @@ def test_every_example_spec_loads_with_its_recipes():
     for path in specs:
         spec = Spec.from_toml(path)
         assert all(spec.recipe(name).digest() for name in spec.recipes), path.name
+
+
+def test_readme_says_what_the_commands_fetch_and_need():
+    """The test command's Gemma download is named, with the marker that leaves it out; a tour command whose spec
+    draws random words says it needs the `texts` extra (the first command does not install it)."""
+    import re
+    import tomllib
+
+    text = (ROOT / "README.md").read_text()
+    markers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
+    assert any(m.startswith("gemma:") for m in markers) and "-m 'not gemma'" in text and "Gemma-3-270M (242 MB" in text
+    assert "@pytest.mark.gemma\ndef test_gemma_round_trip" in (ROOT / "tests" / "test_real_model.py").read_text()
+    for spec in re.findall(r"^cram run (examples/\S+\.toml).*$", text, re.M):
+        if "random" in tomllib.loads((ROOT / spec).read_text())["sources"]:
+            line = next(line for line in text.splitlines() if line.startswith(f"cram run {spec}"))
+            assert "cramming[texts]" in line, line
