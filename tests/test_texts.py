@@ -112,3 +112,35 @@ def test_hf_source_says_what_it_needs(tok):
     """Offline, or without the datasets library, an hf: source fails with one clear message."""
     with pytest.raises(CrammingError, match="datasets library|could not load dataset"):
         load_samples("hf:pg19:test", 1, 16, tok)
+
+
+def test_a_cut_inside_a_character_is_refused_and_the_next_sentence_taken(tok, tmp_path):
+    from cramming.texts import cut
+
+    text = "ŁÓDŹ ŻÓŁW"  # two-byte characters: the byte-level tokenizer spells each in two tokens
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    splits = [n for n in range(1, len(ids)) if cut(tok, ids, n) is None]
+    assert splits and all(tok.decode(ids[:n]).endswith("\ufffd") or ntok(tok, tok.decode(ids[:n])) != n
+                          for n in splits)
+    (tmp_path / "pl.txt").write_text("Łódź. A plain sentence follows here for the cut to take.")
+    [sample] = load_samples(f"file:{tmp_path / 'pl.txt'}", 1, 3, tok, seed=0)
+    assert ntok(tok, sample.text) == 3 and "\ufffd" not in sample.text
+
+
+@pytest.mark.real
+@pytest.mark.pypi
+@pytest.mark.parametrize("source", ["books", "alice", "recent", "random", "file"])
+def test_every_source_cuts_passages_that_encode_back_to_their_count(source, tmp_path):
+    """A property of every source, non-ASCII text included: each passage drawn, at any length, is exactly that many
+    tokens when crammed (a cut inside a character once gave a 64-token row 65 tokens)."""
+    from cramming import load_model
+
+    tokenizer = load_model("smollm2-135m-instruct-q4_1").tokenizer
+    if source == "file":
+        (tmp_path / "mixed.txt").write_text(" ".join(
+            f"Zdanie {i}: Łódź, Kraków i Gdańsk — «naïve café» 東京 {i * 7}€. Ещё одно предложение здесь." for i in range(60)))
+        source = f"file:{tmp_path / 'mixed.txt'}"
+    for seed in range(3):
+        for length in (7, 33, 64, 101):
+            for sample in load_samples(source, 4, length, tokenizer, seed):
+                assert ntok(tokenizer, sample.text) == length, (source, seed, length, sample.index, sample.text[-20:])

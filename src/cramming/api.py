@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from . import __version__, storage
-from .decode import greedy_decode
+from .decode import Expected, sha256_ids, sha256_text, verify
 from .encoder import model_encoder
 from .engine import CramResult, StepInfo, cram, starting_vectors
 from .errors import CrammingError, NotExact
@@ -28,7 +28,7 @@ from .metrics import Measurement, gains
 from .models import DEFAULT_MODEL, LoadedModel, load_model, measured_horizon, resolve_device
 from .prior import model_prior
 from .recipes import Recipe, get_recipe
-from .vectors import check_compatible, load_vectors, save_vectors, sha256_ids, sha256_text
+from .vectors import check_compatible, load_vectors, save_vectors
 
 
 log = logging.getLogger("cramming")  # what a run is about to do, and warnings; the CLI prints it on stderr
@@ -116,9 +116,10 @@ def check_options(texts: Sequence[str], *, n_vectors: int, max_tokens: int | Non
         raise CrammingError(f"the number of tokens to keep must be at least 1, got {max_tokens}")
 
 
-def tokenize(lm: LoadedModel, text: str, *, n_vectors: int = 1, max_tokens: int | None = None
-             ) -> tuple[str, list[int]]:
+def tokenize(lm: LoadedModel, text: str, *, n_vectors: int = 1, max_tokens: int | None = None,
+             prefix: bool = False) -> tuple[str, list[int]]:
     """-> (the text that will be crammed, its token ids). With max_tokens, both are cut to the first tokens.
+    prefix: a prefix token goes before the vectors (the recipe's), and takes a position too.
 
     Raises for texts that cannot round-trip: empty, longer than the context, or not reproduced by the
     tokenizer itself.
@@ -131,11 +132,11 @@ def tokenize(lm: LoadedModel, text: str, *, n_vectors: int = 1, max_tokens: int 
             text = lm.tokenizer.decode(ids)
     if not ids:
         raise CrammingError("the text has no tokens")
-    limit = lm.max_positions
-    if limit is not None and len(ids) + n_vectors > limit:
+    limit, before = lm.max_positions, n_vectors + prefix
+    if limit is not None and len(ids) + before > limit:
         raise CrammingError(f"the text has {len(ids)} tokens; {lm.name} reads at most {limit} positions, "
-                            f"so with {n_vectors} vector(s) it can take at most {limit - n_vectors} tokens "
-                            f"(keep fewer of its tokens)")
+                            f"so with {n_vectors} vector(s){' and the prefix token' if prefix else ''} it can take "
+                            f"at most {limit - before} tokens (keep fewer of its tokens)")
     if lm.tokenizer.decode(ids) != text:
         raise CrammingError("the tokenizer does not reproduce this text (decode(encode(text)) differs), "
                             "so no round trip can be exact")
@@ -238,12 +239,13 @@ def _compress(texts: Sequence[str], model: str | LoadedModel, *, n_vectors: int,
     if max_steps is not None:  # the vector file then records the budget the vectors were crammed with
         recipe = replace(recipe, max_steps=max_steps)
     lm = as_model(model, device=device)
-    prepared = [tokenize(lm, t, n_vectors=n_vectors, max_tokens=max_tokens) for t in texts]
+    prefix = prefix_token(lm.tokenizer, recipe)
+    prepared = [tokenize(lm, t, n_vectors=n_vectors, max_tokens=max_tokens, prefix=prefix is not None)
+                for t in texts]
     longest = max(len(ids) for _, ids in prepared)
     warn_past_horizon(lm, longest, n_vectors)
     log.info(f"cramming {len(texts)} text(s) of up to {longest} tokens into {n_vectors} vector(s) each, "
              f"{recipe.name} at most {recipe.max_steps} steps, {torch.get_num_threads()} thread(s)")
-    prefix = prefix_token(lm.tokenizer, recipe)
     prior = model_prior(lm, n_vectors, prefix) if recipe.prior else None
     start = starting_vectors(recipe, n_vectors, lm.model.get_input_embeddings().weight, seed, len(texts), prior,
                              warm_start)
@@ -253,15 +255,13 @@ def _compress(texts: Sequence[str], model: str | LoadedModel, *, n_vectors: int,
         start[fresh] += offsets[fresh]
     results = cram(lm.model, [ids for _, ids in prepared], start, recipe, prefix_id=prefix, on_step=on_step,
                    min_margin=min_margin, storage_form=storage_form)
-    # The round trip that counts is from what the file will hold: decode each text's vectors as stored (a file
-    # that is not exact then also says where its decode first goes wrong), and compare ids and bytes.
-    as_stored = torch.stack([storage.stored(r.vectors, storage_form) for r in results])
-    decoded = greedy_decode(lm.model, as_stored, max(len(r.token_ids) for r in results), prefix).tolist()
+    # The round trip that counts is from what the file will hold: each text's vectors as stored, decoded alone (a
+    # file that is not exact then also says where its decode first goes wrong), ids and bytes compared.
     out = []
-    for (text, _), result, row in zip(prepared, results, decoded):
-        result.decoded_ids = row[: len(result.token_ids)]
-        result.exact = (result.exact and result.decoded_ids == result.token_ids
-                        and lm.tokenizer.decode(result.decoded_ids) == text)
+    for (text, ids), result in zip(prepared, results):
+        check = verify(lm.model, storage.stored(result.vectors, storage_form), Expected.of(ids, text), prefix,
+                       lm.tokenizer)
+        result.decoded_ids, result.exact = check.decoded_ids, result.exact and check.exact
         out.append(Compressed(**vars(result), text=text, recipe=recipe, seed=seed, model=lm.name,
                               model_fingerprint=lm.fingerprint, tokenizer_fingerprint=lm.tokenizer_fingerprint,
                               prefix_id=prefix, storage=storage_form))
@@ -290,10 +290,9 @@ def decode(path: str | Path, *, model: str | LoadedModel | None = None, device: 
     vectors, meta = load_vectors(path)
     lm = file_model(meta, model, device, path)
     check_compatible(meta, lm.fingerprint, lm.tokenizer_fingerprint, lm.name, path)
-    ids = greedy_decode(lm.model, vectors[None], meta["n_tokens"], meta.get("prefix_token_id"))[0].tolist()
-    text = lm.tokenizer.decode(ids)
-    exact = sha256_ids(ids) == meta["tokens_sha256"] and sha256_text(text) == meta["text_sha256"]
-    return Decoded(text, exact, len(ids), meta.get("first_mismatch"), ids)
+    check = verify(lm.model, vectors, Expected.of_file(meta), meta.get("prefix_token_id"), lm.tokenizer)
+    return Decoded(check.decoded_text, check.exact, len(check.decoded_ids), meta.get("first_mismatch"),
+                   check.decoded_ids)
 
 
 def measure_file(path: str | Path, *, model: str | LoadedModel | None = None, device: str = "auto"

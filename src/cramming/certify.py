@@ -14,11 +14,10 @@ from typing import Callable
 import torch
 
 from . import storage
-from .decode import greedy_decode
-from .engine import text_logits
+from .decode import Expected, greedy_decode, verify
 from .api import file_model
 from .models import LoadedModel
-from .vectors import check_compatible, load_vectors, sha256_ids, sha256_text
+from .vectors import check_compatible, load_vectors
 
 BITS = tuple(range(16, 1, -1))  # intK forms tried, 16 down to 2
 RADII = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5, 1.0)  # relative noise tried
@@ -56,16 +55,13 @@ def certify(path: str | Path, *, model: str | LoadedModel | None = None, device:
     tell(1, "decoding the greedy path")
     prefix, n_tokens = meta.get("prefix_token_id"), meta["n_tokens"]
 
-    def exact(batch: torch.Tensor, bf16: bool | None = None) -> list[bool]:
-        rows = greedy_decode(lm.model, batch, n_tokens, prefix, bf16=bf16).tolist()
-        return [sha256_ids(r) == meta["tokens_sha256"] and sha256_text(lm.tokenizer.decode(r)) == meta["text_sha256"]
-                for r in rows]
+    expected = Expected.of_file(meta)
 
-    ids = greedy_decode(lm.model, vectors[None], n_tokens, prefix)
-    with torch.no_grad():  # the margins along the greedy path: teacher-forced on the decoded tokens
-        logits = text_logits(lm.model, vectors[None], lm.model.get_input_embeddings()(ids), prefix)[0].float()
-    top2 = logits.topk(2, dim=-1).values
-    margins = (top2[:, 0] - top2[:, 1]).tolist()
+    def exact(batch: torch.Tensor, bf16: bool = False) -> list[bool]:
+        return [verify(lm.model, v, expected, prefix, lm.tokenizer, bf16=bf16).exact for v in batch]
+
+    ids, leads = greedy_decode(lm.model, vectors[None], n_tokens, prefix, bf16=False, margins=True)
+    margins = leads[0].tolist()  # top-1 minus top-2 at each token of the greedy path
 
     tell(2, f"decoding {3 + len(BITS)} storage forms")
     forms = ["stored", "fp16", "bf16"] + [f"int{k}" for k in BITS]

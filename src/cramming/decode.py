@@ -1,8 +1,11 @@
-"""Greedy decoding from memory vectors alone, and the round-trip check."""
+"""Greedy decoding from memory vectors alone, and the one test of exactness (verify)."""
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -30,9 +33,11 @@ def with_prefix(model: torch.nn.Module, vectors: torch.Tensor, prefix_id: int | 
 
 @torch.no_grad()
 def greedy_decode(model: torch.nn.Module, vectors: torch.Tensor, n_tokens: int,
-                  prefix_id: int | None = None, bf16: bool | None = None) -> torch.Tensor:
+                  prefix_id: int | None = None, bf16: bool | None = None, margins: bool = False
+                  ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Feed [B, n, d] vectors (after the prefix token, if any; no prompt), then take the argmax token n_tokens
-    times -> [B, n_tokens]. bf16: run the model under bf16 autocast (default: on CUDA only).
+    times -> [B, n_tokens]; with margins, also each step's top-1 minus top-2 logit [B, n_tokens]. bf16: run the
+    model under bf16 autocast (default: on CUDA only).
 
     Exactly n_tokens: no stop on EOS, since the text's own length is known from the vector file.
     """
@@ -40,30 +45,70 @@ def greedy_decode(model: torch.nn.Module, vectors: torch.Tensor, n_tokens: int,
     device = embedding.weight.device
     # transformers 5 renamed past_key_values to cache; accept both.
     cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    x, cache, out = with_prefix(model, vectors, prefix_id), None, []
+    x, cache, out, leads = with_prefix(model, vectors, prefix_id), None, [], []
     with autocast(device, bf16):
         for _ in range(n_tokens):
             step = model(inputs_embeds=x, use_cache=True, logits_to_keep=1, **{cache_arg: cache})
             cache = getattr(step, cache_arg)
-            token = step.logits[:, -1].argmax(-1)
+            logits = step.logits[:, -1]
+            token = logits.argmax(-1)
             out.append(token)
+            if margins:
+                top = logits.float().topk(2, dim=-1).values
+                leads.append(top[:, 0] - top[:, 1])
             x = embedding(token)[:, None]
-    return torch.stack(out, dim=1)
+    tokens = torch.stack(out, dim=1)
+    return (tokens, torch.stack(leads, dim=1)) if margins else tokens
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sha256_ids(ids: Sequence[int]) -> str:
+    return hashlib.sha256(json.dumps(list(ids)).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What vectors must decode to: a text's token ids and bytes, as hashes (a vector file holds only those)."""
+
+    n_tokens: int
+    tokens_sha256: str
+    text_sha256: str | None  # None: the token ids alone are checked (the engine, which has no tokenizer)
+    token_ids: tuple[int, ...] | None = None  # at hand where the text is: the first wrong token is then known
+
+    @classmethod
+    def of(cls, token_ids: Sequence[int], text: str | None = None) -> Expected:
+        return cls(len(token_ids), sha256_ids(token_ids), None if text is None else sha256_text(text),
+                   tuple(token_ids))
+
+    @classmethod
+    def of_file(cls, meta: dict) -> Expected:
+        return cls(meta["n_tokens"], meta["tokens_sha256"], meta["text_sha256"])
 
 
 @dataclass
 class RoundTrip:
-    exact: bool  # token ids and text bytes both equal the original
+    exact: bool  # the decoded token ids (and, where checked, the text's bytes) are the expected ones
     decoded_ids: list[int]
-    decoded_text: str
-    first_mismatch: int | None  # index of the first wrong token, None when all are right
+    decoded_text: str | None  # None where no tokenizer was given
+    first_mismatch: int | None  # the first wrong token where the ids are at hand; None when none is (or unknown)
+    margin: float  # the smallest top-1 minus top-2 logit along the greedy path
 
 
-def round_trip(model: torch.nn.Module, tokenizer, vectors: torch.Tensor, token_ids: list[int], text: str,
-               prefix_id: int | None = None) -> RoundTrip:
-    """Decode [n, d] vectors back to text and compare ids and bytes with the original."""
-    decoded = greedy_decode(model, vectors[None], len(token_ids), prefix_id)[0].tolist()
-    decoded_text = tokenizer.decode(decoded)
-    mismatch = next((k for k, (a, b) in enumerate(zip(decoded, token_ids)) if a != b), None)
-    exact = mismatch is None and decoded_text.encode("utf-8") == text.encode("utf-8")
-    return RoundTrip(exact, decoded, decoded_text, mismatch)
+def verify(model: torch.nn.Module, vectors: torch.Tensor, expected: Expected, prefix_id: int | None = None,
+           tokenizer=None, *, bf16: bool = False) -> RoundTrip:
+    """The one test of exactness, which the engine, compress, decompress, certify and the grids all apply: greedy
+    decoding from [n, d] vectors as stored, alone (batch size 1, as a file is read), in float32 on every device
+    unless bf16 is asked for, compared with the expected token ids and, through the tokenizer, the text's bytes."""
+    if expected.text_sha256 is not None and tokenizer is None:
+        raise ValueError("checking the text's bytes needs the tokenizer")
+    tokens, leads = greedy_decode(model, vectors[None], expected.n_tokens, prefix_id, bf16=bf16, margins=True)
+    ids = tokens[0].tolist()
+    text = tokenizer.decode(ids) if tokenizer is not None else None
+    exact = sha256_ids(ids) == expected.tokens_sha256 and (expected.text_sha256 is None
+                                                           or sha256_text(text) == expected.text_sha256)
+    wrong = None if expected.token_ids is None else next(
+        (k for k, (a, b) in enumerate(zip(ids, expected.token_ids)) if a != b), None)
+    return RoundTrip(exact, ids, text, wrong, leads.min().item() if leads.numel() else float("inf"))

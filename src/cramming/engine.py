@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from . import storage
-from .decode import greedy_decode, with_prefix
+from .decode import Expected, verify, with_prefix
 from .errors import CrammingError
 from .models import autocast, autocast_model
 from .recipes import Recipe
@@ -39,7 +39,7 @@ class CramResult:
     accuracy: float  # teacher-forced argmax accuracy of `vectors`
     loss: float  # mean cross-entropy (nats per token) of `vectors`
     seconds: float  # wall time from the start of the batch until this sample finished
-    margin: float | None = None  # exact: the smallest top-1 minus top-2 logit along the greedy path
+    margin: float | None = None  # exact: the smallest top-1 minus top-2 logit along its greedy path (verify)
     decoded_ids: list[int] = field(default_factory=list)
     history: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, accuracy) per step
     restarts: list[int] = field(default_factory=list)  # steps at which the stall rule began its next period
@@ -125,7 +125,7 @@ class _Sample:
                margin: float | None = None):
         accuracy, loss, vectors, step = self.best
         self.result = CramResult(self.ids, vectors, exact, diverged, step, accuracy, loss, time.perf_counter() - t0,
-                                 margin, decoded or [], self.history, self.restarts)
+                                 margin, decoded or [], list(self.history), list(self.restarts))  # copies: it is done
 
 
 def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor, recipe: Recipe, *,
@@ -199,19 +199,17 @@ def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor
             if accuracy > s.period_top:
                 s.period_top, s.period_rose = accuracy, step
 
-        # All argmax right: check the real thing, greedy decoding from the vectors alone.
-        candidates = [j for j, s in enumerate(active)
-                      if s.result is None and s.history[-1][2] == 1.0 and margins[j] >= min_margin]
-        if candidates:
-            for j, row in zip(candidates, greedy_decode(model, vectors.detach()[candidates], T, prefix_id).tolist()):
-                s = active[j]
-                if row[: len(s.ids)] == s.ids:
+        # All argmax right: check the real thing, greedy decoding from the vectors alone (as stored, one at a time).
+        for j, s in enumerate(active):
+            if s.result is None and s.history[-1][2] == 1.0 and margins[j] >= min_margin:
+                check = verify(model, vectors.detach()[j], Expected.of(s.ids), prefix_id)
+                if check.exact and check.margin >= min_margin:
                     s.best = (1.0, s.history[-1][1], snapshot[j].clone(), step)
-                    s.finish(t0, exact=True, decoded=row[: len(s.ids)], margin=margins[j])
+                    s.finish(t0, exact=True, decoded=check.decoded_ids, margin=check.margin)
         for s in active:
             if recipe.patience is not None and s.result is None and step - s.rose_at >= recipe.patience:
                 s.finish(t0)
-            if recipe.stall is not None and step - s.period_rose >= recipe.stall:  # stuck: its next period now
+            if recipe.stall is not None and s.result is None and step - s.period_rose >= recipe.stall:  # stuck
                 s.shift = recipe.next_restart(step + s.shift) - step
                 s.period_top, s.period_rose = -1.0, step
                 s.restarts.append(step)

@@ -47,7 +47,7 @@ from .metrics import measure
 from .models import autocast
 from .recipes import RECIPES, Recipe, get_recipe, parse_setting
 from .store import IDENTITY, Store, TaskKey
-from .texts import check_source, load_samples
+from .texts import check_source, cut, load_samples
 from .vectors import vector_bytes
 
 HISTORY_POINTS = 200  # per-step history kept per row, evenly thinned to at most this many points
@@ -231,11 +231,16 @@ class Worker:
         return self._texts[where][sample]
 
     def text(self, key: TaskKey) -> str:
-        """The task's text: its passage, cut to its first `length` tokens."""
+        """The task's text: its passage, cut to its first `length` tokens. A cut that does not encode back to
+        exactly those tokens (texts.cut) is refused: a row's crammed length is always its key's."""
         text = self.passage(key.source, key.passage_tokens, key.text_seed, key.sample)
         if key.length == key.passage_tokens:
             return text
-        return self.lm.tokenizer.decode(self.lm.tokenizer(text, add_special_tokens=False)["input_ids"][: key.length])
+        prefix = cut(self.lm.tokenizer, self.lm.tokenizer(text, add_special_tokens=False)["input_ids"], key.length)
+        if prefix is None:
+            raise CrammingError(f"{key.source} passage {key.sample} (text seed {key.text_seed}) cut to {key.length} "
+                                "tokens does not encode back to them (a character or a merge split at the cut)")
+        return prefix
 
     def size_for(self, keys: list[TaskKey]) -> int:
         """How many of these tasks (one recipe and vector count) to cram at once: batch_size, or what the
@@ -259,6 +264,9 @@ class Worker:
             crammed = api.compress(texts, self.lm, n_vectors=k.vectors, recipe=recipe, seed=k.seed,
                                    warm_start=warm[i: i + size], on_step=self.on_step)
             for key, text, compressed in zip(chunk, texts, crammed):
+                if len(compressed.token_ids) != key.length:  # the text crammed as other tokens than its key says
+                    raise CrammingError(f"{key.source} passage {key.sample} (text seed {key.text_seed}) crammed as "
+                                        f"{len(compressed.token_ids)} tokens, not {key.length}: no row is stored")
                 metrics = measure(compressed, self.lm).to_dict()
                 out.append((key, recipe.to_dict(), metrics, text,
                             vector_bytes(compressed.vectors, compressed.metadata()), thin(compressed.history)))

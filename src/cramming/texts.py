@@ -67,15 +67,27 @@ def write_samples(samples: list[Sample], directory: Path, seed: int) -> list[Pat
     return paths
 
 
+def cut(tokenizer, ids: list[int], n_tokens: int) -> str | None:
+    """The text of the first n_tokens of ids, where it encodes back to exactly those ids; None where the cut falls
+    inside a character's bytes or where the tokenizer would merge across it (the text would cram as other
+    tokens, or as more of them)."""
+    text = tokenizer.decode(ids[:n_tokens])
+    return text if tokenizer(text, add_special_tokens=False)["input_ids"] == list(ids[:n_tokens]) else None
+
+
 def _passage(doc: str, rng: random.Random, tokenizer, n_tokens: int) -> tuple[int, str] | None:
-    """(where it starts, a passage of n_tokens) starting at a random sentence start, or None where the rest of
-    the document is shorter."""
+    """(where it starts, a passage of exactly n_tokens) starting at a random sentence start, or None where the rest
+    of the document is shorter. Where the cut there does not encode back (cut), the next sentence start is taken,
+    drawing nothing more: the passages drawn before and after stay what they were."""
     starts = [0] + [m.end() for m in SENTENCE_END.finditer(doc)]
-    start = starts[rng.randrange(len(starts))]
-    ids = tokenizer(doc[start: start + 12 * n_tokens + 200], add_special_tokens=False)["input_ids"]
-    if len(ids) < n_tokens:
-        return None
-    return start, tokenizer.decode(ids[:n_tokens])
+    for start in starts[rng.randrange(len(starts)):]:
+        ids = tokenizer(doc[start: start + 12 * n_tokens + 200], add_special_tokens=False)["input_ids"]
+        if len(ids) < n_tokens:
+            return None
+        text = cut(tokenizer, ids, n_tokens)
+        if text is not None:
+            return start, text
+    return None
 
 
 def _play_text(markdown: str) -> str:
@@ -163,9 +175,13 @@ def english_words() -> tuple[str, ...]:
 def random_words(rng: random.Random, tokenizer, n_tokens: int) -> str:
     """n_tokens tokens of words drawn uniformly from the word list, joined by spaces."""
     words, text = english_words(), ""
-    while len(tokenizer(text, add_special_tokens=False)["input_ids"]) < n_tokens:
-        text += (" " if text else "") + " ".join(rng.choice(words) for _ in range(n_tokens))
-    return tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:n_tokens])
+    while True:
+        while len(tokenizer(text, add_special_tokens=False)["input_ids"]) < n_tokens:
+            text += (" " if text else "") + " ".join(rng.choice(words) for _ in range(n_tokens))
+        passage = cut(tokenizer, tokenizer(text, add_special_tokens=False)["input_ids"], n_tokens)
+        if passage is not None:  # else a cut inside a word that re-encodes otherwise: new words
+            return passage
+        text = ""
 
 
 def _file_exists(path: str) -> None:

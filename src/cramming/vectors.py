@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -26,14 +25,6 @@ READABLE = ("cramming-vectors/1", "cramming-vectors/2", FORMAT)
 CHECKSUMMED = READABLE[1:]
 REQUIRED = ("format", "model", "model_fingerprint", "tokenizer_fingerprint", "n_tokens", "n_vectors",
             "tokens_sha256", "text_sha256")
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def sha256_ids(ids: Sequence[int]) -> str:
-    return hashlib.sha256(json.dumps(list(ids)).encode()).hexdigest()
 
 
 def tensor_sha256(tensors: dict[str, torch.Tensor]) -> str:
