@@ -61,6 +61,10 @@ def test_metadata(run_cli, tiny_dir, tiny_lm, tmp_path):
     assert meta["recipe"]["name"] == "default" and meta["exact"] is True
     assert meta["prefix_token_id"] == tiny_lm.tokenizer.bos_token_id
     assert len(meta["text_sha256"]) == 64 and len(meta["tokens_sha256"]) == 64 and meta["cramming_version"]
+    # what else decided the outcome: the precision resolved (never "auto"), the decoding's, the batch, the device
+    assert meta["recipe"]["precision"] == "auto" and meta["run_conditions"] == {
+        "device": "cpu", "batch_size": 1, "compute_precision": "fp32", "decoding_precision": "fp32",
+        "required_margin": 0.0}
 
 
 def test_several_files_are_one_batch_one_vector_file_each(run_cli, tiny_dir, tmp_path):

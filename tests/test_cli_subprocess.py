@@ -53,6 +53,8 @@ def test_a_shell_glob_after_f_is_one_batch(tiny_dir, tmp_path):
     assert [json.loads(line)["exact"] for line in done.stdout.splitlines()] == [True, True]
     for name, text in TEXTS.items():
         assert cram("decompress", f"vecs/{name}.txt.cram.safetensors", cwd=tmp_path).stdout == text
+        meta = json.loads(cram("info", f"vecs/{name}.txt.cram.safetensors", "--json", cwd=tmp_path).stdout)
+        assert meta["run_conditions"]["batch_size"] == 2  # crammed together, and the file says so
 
 
 def test_a_bare_file_name_is_not_crammed_as_text(tmp_path):

@@ -13,7 +13,7 @@ import math
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -25,7 +25,7 @@ from .encoder import model_encoder
 from .engine import CramResult, StepInfo, cram, starting_vectors
 from .errors import CrammingError, NotExact
 from .metrics import Measurement, gains
-from .models import DEFAULT_MODEL, LoadedModel, load_model, measured_horizon, resolve_device
+from .models import DEFAULT_MODEL, LoadedModel, compute_precision, load_model, measured_horizon, resolve_device
 from .prior import model_prior
 from .recipes import Recipe, get_recipe
 from .vectors import check_compatible, load_vectors, save_vectors
@@ -162,6 +162,9 @@ class Compressed(CramResult):
     tokenizer_fingerprint: str
     prefix_id: int | None = None
     storage: str = "fp32"  # the form its file stores the vectors in (storage.py)
+    # What else decided the outcome: device kind, batch size, the compute precision as resolved, the decoding
+    # precision of the verification, the margin every greedy-path token had to reach.
+    conditions: dict = field(default_factory=dict)
     path: Path | None = None
 
     @property
@@ -184,6 +187,7 @@ class Compressed(CramResult):
             "recipe": self.recipe.to_dict(), "seed": self.seed, "steps": self.steps, "exact": self.exact,
             "diverged": self.diverged, "accuracy": self.accuracy, "first_mismatch": self.first_mismatch,
             "cramming_version": __version__, "prefix_token_id": self.prefix_id, "margin": self.margin,
+            "run_conditions": self.conditions,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -255,6 +259,9 @@ def _compress(texts: Sequence[str], model: str | LoadedModel, *, n_vectors: int,
         start[fresh] += offsets[fresh]
     results = cram(lm.model, [ids for _, ids in prepared], start, recipe, prefix_id=prefix, on_step=on_step,
                    min_margin=min_margin, storage_form=storage_form)
+    conditions = {"device": lm.device.type, "batch_size": len(texts),
+                  "compute_precision": compute_precision(lm.device, recipe.bf16), "decoding_precision": "fp32",
+                  "required_margin": min_margin}
     # The round trip that counts is from what the file will hold: each text's vectors as stored, decoded alone (a
     # file that is not exact then also says where its decode first goes wrong), ids and bytes compared.
     out = []
@@ -264,7 +271,7 @@ def _compress(texts: Sequence[str], model: str | LoadedModel, *, n_vectors: int,
         result.decoded_ids, result.exact = check.decoded_ids, result.exact and check.exact
         out.append(Compressed(**vars(result), text=text, recipe=recipe, seed=seed, model=lm.name,
                               model_fingerprint=lm.fingerprint, tokenizer_fingerprint=lm.tokenizer_fingerprint,
-                              prefix_id=prefix, storage=storage_form))
+                              prefix_id=prefix, storage=storage_form, conditions=conditions))
     return out
 
 

@@ -47,9 +47,9 @@ class Recipe:
     max_steps: int = 5000
     # Give up on a sample whose best teacher-forced accuracy has not risen for this many steps (the paper's rule).
     patience: int | None = None
-    # The model's compute type while cramming: auto = bf16 autocast on CUDA, float32 elsewhere. Whatever it is,
-    # a sample counts as exact only when greedy decoding at the device's decoding precision (decode.py) gives its
-    # text back: bf16 here is a faster way to the same verified vectors (benchmarks/step_cost.py).
+    # The model's compute type while cramming: auto = bf16 autocast on CUDA, float32 elsewhere (a vector file
+    # records it resolved). Whatever it is, a sample counts as exact only when greedy decoding in float32
+    # (decode.verify) gives its text back: bf16 here is a faster way to the same verified vectors.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     def __post_init__(self) -> None:
