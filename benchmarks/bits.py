@@ -18,12 +18,15 @@ effective bits (median, min-max); how many survive fp32 -> bf16 storage and a bf
 bytes (medians); the utilization recomputed with the effective bits in place of the paper's assumed 16: information
 gain (bits) / (d x effective bits), beside gain / (d x 16); and how many passages meet the goal: a file, as stored,
 smaller than the text's UTF-8 bytes that decodes exactly in float32 and under a bf16-autocast model.
+
+Every certified passage is a row of results/bits.sqlite (committed; its runs table says what wrote it), so a rerun
+skips the rows it holds and the table (`--table`, and README's through docs/build.py) is read from the rows.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
+import json
 import shlex
 import statistics
 import sys
@@ -39,11 +42,26 @@ from cramming.metrics import measure
 from cramming.models import DEFAULT_MODEL
 from cramming.recipes import RECIPES
 from cramming.storage import payload_bytes
+from cramming.store import Store
 from cramming.texts import load_samples
 
+DB = Path(__file__).parent.parent / "results" / "bits.sqlite"
+COLUMNS = ("length", "margin", "precision", "storage", "sample", "recipe_settings", "text", "exact", "steps",
+           "seconds", "information_gain_bits", "min_margin", "effective_bits", "survive_bf16_storage",
+           "survive_bf16_model", "noise_radius", "smallest_exact_payload", "stored_payload", "text_bytes", "d_model")
+SCHEMA = f"""CREATE TABLE IF NOT EXISTS certificates ({", ".join(COLUMNS)},
+    PRIMARY KEY (length, margin, precision, storage, sample, recipe_settings))"""
 
-def median(values: list[float]) -> str:
-    return f"{statistics.median(values):g}" if values else "–"
+
+def open_store(path: Path) -> Store:
+    """A results file (its runs table records what wrote it) with the certificates table beside its rows."""
+    store = Store(path)
+    store.db.execute(SCHEMA)
+    return store
+
+
+def median(values: list[float], form: str = "g") -> str:
+    return format(statistics.median(values), form) if values else "–"
 
 
 def main() -> None:
@@ -62,25 +80,27 @@ def main() -> None:
                         help="bit counts, e.g. 6,5,4,3: each exact row crammed on through each in turn, warm-started")
     parser.add_argument("--anneal-lr", type=float, default=0.03, help="the peak learning rate of each annealing stage")
     parser.add_argument("--anneal-budget", type=int, default=500, help="step budget of each annealing stage")
+    parser.add_argument("--db", type=Path, default=DB, help="the results file rows go to (and are read from)")
+    parser.add_argument("--table", action="store_true", help="print the table of the stored rows, run nothing")
     args = parser.parse_args()
+    store = open_store(args.db)
+    if args.table:
+        print(table(store))
+        return
     torch.set_num_threads(args.threads)
+    store.record_run(shlex.join(["python", *sys.argv]))
     lm = load_model(DEFAULT_MODEL, "cpu")
     recipe = replace(RECIPES["default"], max_steps=args.budget)
     tmp = Path(tempfile.mkdtemp())
-    print(f"{lm.name}, 1 vector, default recipe, {args.budget} steps; book passages, text seed {args.text_seed}; "
-          f"{platform.machine()} CPU, {args.threads} thread(s).\nCommand: {shlex.join(['python', *sys.argv])}\n")
-    print("| tokens | --margin | precision | storage | exact | median steps | wall (s) | min margin "
-          "| effective bits (min-max) | survive bf16 storage | survive bf16 model | noise radius "
-          "| smallest exact file / text (bytes) | utilization at 16 bits / at effective bits "
-          "| the goal: file as stored smaller than the text, exact in fp32 and under a bf16 model |")
-    print("|" + "---|" * 15)
     for length in args.lengths:
         texts = [s.text for s in load_samples("books", args.samples, length, lm.tokenizer, args.text_seed)]
         for margin, precision, form in [(m, p, f) for m in args.margins for p in args.precisions
                                         for f in args.storages]:
-            crammed = compress(texts, lm, n_vectors=1, recipe=recipe.override({"precision": precision}, "default"),
-                               min_margin=margin, storage_form=form)
-            row(lm, tmp, length, margin, precision, form, crammed, len(texts))
+            run = recipe.override({"precision": precision}, "default")
+            if stored(store, length, margin, precision, form, run) == len(texts):
+                continue  # a rerun resumes: this row is done
+            crammed = compress(texts, lm, n_vectors=1, recipe=run, min_margin=margin, storage_form=form)
+            save(store, lm, tmp, length, margin, precision, form, run, crammed)
             refine = recipe.override({"precision": precision, "lr": args.anneal_lr, "max_steps": args.anneal_budget},
                                      "default")
             for k in args.anneal:  # each exact one crammed on through k bits, from where the last form left it
@@ -89,29 +109,69 @@ def main() -> None:
                     break
                 crammed = compress([c.text for c in crammed], lm, n_vectors=1, recipe=refine, min_margin=margin,
                                    storage_form=f"int{k}", warm_start=[c.vectors for c in crammed])
-                row(lm, tmp, length, margin, precision, f"int{k}, annealed", crammed, len(texts))
+                save(store, lm, tmp, length, margin, precision, f"int{k}, annealed", refine, crammed)
+    print(table(store))
 
 
-def row(lm, tmp: Path, length: int, margin: float, precision: str, form: str, crammed: list, n_texts: int) -> None:
-    """Certify the exact ones of a batch and print the table's row for it."""
-    exact = [c for c in crammed if c.exact]
-    certs = [certify(c.save(tmp / f"{length}-{margin}-{precision}-{form}-{i}.safetensors"), model=lm)
-             for i, c in enumerate(exact)]
-    gains = [measure(c, lm).information_gain_bits for c in exact]
-    bits = [c.effective_bits for c in certs if c.effective_bits]
-    files = [c.payload_bytes[f"int{c.effective_bits}"] for c in certs if c.effective_bits]
-    d = lm.d_model
-    goal = sum(c.exact["stored"] and c.exact["bf16 model"] and payload_bytes(1, d, c.storage) < c.text_bytes
-               for c in certs)
-    print(f"| {length} | {margin:g} | {precision} | {form} | {len(exact)}/{n_texts} | "
-          f"{median([c.steps for c in exact])} | {max(c.seconds for c in crammed):.0f} | "
-          f"{median([c.min_margin for c in certs])} | {median(bits)} ({min(bits, default='–')}-"
-          f"{max(bits, default='–')}) | {sum(c.exact['bf16'] for c in certs)}/{len(certs)} | "
-          f"{sum(c.exact['bf16 model'] for c in certs)}/{len(certs)} | "
-          f"{median([c.noise_radius or 0.0 for c in certs])} | {median(files)} / "
-          f"{median([c.text_bytes for c in certs])} | {median([g / (d * 16) for g in gains])} / "
-          f"{median([g / (d * c.effective_bits) for g, c in zip(gains, certs) if c.effective_bits])} | "
-          f"{goal}/{n_texts} |", flush=True)
+def stored(store: Store, length: int, margin: float, precision: str, form: str, recipe) -> int:
+    return store.db.execute("SELECT count(*) FROM certificates WHERE length = ? AND margin = ? AND precision = ? AND "
+                            "storage = ? AND recipe_settings = ?", (length, margin, precision, form,
+                                                                    json.dumps(recipe.to_dict(), sort_keys=True))
+                            ).fetchone()[0]
+
+
+def save(store: Store, lm, tmp: Path, length: int, margin: float, precision: str, form: str, recipe,
+         crammed: list) -> None:
+    """Certify the exact ones of a batch and store a row per passage (the batch in one transaction)."""
+    rows = []
+    for i, c in enumerate(crammed):
+        cert = certify(c.save(tmp / f"{length}-{margin}-{precision}-{form}-{i}.safetensors"), model=lm) \
+            if c.exact else None
+        bits = cert.effective_bits if cert else None
+        rows.append((length, margin, precision, form, i, json.dumps(recipe.to_dict(), sort_keys=True), c.text,
+                     c.exact, c.steps, c.seconds, measure(c, lm).information_gain_bits if c.exact else None,
+                     cert.min_margin if cert else None, bits, cert.exact["bf16"] if cert else None,
+                     cert.exact["bf16 model"] if cert else None, cert.noise_radius if cert else None,
+                     cert.payload_bytes[f"int{bits}"] if bits else None,
+                     payload_bytes(1, lm.d_model, cert.storage) if cert else None,
+                     cert.text_bytes if cert else None, lm.d_model))
+    with store.db:
+        store.db.executemany(f"INSERT OR REPLACE INTO certificates VALUES ({', '.join('?' * len(COLUMNS))})", rows)
+
+
+def table(store: Store) -> str:
+    """One line per (tokens, margin, precision, storage, recipe as run) of the stored rows."""
+    cursor = store.db.execute(f"SELECT {', '.join(COLUMNS)} FROM certificates ORDER BY length, margin, precision, "
+                              "storage, recipe_settings, sample")
+    groups: dict[tuple, list[dict]] = {}
+    for values in cursor:
+        r = dict(zip(COLUMNS, values))
+        groups.setdefault((r["length"], r["margin"], r["precision"], r["storage"], r["recipe_settings"]), []).append(r)
+    lines = ["| tokens | --margin | precision | storage | exact | median steps | wall (s) | min margin "
+             "| effective bits (min-max) | survive bf16 storage | survive bf16 model | noise radius "
+             "| smallest exact file / text (bytes) | utilization at 16 bits / at effective bits "
+             "| the goal: file as stored smaller than the text, exact in fp32 and under a bf16 model |",
+             "|" + "---|" * 15]
+    for (length, margin, precision, form, _), rs in groups.items():
+        exact = [r for r in rs if r["exact"]]
+        bits = [r["effective_bits"] for r in exact if r["effective_bits"]]
+        d = rs[0]["d_model"]
+        goal = sum(r["survive_bf16_model"] and r["stored_payload"] < r["text_bytes"] for r in exact)
+        effective_utilization = [r["information_gain_bits"] / (d * r["effective_bits"]) for r in exact
+                                 if r["effective_bits"]]
+        lines.append(
+            f"| {length} | {margin:g} | {precision} | {form} | {len(exact)}/{len(rs)} | "
+            f"{median([r['steps'] for r in exact])} | {max(r['seconds'] for r in rs):.0f} | "
+            f"{median([r['min_margin'] for r in exact], '.2f')} | {median(bits)} ({min(bits, default='–')}-"
+            f"{max(bits, default='–')}) | {sum(r['survive_bf16_storage'] for r in exact)}/{len(exact)} | "
+            f"{sum(r['survive_bf16_model'] for r in exact)}/{len(exact)} | "
+            f"{median([r['noise_radius'] or 0.0 for r in exact])} | "
+            f"{median([r['smallest_exact_payload'] for r in exact if r['smallest_exact_payload']])} / "
+            f"{median([r['text_bytes'] for r in exact])} | "
+            f"{median([r['information_gain_bits'] / (d * 16) for r in exact], '.3f')} / "
+            f"{median(effective_utilization, '.3f')} | {goal}/{len(rs)} |")
+    return "\n".join(lines)
+
 
 if __name__ == "__main__":
     main()

@@ -39,7 +39,7 @@ from cramming.errors import CrammingError
 from cramming.models import DEFAULT_MODEL, load_model
 from cramming.recipes import RECIPES, differences, parse_setting, ran_with
 from cramming.runner import Spec, run_local
-from cramming.store import Store, steps_run
+from cramming.store import Store, steps_to_exact
 from cramming.texts import load_samples
 from cramming.vectors import vectors_of
 
@@ -101,7 +101,7 @@ def table(rows: list[dict], store: Store, lm=None) -> str:
     for (length, name, digest), rs in sorted(by.items(), key=lambda kv: (
             kv[0][0], list(STARTS).index(start_of(kv[0][1])), kv[0][1:])):
         budget = rs[0]["budget"]
-        steps = [steps_run(r) for r in rs]
+        steps = [steps_to_exact(r) for r in rs]
         first = [store.history(r)[0][2] for r in rs]
         label = labels[(length, name, digest)]
         label += f" ({digest[:6]})" if len(digests[label]) > 1 else ""  # one label, two runs: which is which

@@ -58,6 +58,12 @@ def gaps(store: Store) -> tuple[list[dict], list[Gap]]:
     return rows, out
 
 
+def lost(rows: list[dict], found: list[Gap], over: int) -> tuple[list[Gap], float]:
+    """(the gaps of more than `over` steps, their steps' share of all steps the rows ran)."""
+    long = [g for g in found if g.steps > over]
+    return long, sum(g.steps for g in long) / max(sum(steps_run(r) for r in rows), 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("databases", nargs="*", default=[str(p) for p in DATABASES])
@@ -73,11 +79,9 @@ def main() -> None:
         if not Path(path).is_file():
             sys.exit(f"error: no database at {path}")
         rows, found = gaps(Store(path))
-        long = [g for g in found if g.steps > args.over]
-        total = sum(steps_run(r) for r in rows)
-        spent = sum(g.steps for g in long)
+        long, share = lost(rows, found, args.over)
         print(f"| {Path(path).name} | {len(rows)} | {len(found)} | {len(long)} | "
-              f"{sum(not g.row['exact'] for g in found)} | {spent} | {spent / max(total, 1):.1%} |")
+              f"{sum(not g.row['exact'] for g in found)} | {sum(g.steps for g in long)} | {share:.1%} |")
         worst += [(Path(path).name, g) for g in sorted(long, key=lambda g: -g.steps)[: args.worst]]
     print("\n| database | recipe (digest) | source | sample | tokens | full bf16 accuracy at | steps run | exact | "
           "gap | points at full accuracy after it |")

@@ -34,7 +34,7 @@ from cramming.errors import CrammingError
 from cramming.models import DEFAULT_MODEL
 from cramming.recipes import RECIPES, parse_setting
 from cramming.runner import Spec, run_local, run_ray
-from cramming.store import Store, steps_run
+from cramming.store import Store, steps_to_exact
 
 HERE = Path(__file__).parent
 MODES = {  # lengths, samples, step budget
@@ -56,7 +56,7 @@ def table(rows: list[dict], mine: str, anchors: tuple[str, ...]) -> str:
         medians = {}
         for recipe in sorted({k[1] for k in by if k[0] == length}, key=lambda r: (r == mine, r)):
             rs = by[(length, recipe)]
-            steps = [steps_run(r) for r in rs]
+            steps = [steps_to_exact(r) for r in rs]
             medians[recipe] = statistics.median(steps)
             ratios = [f"{medians[recipe] / medians[a]:.2f}" if recipe == mine and a in medians else ""
                       for a in anchors]

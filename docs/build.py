@@ -5,8 +5,9 @@
 
 Every number in docs/results.md is read from a row of a results/*.sqlite file; each section lists the commands
 that wrote its rows and the source commits they ran from (the file's runs table). README's long-text,
-capacity and encoder tables are copies of results.md's (README_TABLES), so README cannot drift from the rows
-either.
+capacity, bits and encoder tables are copies of results.md's (README_TABLES), and the figures its prose quotes
+from the rows sit between `<!-- fig:NAME -->` and `<!-- /fig -->` and are rewritten from them (FIGURE), so
+README cannot drift from the rows either.
 Nothing here runs a model.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -21,14 +23,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmarks' table functions
 
+from bits import open_store as bits_store  # noqa: E402
+from bits import table as bits_table  # noqa: E402
 from encoder import STARTS, as_run, start_of  # noqa: E402
 from encoder import table as encoder_table  # noqa: E402
-from long_texts import SETS, by_source, long_text_rows, recipes_in  # noqa: E402
+from long_texts import SETS, by_source, long_text_rows, recipes_in, tally  # noqa: E402
 from long_texts import table as long_text_table  # noqa: E402
+from precision_gap import gaps, lost  # noqa: E402
 
 from cramming import horizon_report  # noqa: E402
 from cramming.encoder_train import TEXT_SEED, Training, cramming_seconds  # noqa: E402
 from cramming.errors import CrammingError  # noqa: E402
+from cramming.models import DEFAULT_MODEL  # noqa: E402
 from cramming.report import HORIZON_INTRO, TABLE_HEADERS, build_report, made_by, md_table, table_cells  # noqa: E402
 from cramming.store import Store  # noqa: E402
 
@@ -46,25 +52,52 @@ def written_by(made: list[str]) -> list[str]:
     return ["Written by:", ""] + [f"- {m}" for m in made]
 
 
-def capacity(db: Path, out: Path) -> list[str]:
-    """The horizon campaign: its table and findings here, the full report (figures included) beside."""
+def capacity(db: Path, out: Path, figures: dict[str, str]) -> list[str]:
+    """The horizon campaign: its table and findings here, the full report (figures included) beside; its cost in
+    all (today's recipes' searches) among the figures README quotes."""
     report = build_report(db, out / "capacity")
+    for g in report.horizons:  # README's headline horizons, one vector, book passages
+        if (g.model, g.source, g.vectors) == (DEFAULT_MODEL, "books", 1):
+            figures["horizon-books-" + re.sub(r"[^a-z0-9]+", "-", g.recipe.lower()).strip("-")] = horizon_quote(g)
+    today = [g for g in report.horizons if not g.retired]
+    figures["campaign"] = (f"{sum(len(g.passages) for g in today)} passages, {sum(g.tries for g in today)} tries, "
+                           f"{sum(g.steps for g in today):,} steps run, "
+                           f"{sum(g.seconds for g in today) / 3600:.1f} wall hours")
     lines = ["## Capacity to the limit", "", f"`{db}`: exact horizons of the campaign in `examples/capacity/` "
              f"(`cram run SPEC --db {db}`, resumable). The full report, figures included: "
              "[results/capacity/report.md](results/capacity/report.md) "
              f"(`cram report --db {db} -o docs/results/capacity`).", ""] + written_by(report.made_by)
-    lines += ["", HORIZON_INTRO, ""]
+    lines += ["", HORIZON_INTRO + " The book passages (text seed 0) include the ones docs/recipes.md chose the "
+              "recipes on (0-4), so the book horizons, and the findings and the slope in N that use them, rest on "
+              "tuning passages, not held-out ones.", ""]
     lines += md_table(horizon_report.HEADERS, [g.cells() for g in report.horizons])
     lines += ["", "The paper's findings, on these horizons:", ""]
     lines += [f"- {f}" for f in report.findings]
     return lines
 
 
-def long_texts(db: Path) -> list[str]:
-    """The tuning and test sets of `benchmarks/long_texts.py`."""
+def horizon_quote(g: horizon_report.HorizonGroup) -> str:
+    """A horizon group as prose quotes it: mean, range and gain, each lower bound marked ≥ as its table cells."""
+    mean, low, high = g.cells()[4:7]
+    return f"{mean} tokens ({low} to {high}), {g.gain:.0f} bits of information gain"
+
+
+def long_texts(db: Path, figures: dict[str, str]) -> list[str]:
+    """The tuning and test sets of `benchmarks/long_texts.py`; at 96 tokens, how many test passages today's
+    default got back in its first cosine period (1000 steps), for README's prose."""
     store = Store(db)
     try:
         rows = long_text_rows(store)
+        first = [r for r in rows if r["recipe"] == "ww4" and r["text_seed"] == SETS["test"] and r["length"] == 96]
+        if first:
+            figures["96-first-period"] = f"{sum(r['exact'] and r['steps'] <= 1000 for r in first)} of {len(first)}"
+        for name, recipe in (("test64-default", "ww4"), ("test64-before", "dbf")):
+            rs = [r for r in rows if r["recipe"] == recipe and r["text_seed"] == SETS["test"] and r["length"] == 64]
+            if not rs:
+                continue
+            within, median, _ = tally(rs, max(r["budget"] for r in rs))
+            figures[name] = (f"{within[0]}/{len(rs)} within 1500 steps, {within[1]}/{len(rs)} within 3000, "
+                             f"median {median}")
         lines = ["## Long texts: a tuning set and a test set", "",
                  f"`{db}`: 10 passages each of `alice` (book prose) and `recent` per set and length, one vector; "
                  f"the tuning set is text seed {SETS['tuning']}, the test set text seed {SETS['test']}, no "
@@ -125,19 +158,51 @@ def example(db: Path, out: Path) -> list[str]:
     return lines + [""] + md_table(TABLE_HEADERS, table_cells(report.table, []))
 
 
-def build(results: Path, out: Path) -> str:
+def bits(db: Path) -> list[str]:
+    """How many bits a vector needs (`benchmarks/bits.py`): certificates of crammed book passages."""
+    store = bits_store(db)
+    try:
+        return ["## How many bits a vector needs", "",
+                f"`{db}`: book passages (text seed 0), one vector of the default model, each certified "
+                "(`cram certify`) once exact: the effective bits are the fewest k whose k-bit form still decodes "
+                "exactly; utilization is the information gain over d x 16 bits and over d x the effective bits.",
+                ""] + written_by(made_by(store)) + ["", bits_table(store)]
+    finally:
+        store.close()
+
+
+def bf16_gaps(results: Path, figures: dict[str, str]) -> None:
+    """README's Limits on the steps bf16 cramming loses at the finish (benchmarks/precision_gap.py, gaps of
+    more than 20 steps): their share per database, and the longest."""
+    longest = 0
+    for name in ("capacity", "long-texts"):
+        store = Store(results / f"{name}.sqlite")
+        try:
+            long, share = lost(*gaps(store), 20)
+        finally:
+            store.close()
+        figures[f"bf16-gap-{name}"] = f"{share:.1%}"
+        longest = max([longest, *(g.steps for g in long)])
+    figures["bf16-gap-longest"] = f"{longest}"
+
+
+def build(results: Path, out: Path) -> tuple[str, dict[str, str]]:
     """The text of results.md for the databases in `results` that exist (reports written under out/results/ and
-    out/example/)."""
-    sections = []
+    out/example/), and the figures README's prose quotes, by name (FIGURE)."""
+    sections, figures = [], {}
     if (results / "capacity.sqlite").exists():
-        sections.append(capacity(results / "capacity.sqlite", out / "results"))
+        sections.append(capacity(results / "capacity.sqlite", out / "results", figures))
     if (results / "long-texts.sqlite").exists():
-        sections.append(long_texts(results / "long-texts.sqlite"))
+        sections.append(long_texts(results / "long-texts.sqlite", figures))
+    if (results / "bits.sqlite").exists():
+        sections.append(bits(results / "bits.sqlite"))
+    if all((results / f"{name}.sqlite").exists() for name in ("capacity", "long-texts")):
+        bf16_gaps(results, figures)
     if (results / "paper-shape.sqlite").exists():
         sections.append(example(results / "paper-shape.sqlite", out))
     if (results / "encoder.sqlite").exists():
         sections.append(encoder(results / "encoder.sqlite", results / "encoder-training.sqlite"))
-    return "\n".join([HEAD] + ["\n".join(lines) + "\n" for lines in sections if lines])
+    return "\n".join([HEAD] + ["\n".join(lines) + "\n" for lines in sections if lines]), figures
 
 
 def table_after(text: str, marker: str, keep=lambda line: True) -> list[str]:
@@ -158,11 +223,20 @@ README_TABLES = {
                                                              lambda line: "ran with" not in line),
     "### Starts that know the text": lambda results: table_after(results, "| tokens | start | budget |",
                                                                  lambda line: "ran with" not in line),
+    "### How many bits a crammed vector needs": lambda results: table_after(results, "| tokens | --margin |"),
 }
+FIGURE = re.compile(r"<!-- fig:([\w-]+) -->(.*?)<!-- /fig -->", re.S)
 
 
-def readme(text: str, results: str) -> str:
-    """README's text with the first table of each README_TABLES section replaced by what results.md gives."""
+def readme(text: str, results: str, figures: dict[str, str]) -> str:
+    """README's text with the first table of each README_TABLES section replaced by what results.md gives, and
+    each quoted figure by what the rows give."""
+    def figure(match: re.Match) -> str:
+        if match.group(1) not in figures:
+            raise CrammingError(f"README quotes a figure {match.group(1)!r} that no database gives")
+        return f"<!-- fig:{match.group(1)} -->{figures[match.group(1)]}<!-- /fig -->"
+
+    text = FIGURE.sub(figure, text)
     for section, table in README_TABLES.items():
         if section not in text:
             raise CrammingError(f"README has no section {section!r} for its generated table")
@@ -182,17 +256,17 @@ def main() -> None:
     try:
         if args.check:
             with tempfile.TemporaryDirectory() as tmp:
-                text = build(Path("results"), Path(tmp))
+                text, figures = build(Path("results"), Path(tmp))
             if not target.exists() or target.read_text(encoding="utf-8") != text:
                 sys.exit("docs/results.md is not what results/ gives: run python docs/build.py")
             current = front.read_text(encoding="utf-8")
-            if readme(current, text) != current:
-                sys.exit("README's tables are not what results/ gives: run python docs/build.py")
+            if readme(current, text, figures) != current:
+                sys.exit("README's tables or quoted figures are not what results/ gives: run python docs/build.py")
             print("docs/results.md and README's tables are current")
             return
-        text = build(Path("results"), Path("docs"))
+        text, figures = build(Path("results"), Path("docs"))
         target.write_text(text, encoding="utf-8")
-        front.write_text(readme(front.read_text(encoding="utf-8"), text), encoding="utf-8")
+        front.write_text(readme(front.read_text(encoding="utf-8"), text, figures), encoding="utf-8")
     except CrammingError as e:
         sys.exit(f"error: {e}")
     print(f"wrote {target} and README's tables")

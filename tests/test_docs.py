@@ -1,10 +1,15 @@
 """docs/results.md regenerates from the committed databases, byte for byte; the script runs on a small one."""
 
+import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cramming.recipes import RECIPES
+from cramming.report import build_report
 
 from .conftest import load_script
 
@@ -31,7 +36,7 @@ def test_results_md_is_what_the_committed_databases_give():
 
 
 def test_the_script_builds_from_a_small_database(tmp_path):
-    text = load_build().build(SMALL, tmp_path)
+    text, _ = load_build().build(SMALL, tmp_path)
     horizon = next(line for line in text.splitlines() if line.startswith("| smollm2-135m-instruct-q4_1 | random"))
     # the search: exact at 4, failed at 8 (its tries 8 from 0, then 4): horizon 4, one passage, 7 tries in all
     # with the other passage's 8-64 (a lower bound, its last try exact at 64)
@@ -44,13 +49,25 @@ def test_the_script_builds_from_a_small_database(tmp_path):
     assert (tmp_path / "results" / "capacity" / "report.md").exists()
 
 
-def test_readme_tables_are_replaced_from_results_md():
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """(the build module, results.md's text and the figures, from the committed databases)."""
     build = load_build()
+    text, figures = build.build(ROOT / "results", tmp_path_factory.mktemp("built"))
+    return build, text, figures
+
+
+def test_readme_tables_and_figures_are_replaced_from_the_rows(built):
+    build, results, figures = built
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    results = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
     stale = readme.replace("| default | 64 | ", "| default | 64 | 0 / ", 1)  # a hand edit of a generated row
-    assert stale != readme and build.readme(stale, results) == readme
-    assert build.readme(readme, results) == readme
+    assert stale != readme and build.readme(stale, results, figures) == readme
+    assert build.readme(readme, results, figures) == readme
+    quoted = re.search(r"<!-- fig:campaign -->(.*?)<!-- /fig -->", readme)
+    edited = readme.replace(quoted.group(0), "<!-- fig:campaign -->35 passages, 208,459 steps<!-- /fig -->")
+    assert build.readme(edited, results, figures) == readme  # a figure typed by hand is rewritten from the rows
+    with pytest.raises(build.CrammingError, match="'nowhere' that no database gives"):
+        build.readme(readme + "<!-- fig:nowhere -->1<!-- /fig -->", results, figures)
     capacity = build.table_after(readme, "### Capacity to the limit")
     assert len(capacity) >= 3 and not any("ran with" in line for line in capacity)  # today's recipes only
 
@@ -71,3 +88,65 @@ def test_the_by_source_table_puts_todays_default_first():
     rows = [dict(r, settings=cold) for r in rows] + [dict(r, settings=default) for r in rows]
     assert [line.split(" | ")[0] for line in build.by_source(rows, "tuning").splitlines()[2:]] == ["| default",
                                                                                                     "| cold"]
+
+
+def markdown_tables(text: str) -> list[list[str]]:
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def test_every_readme_table_is_read_from_committed_rows(built):
+    """A results table in README is a copy of results.md's (README_TABLES), or each of its rows quotes a figure the
+    rows give (<!-- fig -->); the table of recipe definitions holds no results. docs/results.md is generated whole
+    (the --check above), and every database it reads is in git."""
+    build, results, _ = built
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    generated = [make(results) for make in build.README_TABLES.values()]
+    for table in markdown_tables(readme):
+        if table in generated or table[0] == "| name | what it is |":
+            continue
+        assert all("<!-- fig:" in row for row in table[2:]), f"a README table with no rows behind it: {table[0]}"
+    tracked = subprocess.run(["git", "ls-files", "results"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    read = {f"results/{name}" for name in re.findall(r'"([\w-]+\.sqlite)"', (ROOT / "docs" / "build.py").read_text())}
+    assert read and read <= set(tracked), read - set(tracked)
+
+
+def test_no_open_horizon_is_quoted_as_closed(tmp_path):
+    """Every quote of a horizon as "MEAN tokens (MIN-MAX)" or "(MIN to MAX)" in README or docs/results.md is a
+    search group's, with ≥ exactly where the group's figures are lower bounds."""
+    groups = [g.cells()[4:7] for g in build_report(ROOT / "results" / "capacity.sqlite", tmp_path).horizons]
+    quote = re.compile(r"(≥ )?(\d+(?:\.\d)?) tokens \((≥ )?(\d+)(?:-| to )(≥ )?(\d+)")
+    for page in (ROOT / "README.md", ROOT / "docs" / "results.md"):
+        for m in quote.finditer(page.read_text(encoding="utf-8")):
+            said = [f"{m[1] or ''}{float(m[2]):.1f}", f"{m[3] or ''}{m[4]}", f"{m[5] or ''}{m[6]}"]
+            assert said in groups, f"{page.name}: {m[0]!r} is no search's figures as they stand ({groups})"
+
+
+def test_every_committed_row_has_a_run_record():
+    """Each results file under results/ says what wrote it: a run recorded no later than its first row."""
+    for path in sorted((ROOT / "results").glob("*.sqlite")):
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            first = db.execute("SELECT min(finished_at) FROM results").fetchone()[0]
+            started = db.execute("SELECT min(started_at) FROM runs").fetchone()[0]
+        finally:
+            db.close()
+        assert first is None or (started is not None and started <= first), path.name
+
+
+def test_every_committed_row_crammed_its_keys_length():
+    """Passages are cut where they encode back to their tokens (texts.cut), and the worker refuses a mismatch: no
+    committed row crammed more or fewer tokens than its key's length."""
+    for path in sorted((ROOT / "results").glob("*.sqlite")):
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            wrong = db.execute("SELECT source, text_seed, sample, length, tokens FROM results WHERE tokens != length")
+            assert wrong.fetchall() == [], path.name
+        finally:
+            db.close()

@@ -20,7 +20,8 @@ def add_search(store: Store, source: str, vectors: int, sample: int, tries: list
                           passage_tokens=512, warm_from=warm)
             row = metrics(source, sample, length, vectors, 1.0 if exact else 0.9, exact)
             row["information_gain_bits"] = gain_per_token * length
-            store.add(key, recipe.to_dict(), row, "text", b"", [[0, 1.0, 0.5]])
+            ran = row["steps"] if exact else row["steps"] + 100  # a failed try runs past its best step
+            store.add(key, recipe.to_dict(), row, "text", b"", [[0, 4.0, 0.5], [ran, 1.0, row["accuracy_with"]]])
         lo = length if exact else lo
 
 
@@ -42,7 +43,8 @@ def test_horizons_findings_and_figures(campaign, tmp_path):
     groups = {(g.source, g.vectors): g for g in report.horizons}
     books = groups[("books", 1)]
     assert books.horizons == [40, 40] and books.lower_bounds == [False, False] and books.gain == 400
-    assert books.tries == 8 and books.steps == 2 * 10 * (8 + 40 + 44 + 44)
+    # steps run: every try to its end, a failed one (44 tokens, twice: warm, then from the start) past its best step
+    assert books.tries == 8 and books.steps == 2 * (10 * (8 + 40 + 44 + 44) + 2 * 100)
     assert groups[("random", 1)].lower_bounds == [False, True] and groups[("random", 1)].mean == 16
     linear, random, constant, paper_linear, paper_sources = report.findings
     assert linear.startswith("(a)") and "slope of 1.00: holds" in linear
@@ -122,3 +124,14 @@ def test_each_passage_says_where_its_search_stands(campaign):
     assert "| tiny | recent | 1 | default, 5000 steps | 0 | 64 | – | open: 96 next | 3 | 320 |" in md
     assert "| tiny | recent | 1 | default, 5000 steps | 1 | 64 | 96 | open: 80 next | 4 | 320 |" in md
     assert "| tiny | books | 4 | default, 5000 steps | 0 | 160 | 164 | closed | 4 | 1600 |" in md
+
+
+def test_the_gain_has_the_horizons_denominator(tmp_path):
+    # `paper`'s campaign row once averaged its horizon over 6 passages and its gain over the 4 with one
+    path = tmp_path / "c.sqlite"
+    store = Store(path)
+    add_search(store, "books", 1, 0, [(8, True), (16, True), (20, False)], 10.0)  # 160 bits at 16 tokens
+    add_search(store, "books", 1, 1, [(8, False)], 10.0)  # no exact prefix: horizon 0, nothing gained
+    store.close()
+    [group] = build_report(path, tmp_path / "out").horizons
+    assert group.horizons == [16, 0] and group.mean == 8 and group.gain == 80.0

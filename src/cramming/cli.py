@@ -537,7 +537,8 @@ def results(
     if fmt == "json":
         print(json.dumps(rows, indent=1))
         return
-    writer = csv.DictWriter(sys.stdout, fieldnames=[*ROW, "settings", "text", "history"], lineterminator="\n")
+    writer = csv.DictWriter(sys.stdout, fieldnames=[*ROW, "steps_run", "settings", "text", "history"],
+                            lineterminator="\n")
     writer.writeheader()
     writer.writerows({**r, "settings": json.dumps(r["settings"]), "history": json.dumps(r["history"])} for r in rows)
 

@@ -70,7 +70,7 @@ class HorizonGroup:
     recipe: str  # label: name and budget
     passages: list[Passage]
     tries: int
-    steps: int
+    steps: int  # steps run by all its tries (each row's history's last step), not the steps of their best vectors
     seconds: float  # wall time of its batches
     retired: bool = False  # its recipe ran with settings its name no longer means (report.retired_recipes)
 
@@ -97,8 +97,10 @@ class HorizonGroup:
         return statistics.mean(self.horizons)
 
     @property
-    def gain(self) -> float | None:
-        return statistics.mean(self.gains) if self.gains else None
+    def gain(self) -> float:
+        """The mean information gain (bits) over all its passages: one with no exact prefix gains 0, so the mean
+        has the horizon mean's denominator."""
+        return statistics.mean(p.gain or 0.0 for p in self.passages)
 
     def cells(self) -> list[str]:
         bound = lambda flag: "≥ " if flag else ""  # noqa: E731
@@ -109,13 +111,12 @@ class HorizonGroup:
                 f"{bound(any(self.lower_bounds))}{self.mean:.1f}",
                 f"{bound(self.lower_bounds[low])}{self.horizons[low]}",
                 f"{bound(self.lower_bounds[high])}{self.horizons[high]}", str(len(self.horizons)),
-                "–" if self.gain is None else f"{self.gain:.0f}",
-                "–" if self.gain is None else f"{self.gain / self.vectors:.0f}", str(self.tries), str(self.steps),
+                f"{self.gain:.0f}", f"{self.gain / self.vectors:.0f}", str(self.tries), str(self.steps),
                 f"{self.seconds / 3600:.2f}"]
 
 
 HEADERS = ("model", "source", "N", "recipe", "horizon mean", "min", "max", "passages", "information gain (bits)",
-           "gain per vector (bits)", "tries", "steps", "wall hours")
+           "gain per vector (bits)", "tries", "steps run", "wall hours")
 
 
 def is_horizon(rows: list[dict]) -> bool:
@@ -135,7 +136,7 @@ def horizon_groups(groups: dict[tuple, list[dict]], labels: dict[str, str],
         for r in rows:
             batches[r["finished_at"]] = max(batches.get(r["finished_at"], 0.0), r["seconds"])
         out.append(HorizonGroup(model, source, vectors, labels[digest], passages, len(rows),
-                                int(sum(r["steps"] for r in rows)), sum(batches.values()), digest in retired))
+                                sum(r["steps_run"] for r in rows), sum(batches.values()), digest in retired))
     return out
 
 
@@ -153,7 +154,7 @@ def passage_cells(groups: list[HorizonGroup]) -> list[list[str]]:
 def totals(groups: list[HorizonGroup]) -> str:
     """What the searches cost in all, in one sentence."""
     return (f"In all, {sum(len(g.horizons) for g in groups)} passage searches: {sum(g.tries for g in groups)} tries, "
-            f"{sum(g.steps for g in groups):,} steps, {sum(g.seconds for g in groups) / 3600:.2f} wall hours.")
+            f"{sum(g.steps for g in groups):,} steps run, {sum(g.seconds for g in groups) / 3600:.2f} wall hours.")
 
 
 def findings(groups: list[HorizonGroup]) -> list[str]:

@@ -407,7 +407,9 @@ HORIZON_INTRO = (
     "Exact horizons (horizon search: per passage, the longest prefix whose greedy round trip is exact, growing "
     "with warm starts and bisected to within 10%): per (model, source, N, recipe as run and its per-try step "
     "budget), the mean, min and max over the passages; ≥ marks a lower bound (a search still open, or the whole "
-    "passage decoded). Information gain is the mean at each passage's horizon. Wall hours count each batch once. "
+    "passage decoded). Information gain is the mean over the same passages as the horizon, each at its horizon "
+    "(0 for a passage with no exact prefix). Steps run count every try's steps to its end (its exact round trip or "
+    "its budget), not the step of its best vectors. Wall hours count each batch once. "
     "The findings and figures use the groups whose recipe ran as its name means today; a group labelled \"ran "
     "with ...\" (an earlier default) stays in this table only.")
 

@@ -119,8 +119,14 @@ class TaskKey:
 
 
 def steps_run(row: dict) -> int:
-    """The steps a stored row ran: to its exact round trip, else its whole budget (a row that never came back
-    stores its best step as `steps`, which is not what it cost)."""
+    """The steps a stored row ran (its history's last step): what it cost. Not `steps`, which holds the step of
+    its best vectors: the exact one, else the best before the budget, the patience rule or a divergence ended it."""
+    return row["steps_run"]
+
+
+def steps_to_exact(row: dict) -> int:
+    """A row's steps to its exact round trip, its budget where it never came back: the censored count that medians
+    and "exact within" tallies rank rows by."""
     return row["steps"] if row["exact"] else row["budget"]
 
 
@@ -202,20 +208,24 @@ class Store:
 
     def rows(self, *, full: bool = False) -> list[dict]:
         """Every row's key, its step budget, its metrics and when it finished, as plain values, and under
-        "settings" the recipe's settings as run; full: also its "text" and thinned "history" (never vectors)."""
-        cols = (*ROW, "settings", *(("text", "history") if full else ()))
+        "settings" the recipe's settings as run, under "steps_run" the steps it ran (its history's last step; `steps`
+        is the step of its best vectors); full: also its "text" and thinned "history" (never vectors)."""
+        cols = (*ROW, "steps_run", "settings", *(("text",) if full else ()))
         out = []
         order = ", ".join(("model", "source", "recipe", "vectors", "length", "text_seed", "sample", "seed"))
-        computed = {"budget": "json_extract(recipe_settings, '$.max_steps')", "settings": "recipe_settings"}
+        computed = {"budget": "json_extract(recipe_settings, '$.max_steps')", "settings": "recipe_settings",
+                    "steps_run": "history"}  # read in Python: a diverged history holds NaN, which is not JSON
         select = ", ".join(computed.get(c, c) for c in cols)
         for row in self.db.execute(f"SELECT {select} FROM results ORDER BY {order}"):
             d = dict(zip(cols, row))
             d["settings"] = json.loads(d["settings"])
+            history = json.loads(d.pop("steps_run"))
+            d["steps_run"] = history[-1][0]  # the thinned history keeps the last step
             if full:
-                d["history"] = json.loads(d["history"])
+                d["history"] = history
             for k in ("exact", "diverged"):
                 d[k] = bool(d[k])
-            for k in ("tokens", "token_gain", "steps"):
+            for k in ("tokens", "token_gain", "steps", "steps_run"):
                 d[k] = int(d[k])
             out.append(d)
         return out
