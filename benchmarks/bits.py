@@ -113,10 +113,14 @@ def main() -> None:
     print(table(store))
 
 
+def settings(recipe) -> str:
+    """A recipe as a row keys it: its settings as run, as sorted JSON."""
+    return json.dumps(recipe.to_dict(), sort_keys=True)
+
+
 def stored(store: Store, length: int, margin: float, precision: str, form: str, recipe) -> int:
     return store.db.execute("SELECT count(*) FROM certificates WHERE length = ? AND margin = ? AND precision = ? AND "
-                            "storage = ? AND recipe_settings = ?", (length, margin, precision, form,
-                                                                    json.dumps(recipe.to_dict(), sort_keys=True))
+                            "storage = ? AND recipe_settings = ?", (length, margin, precision, form, settings(recipe))
                             ).fetchone()[0]
 
 
@@ -128,7 +132,7 @@ def save(store: Store, lm, tmp: Path, length: int, margin: float, precision: str
         cert = certify(c.save(tmp / f"{length}-{margin}-{precision}-{form}-{i}.safetensors"), model=lm) \
             if c.exact else None
         bits = cert.effective_bits if cert else None
-        rows.append((length, margin, precision, form, i, json.dumps(recipe.to_dict(), sort_keys=True), c.text,
+        rows.append((length, margin, precision, form, i, settings(recipe), c.text,
                      c.exact, c.steps, c.seconds, measure(c, lm).information_gain_bits if c.exact else None,
                      cert.min_margin if cert else None, bits, cert.exact["bf16"] if cert else None,
                      cert.exact["bf16 model"] if cert else None, cert.noise_radius if cert else None,

@@ -15,6 +15,7 @@ import torch
 from cramming import api, compress
 
 from .conftest import GRID_TEXTS, cram
+from .test_cli import assert_one_line_error
 
 TEXTS = {"a": "the cat sat on the mat", "b": "to be or not to be"}
 
@@ -23,10 +24,8 @@ def tiny_args(tiny_dir, *args: str) -> list[str]:
     return ["compress", "--model", str(tiny_dir), "--vectors", "2", "--max-steps", "300", "--threads", "1", *args]
 
 
-def assert_one_line_error(done: subprocess.CompletedProcess, pattern: str) -> None:
-    assert done.returncode == 2, done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and pattern in lines[0], done.stderr
+def refused(done: subprocess.CompletedProcess, pattern: str) -> None:
+    assert_one_line_error(done.returncode, done.stderr, pattern)
 
 
 def test_two_inputs_of_one_name_never_share_an_output(tiny_dir, tmp_path):
@@ -38,8 +37,8 @@ def test_two_inputs_of_one_name_never_share_an_output(tiny_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     for folder, text in TEXTS.items():  # each beside its input
         assert cram("decompress", f"{folder}/x.txt.cram.safetensors", cwd=tmp_path).stdout == text
-    refused = cram(*args, "-o", "vecs", cwd=tmp_path)  # one folder for both: refused before any work
-    assert_one_line_error(refused, "a/x.txt and b/x.txt would both write vecs/x.txt.cram.safetensors")
+    done = cram(*args, "-o", "vecs", cwd=tmp_path)  # one folder for both: refused before any work
+    refused(done, "a/x.txt and b/x.txt would both write vecs/x.txt.cram.safetensors")
     assert not (tmp_path / "vecs").exists()
 
 
@@ -59,10 +58,10 @@ def test_a_shell_glob_after_f_is_one_batch(tiny_dir, tmp_path):
 
 def test_a_bare_file_name_is_not_crammed_as_text(tmp_path):
     (tmp_path / "para.txt").write_text("a paragraph of text")
-    refused = cram("compress", "para.txt", "-o", "x.safetensors", cwd=tmp_path)
-    assert_one_line_error(refused, "'para.txt' is a file here: to cram its text, use -f para.txt")
+    done = cram("compress", "para.txt", "-o", "x.safetensors", cwd=tmp_path)
+    refused(done, "'para.txt' is a file here: to cram its text, use -f para.txt")
     assert not (tmp_path / "x.safetensors").exists()
-    assert_one_line_error(cram("compress", "two", "words", cwd=tmp_path), "quote the text as one argument")
+    refused(cram("compress", "two", "words", cwd=tmp_path), "quote the text as one argument")
 
 
 def test_certify_and_run_show_progress(tiny_dir, tmp_path, spec_file):
@@ -126,7 +125,7 @@ def test_a_model_directory_is_stored_by_its_full_path(tiny_dir, tmp_path):
     assert meta["model"] == str((tmp_path / "tiny").resolve())
     assert cram("decompress", "../v.safetensors", cwd=tmp_path / "elsewhere").stdout == TEXTS["a"]
     (tmp_path / "tiny").rename(tmp_path / "moved")  # the model moved: the error says how to name it
-    assert_one_line_error(cram("decompress", "v.safetensors", cwd=tmp_path), "give the model (--model")
+    refused(cram("decompress", "v.safetensors", cwd=tmp_path), "give the model (--model")
     assert cram("decompress", "v.safetensors", "--model", "moved", cwd=tmp_path).stdout == TEXTS["a"]
 
 
@@ -149,8 +148,8 @@ def test_messages_meant_for_people(tiny_dir, tmp_path):
 
     version = cram("--version")
     assert version.returncode == 0 and version.stdout == f"cramming {__version__}\n"
-    assert_one_line_error(cram("compress", "--bogus"), "No such option: --bogus")
-    assert_one_line_error(cram("compress", "x", "--vectors", "many"), "Invalid value for '--vectors'")
+    refused(cram("compress", "--bogus"), "No such option: --bogus")
+    refused(cram("compress", "x", "--vectors", "many"), "Invalid value for '--vectors'")
     deep = tmp_path / ("a-folder-whose-name-alone-is-longer-than-a-terminal-line-" * 2) / "v.safetensors"
     done = cram(*tiny_args(tiny_dir, TEXTS["a"], "-o", str(deep)))  # its table of results, to a pipe
     assert done.returncode == 0 and any(str(deep) in line for line in done.stdout.splitlines()), done.stdout

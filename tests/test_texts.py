@@ -137,8 +137,8 @@ def test_every_source_cuts_passages_that_encode_back_to_their_count(source, tmp_
 
     tokenizer = load_model("smollm2-135m-instruct-q4_1").tokenizer
     if source == "file":
-        (tmp_path / "mixed.txt").write_text(" ".join(
-            f"Zdanie {i}: Łódź, Kraków i Gdańsk — «naïve café» 東京 {i * 7}€. Ещё одно предложение здесь." for i in range(60)))
+        line = "Zdanie {}: Łódź, Kraków i Gdańsk — «naïve café» 東京 {}€. Ещё одно предложение здесь."
+        (tmp_path / "mixed.txt").write_text(" ".join(line.format(i, i * 7) for i in range(60)))
         source = f"file:{tmp_path / 'mixed.txt'}"
     for seed in range(3):
         for length in (7, 33, 64, 101):

@@ -28,6 +28,7 @@ from .metrics import Measurement, gains
 from .models import DEFAULT_MODEL, LoadedModel, compute_precision, load_model, measured_horizon, resolve_device
 from .prior import model_prior
 from .recipes import Recipe, get_recipe
+from .threads import use_threads
 from .vectors import check_compatible, load_vectors, save_vectors
 
 
@@ -55,8 +56,6 @@ def torch_threads(threads: int | None) -> Iterator[None]:
     if threads is None:
         yield
         return
-    from .threads import use_threads
-
     before = torch.get_num_threads()
     use_threads(threads)
     try:
@@ -95,7 +94,7 @@ def step_words(s: StepInfo) -> str:
 
 
 def warn_past_horizon(lm: LoadedModel, n_tokens: int, n_vectors: int) -> None:
-    """A warning when a text is longer than any text of its source kind that n_vectors vectors of this model
+    """A warning when a text is longer than the longest text, of any source, that n_vectors vectors of this model
     held exactly in our measurements (README, capacity): cramming it will most likely end not exact."""
     horizon = measured_horizon(lm.name)
     if horizon is not None and n_tokens > horizon * n_vectors:
@@ -292,23 +291,27 @@ class Decoded:
     ids: list[int]  # the decoded token ids
 
 
-def decode(path: str | Path, *, model: str | LoadedModel | None = None, device: str = "auto") -> Decoded:
-    """Greedy-decode a vector file, exact or not, and check the result against the hashes stored in it."""
+def _read(path: str | Path, model: str | LoadedModel | None, device: str
+          ) -> tuple[torch.Tensor, dict, LoadedModel, Decoded]:
+    """A vector file's vectors, metadata and model, and its greedy decode checked against its hashes."""
     vectors, meta = load_vectors(path)
     lm = file_model(meta, model, device, path)
     check_compatible(meta, lm.fingerprint, lm.tokenizer_fingerprint, lm.name, path)
     check = verify(lm.model, vectors, Expected.of_file(meta), meta.get("prefix_token_id"), lm.tokenizer)
-    return Decoded(check.decoded_text, check.exact, len(check.decoded_ids), meta.get("first_mismatch"),
-                   check.decoded_ids)
+    return vectors, meta, lm, Decoded(check.decoded_text, check.exact, len(check.decoded_ids),
+                                      meta.get("first_mismatch"), check.decoded_ids)
+
+
+def decode(path: str | Path, *, model: str | LoadedModel | None = None, device: str = "auto") -> Decoded:
+    """Greedy-decode a vector file, exact or not, and check the result against the hashes stored in it."""
+    return _read(path, model, device)[3]
 
 
 def measure_file(path: str | Path, *, model: str | LoadedModel | None = None, device: str = "auto"
                  ) -> Measurement:
     """The paper's metrics of a vector file without cramming again: its text read back from the vectors, checked
     against the file's hashes, and scored with and without them (`seconds` is not recorded in a file: None)."""
-    vectors, meta = load_vectors(path)
-    lm = file_model(meta, model, device, path)
-    decoded = decode(path, model=lm)
+    vectors, meta, lm, decoded = _read(path, model, device)
     if not decoded.exact:
         raise CrammingError(f"{path} does not decode to its text, so its text cannot be read from it; measure it "
                             "from the text instead")
