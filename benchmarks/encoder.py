@@ -37,7 +37,7 @@ from cramming.encoder_train import TEXT_SEED, Training, common_start, train_enco
 from cramming.engine import starting_vectors
 from cramming.errors import CrammingError
 from cramming.models import DEFAULT_MODEL, load_model
-from cramming.recipes import RECIPES, differences, parse_setting, ran_with
+from cramming.recipes import RECIPES, parse_setting, stored
 from cramming.runner import Spec, run_local
 from cramming.store import Store, steps_to_exact
 from cramming.texts import load_samples
@@ -77,21 +77,13 @@ def start_of(label: str) -> str:
     return label.split(":")[0]
 
 
-def as_run(row: dict) -> str:
-    """A row's label; where it ran with other settings than its start has today (e.g. an earlier default),
-    what they were."""
-    fields = dict(STARTS[start_of(row["recipe"])])
-    today = RECIPES[fields.pop("base", start_of(row["recipe"]))].override(fields)
-    return ran_with(row["recipe"], differences(row["settings"], today))
-
-
 def table(rows: list[dict], store: Store, lm=None) -> str:
     """One line per (length, start as run). With the model, also the median cosine between each start and the
     vectors its run ended with (which needs the encoder itself, not only the rows)."""
     by: dict[tuple, list[dict]] = {}
     for r in rows:
         by.setdefault((r["length"], r["recipe"], r["recipe_digest"]), []).append(r)
-    labels = {key: as_run(rs[0]) for key, rs in by.items()}
+    labels = {key: f"{rs[0]['recipe']} ({stored(rs[0]['settings']).label()})" for key, rs in by.items()}
     digests: dict[str, set] = {}
     for key, label in labels.items():
         digests.setdefault(label, set()).add(key[2])

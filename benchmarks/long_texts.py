@@ -28,13 +28,12 @@ import shlex
 import statistics
 import sys
 from pathlib import Path
-from typing import Callable
 
 from recipes import recipe_tables
 
 from cramming.errors import CrammingError
 from cramming.models import DEFAULT_MODEL, load_model
-from cramming.recipes import RECIPES, changed_since, describe, listed, nearest, ran_with
+from cramming.recipes import RECIPES, stored
 from cramming.runner import Spec, run_local
 from cramming.store import Store, steps_to_exact
 from cramming.texts import load_samples
@@ -88,15 +87,14 @@ def long_text_rows(store: Store) -> list[dict]:
 
 
 def label(row: dict) -> str:
-    """A row's recipe name; where a named recipe ran with other settings than it has today, what they were."""
-    return ran_with(row["recipe"], changed_since(row["settings"]))
+    """A row's recipe as run: its registry entry and the changes, after the name it ran under where that is its
+    own ("ww4: default@7 with precision bf16")."""
+    return stored(row["settings"]).label()
 
 
-def recipes_in(rows: list[dict], labelled: Callable[[dict], str] = label) -> str:
-    """One line naming what each recipe of the rows is (recipes.describe), each under the label its table gives
-    it (labelled)."""
-    notes = {labelled(r): describe(r["settings"]) for r in rows}
-    return "Recipes: " + "; ".join(f"{name}: {what}" for name, what in sorted(notes.items())) + "."
+def recipes_in(rows: list[dict]) -> str:
+    """One line saying what each recipe of the rows is."""
+    return "Recipes: " + "; ".join(sorted({stored(r["settings"]).describe() for r in rows})) + "."
 
 
 def tally(rows: list[dict], budget: int) -> tuple[list[str], str, str]:
@@ -126,12 +124,12 @@ def table(rows: list[dict]) -> str:
 
 
 def plainly(row: dict) -> str:
-    """A row's recipe as the nearest named one and what differed, its precision apart: "default", "default with
-    wrong_weight 1.0", "cold"; with ", precision ..." only where the model did not compute in bf16 (README's
-    table says bf16 once)."""
-    base, changed = nearest(row["settings"])
-    precision = changed.pop("precision", RECIPES[base].precision)
-    label = f"{base} with {listed(changed)}" if changed else base
+    """A row's recipe as its registry entry and the changes, its precision apart: "default@7", "cold@1"; with
+    ", precision ..." only where the model did not compute in bf16 (README's table says bf16 once)."""
+    recipe = stored(row["settings"])
+    changed = recipe.overrides()
+    precision = changed.pop("precision", "fp32")
+    label = recipe.base + (f" with {', '.join(f'{k} {v}' for k, v in changed.items())}" if changed else "")
     return label if precision == "bf16" else f"{label}, precision {precision}"
 
 
@@ -147,8 +145,7 @@ def by_source(rows: list[dict], name: str = "test") -> str:
     lines = ["| recipe | tokens | " + " | ".join(
         f"{source}: exact within {' / '.join(map(str, WITHIN))}, median, slowest" for source in SOURCES) + " |",
         "|" + "---|" * (2 + len(SOURCES))]
-    for (recipe, length), rs in sorted(by.items(), key=lambda kv: (order.index(nearest(kv[1][0]["settings"])[0]),
-                                                                   kv[0])):
+    for (recipe, length), rs in sorted(by.items(), key=lambda kv: (order.index(kv[0][0].split("@")[0]), kv[0])):
         cells = []
         for source in SOURCES:
             ss = [r for r in rs if r["source"] == source]

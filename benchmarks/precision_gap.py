@@ -12,17 +12,31 @@ full bf16 accuracy, how many spent more than --over steps from there to the end,
 steps, and the worst rows with how many of their stored points after it were at full accuracy (a plateau
 the check keeps failing, or an oscillation that touched 1.0 once). Since bf16 and float32 take different paths,
 a gap is what the failed checks cost at most, not what float32 would have saved.
+
+    python benchmarks/precision_gap.py --rerun 4 --max-tokens 128   # the fix, measured on the worst plateaus
+
+--rerun K: the K rows with the longest gaps that sat on a plateau (at least 5 stored points at full accuracy
+after it), no longer than --max-tokens, crammed again from the same text, seed and warm start, twice in this
+run: as the engine crams today (a token the float32 check found wrong stays in the loss, engine.token_weights)
+and with that rule switched off (the loss before it). Results go to results/precision-gap.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from cramming.store import Store, steps_run
+import torch
+
+import cramming.engine as engine
+from cramming import api
+from cramming.recipes import Recipe
+from cramming.store import IDENTITY, Store, steps_run
+from cramming.vectors import vectors_of
 
 HERE = Path(__file__).parent
 DATABASES = [HERE.parent / "results" / "capacity.sqlite", HERE.parent / "results" / "long-texts.sqlite"]
@@ -64,13 +78,57 @@ def lost(rows: list[dict], found: list[Gap], over: int) -> tuple[list[Gap], floa
     return long, sum(g.steps for g in long) / max(sum(steps_run(r) for r in rows), 1)
 
 
+def warm_start(store: Store, row: dict) -> torch.Tensor | None:
+    """The vectors a horizon try started from: the same passage's row at its warm_from length, None for none."""
+    if not row["warm_from"]:
+        return None
+    for r in store.rows():
+        if (r["exact"] and r["length"] == row["warm_from"]
+                and all(r[k] == row[k] for k in IDENTITY if k not in ("length", "warm_from"))):
+            return vectors_of(store.vector_file(r))
+    raise SystemExit(f"error: the warm start of {row['source']} passage {row['sample']} at {row['length']} is missing")
+
+
+def unforced(lead, ok, forced, recipe):
+    """engine.token_weights as before the fix: no token forced into the loss by a failed check."""
+    return FORCED(lead, ok, torch.zeros_like(forced), recipe)
+
+
+FORCED = engine.token_weights
+
+
+def rerun(store: Store, g: Gap, lm: api.LoadedModel) -> dict:
+    """One plateau row crammed again with and without the forced tokens -> both outcomes and gaps."""
+    r = g.row
+    text, warm = store.text(r), warm_start(store, r)
+    out = {"database_row": {k: r[k] for k in ("recipe", "source", "sample", "length", "text_seed", "seed")},
+           "stored": {"gap": g.steps, "steps_run": steps_run(r), "exact": r["exact"]}}
+    for arm, weights in (("forced", FORCED), ("unforced", unforced)):
+        engine.token_weights = weights
+        try:
+            [c] = api.compress([text], lm, n_vectors=r["vectors"], recipe=Recipe.from_dict(r["settings"]),
+                               seed=r["seed"], warm_start=[warm])
+        finally:
+            engine.token_weights = FORCED
+        full = first_full(c.history)
+        ran = c.history[-1][0]
+        out[arm] = {"exact": c.exact, "steps_run": ran, "full_at": full, "gap": None if full is None else ran - full}
+        print(f"{r['source']} {r['sample']} @{r['length']} {arm}: {out[arm]}", file=sys.stderr, flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("databases", nargs="*", default=[str(p) for p in DATABASES])
     parser.add_argument("--over", type=int, default=20, help="a gap of more steps than this counts")
     parser.add_argument("--worst", type=int, default=8, help="rows listed per database")
+    parser.add_argument("--rerun", type=int, default=0, metavar="K", help="cram the K worst plateaus again (above)")
+    parser.add_argument("--max-tokens", type=int, default=128, help="--rerun: the longest rows it takes")
+    parser.add_argument("--out", default=str(HERE.parent / "results" / "precision-gap.json"))
     args = parser.parse_args()
     print(f"Command: {shlex.join(['python', *sys.argv])}\n")
+    if args.rerun:
+        return show_reruns(args)
     print(f"| database | bf16 rows | full bf16 accuracy | gap > {args.over} steps | never exact after it | "
           "gap steps | share of all steps |")
     print("|---|---|---|---|---|---|---|")
@@ -91,6 +149,30 @@ def main() -> None:
         print(f"| {name} | {r['recipe']} ({r['recipe_digest'][:8]}) | {r['source']} | {r['sample']} | {r['length']} | "
               f"{g.full_at} | {steps_run(r)} | {'yes' if r['exact'] else 'no'} | {g.steps} | "
               f"{g.full_after[0]} of {g.full_after[1]} |")
+
+
+def show_reruns(args: argparse.Namespace) -> None:
+    """--rerun: the worst plateaus crammed again with and without the fix, one table, the results saved."""
+    plateaus = []
+    for path in args.databases:
+        store = Store(path)
+        plateaus += [(store, g) for g in gaps(store)[1]
+                     if g.full_after[0] >= 5 and g.row["length"] <= args.max_tokens and g.steps > args.over]
+    plateaus = sorted(plateaus, key=lambda sg: -sg[1].steps)[: args.rerun]
+    lm = api.as_model(plateaus[0][1].row["model"], device="cpu")
+    results = []
+    for store, g in plateaus:
+        results.append(rerun(store, g, lm))
+        Path(args.out).write_text(json.dumps({"command": shlex.join(["python", *sys.argv]), "rows": results},
+                                             indent=1) + "\n")
+    print("| row | tokens | stored: gap / steps run / exact | forced: gap / steps run / exact | "
+          "unforced: gap / steps run / exact |")
+    print("|---|---|---|---|---|")
+    for x in results:
+        r = x["database_row"]
+        cells = [f"{a['gap']} / {a['steps_run']} / {'yes' if a['exact'] else 'no'}"
+                 for a in (x["stored"], x["forced"], x["unforced"])]
+        print(f"| {r['recipe']} {r['source']} {r['sample']} | {r['length']} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

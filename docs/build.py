@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmarks' table functions
 
 from bits import open_store as bits_store  # noqa: E402
 from bits import table as bits_table  # noqa: E402
-from encoder import STARTS, as_run, start_of  # noqa: E402
+from encoder import STARTS, start_of  # noqa: E402
 from encoder import table as encoder_table  # noqa: E402
 from long_texts import SETS, by_source, long_text_rows, recipes_in, tally  # noqa: E402
 from long_texts import table as long_text_table  # noqa: E402
@@ -34,6 +34,7 @@ from precision_gap import gaps, lost  # noqa: E402
 from cramming import horizon_report  # noqa: E402
 from cramming.encoder_train import TEXT_SEED, Training, cramming_seconds  # noqa: E402
 from cramming.errors import CrammingError  # noqa: E402
+from cramming.recipes import RECIPES, REGISTRY  # noqa: E402
 from cramming.models import DEFAULT_MODEL  # noqa: E402
 from cramming.report import HORIZON_INTRO, TABLE_HEADERS, build_report, made_by, md_table, table_cells  # noqa: E402
 from cramming.store import Store  # noqa: E402
@@ -124,7 +125,7 @@ def encoder(db: Path, training_db: Path) -> list[str]:
                  "float32); a passage not exact counts at the budget; step-0 accuracy is teacher-forced, before "
                  "any step. `python benchmarks/encoder.py --table` adds the cosine between each start and its "
                  "final vectors (it needs the trained encoder).", ""] + written_by(made_by(store))
-        lines += ["", encoder_table(rows, store), "", recipes_in(rows, as_run)]
+        lines += ["", encoder_table(rows, store), "", recipes_in(rows)]
     finally:
         store.close()
     if training_db.exists():
@@ -215,14 +216,18 @@ def table_after(text: str, marker: str, keep=lambda line: True) -> list[str]:
     return lines[first:first + 2] + [line for line in lines[first + 2:end] if keep(line)]
 
 
+def current(line: str) -> bool:
+    """Whether a table line names no retired recipe version (one that is not its name's latest)."""
+    return not any(re.search(rf"{re.escape(key)}\b", line) for key in REGISTRY if RECIPES[key.split("@")[0]].name != key)
+
+
 # README section -> its table, from results.md: the test set by source; the campaign's horizons and the encoder's
-# starts under today's recipes (a row that ran with a retired recipe stays in results.md).
+# starts under today's recipes (a row of a retired version stays in results.md).
 README_TABLES = {
     "### Long texts: the test set": lambda results: table_after(results, "The test set by source"),
     "### Capacity to the limit": lambda results: table_after(results, "| model | source | N | recipe | horizon mean",
-                                                             lambda line: "ran with" not in line),
-    "### Starts that know the text": lambda results: table_after(results, "| tokens | start | budget |",
-                                                                 lambda line: "ran with" not in line),
+                                                             current),
+    "### Starts that know the text": lambda results: table_after(results, "| tokens | start | budget |", current),
     "### How many bits a crammed vector needs": lambda results: table_after(results, "| tokens | --margin |"),
 }
 FIGURE = re.compile(r"<!-- fig:([\w-]+) -->(.*?)<!-- /fig -->", re.S)

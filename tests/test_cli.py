@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import save_file
 
-from cramming import CrammingError, api, load_model
+from cramming import RECIPES, CrammingError, api, load_model
 from cramming.threads import free_cores, use_threads
 from cramming.vectors import load_vectors
 
@@ -58,13 +58,14 @@ def test_metadata(run_cli, tiny_dir, tiny_lm, tmp_path):
     assert meta["model"] == str(tiny_dir) and meta["model_fingerprint"] == tiny_lm.fingerprint
     assert meta["tokenizer_fingerprint"] == tiny_lm.tokenizer_fingerprint
     assert meta["n_vectors"] == 2 and meta["shape"] == [2, tiny_lm.d_model] and meta["seed"] == 5
-    assert meta["recipe"]["name"] == "default" and meta["exact"] is True
+    assert meta["recipe"]["name"] == meta["recipe"]["base"] == RECIPES["default"].name and meta["exact"] is True
     assert meta["prefix_token_id"] == tiny_lm.tokenizer.bos_token_id
     assert len(meta["text_sha256"]) == 64 and len(meta["tokens_sha256"]) == 64 and meta["cramming_version"]
-    # what else decided the outcome: the precision resolved (never "auto"), the decoding's, the batch, the device
-    assert meta["recipe"]["precision"] == "auto" and meta["run_conditions"] == {
-        "device": "cpu", "batch_size": 1, "compute_precision": "fp32", "decoding_precision": "fp32",
-        "required_margin": 0.0}
+    # the recipe as run: its version, the precision resolved (never "auto"), the margin and storage form; and what
+    # else decided the outcome: the decoding's precision, the batch, the device
+    assert meta["recipe"]["precision"] == "fp32" and meta["recipe"]["required_margin"] == 0.0
+    assert meta["recipe"]["storage"] == "fp32" and meta["run_conditions"] == {
+        "device": "cpu", "batch_size": 1, "decoding_precision": "fp32"}
 
 
 def test_several_files_are_one_batch_one_vector_file_each(run_cli, tiny_dir, tmp_path):
@@ -165,14 +166,16 @@ def test_threads():
 
 
 def test_recipes_are_selectable(run_cli, tiny_dir, tmp_path):
-    for recipe in ("paper", "progressive", "cold", "default"):
+    for recipe in ("paper", "progressive", "cold", "default", "default@6"):
         vec = tmp_path / f"{recipe}.safetensors"
         code, out, err = compress(run_cli, tiny_dir, TEXT, "-o", str(vec), "--recipe", recipe, "--max-steps", "3",
                                   "--json")
         row = json.loads(out)  # 3 steps: too few for any recipe on this text (the default needs 24)
-        assert code == 1 and row["exact"] is False and row["steps"] <= 3 and row["recipe"] == recipe, err
+        version = recipe if "@" in recipe else RECIPES[recipe].name  # a name runs its latest version
+        assert code == 1 and row["exact"] is False and row["steps"] <= 3 and row["recipe"] == version, err
         meta = json.loads(run_cli("info", str(vec), "--json")[1])
-        assert meta["recipe"]["name"] == recipe and meta["recipe"]["max_steps"] == 3 and meta["exact"] is False
+        assert meta["recipe"]["name"] == meta["recipe"]["base"] == version and meta["recipe"]["max_steps"] == 3
+        assert meta["exact"] is False
 
 
 # Bad input: one line on stderr, exit 2, no traceback, nothing written.

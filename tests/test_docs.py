@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cramming.recipes import RECIPES
+from cramming.recipes import DESCRIPTIONS, RECIPES
 from cramming.report import build_report
 
 from .conftest import load_script
@@ -43,9 +43,9 @@ def test_the_script_builds_from_a_small_database(tmp_path):
     cells = [c.strip() for c in horizon.strip("|").split("|")]
     assert cells[4:8] == ["≥ 34.0", "4", "≥ 64", "2"] and cells[10] == "7"
     assert "not recorded" in text  # this file has no runs table entries
-    # rows of the default of the time (wrong_weight 1) are labelled as they ran, and said what they are
-    assert "| tuning | 64 | default (ran with wrong_weight 1.0) | 3000 | 3 |" in text
-    assert "Recipes: default (ran with wrong_weight 1.0): default with wrong_weight 1.0." in text
+    # rows of the default of the time (wrong_weight 1), stored before versions, read as the version that ran
+    assert "| tuning | 64 | default@6 | 3000 | 3 |" in text
+    assert f"Recipes: default@6 ({DESCRIPTIONS['default@6']})." in text
     assert (tmp_path / "results" / "capacity" / "report.md").exists()
 
 
@@ -60,7 +60,7 @@ def built(tmp_path_factory):
 def test_readme_tables_and_figures_are_replaced_from_the_rows(built):
     build, results, figures = built
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    stale = readme.replace("| default | 64 | ", "| default | 64 | 0 / ", 1)  # a hand edit of a generated row
+    stale = readme.replace("| default@7 | 64 | ", "| default@7 | 64 | 0 / ", 1)  # a hand edit of a generated row
     assert stale != readme and build.readme(stale, results, figures) == readme
     assert build.readme(readme, results, figures) == readme
     quoted = re.search(r"<!-- fig:campaign -->(.*?)<!-- /fig -->", readme)
@@ -69,14 +69,16 @@ def test_readme_tables_and_figures_are_replaced_from_the_rows(built):
     with pytest.raises(build.CrammingError, match="'nowhere' that no database gives"):
         build.readme(readme + "<!-- fig:nowhere -->1<!-- /fig -->", results, figures)
     capacity = build.table_after(readme, "### Capacity to the limit")
-    assert len(capacity) >= 3 and not any("ran with" in line for line in capacity)  # today's recipes only
+    assert len(capacity) >= 3 and all(build.current(line) for line in capacity)  # today's recipe versions only
+    assert not build.current("| smollm2 | books | 1 | default@6, 1500 steps |") and build.current("| default@7 |")
 
 
 def test_the_by_source_table_counts_each_source_within_each_budget():
     build = load_build()
     table = build.by_source(small_long_text_rows(build), "tuning")
-    # 3 tuning passages of alice, steps 545, 1408, 1761 at a 3000 budget, in float32 under the default of the time
-    row = "| default with wrong_weight 1.0, precision auto | 64 | 2 / 3 / – of 3, 1408, 1761 | not run |"
+    # 3 tuning passages of alice, steps 545, 1408, 1761 at a 3000 budget, in float32 (stored as "auto", on a CPU)
+    # under the default of the time
+    row = "| default@6, precision fp32 | 64 | 2 / 3 / – of 3, 1408, 1761 | not run |"
     assert table.splitlines()[2] == row
 
 
@@ -86,8 +88,8 @@ def test_the_by_source_table_puts_todays_default_first():
     cold, default = (dict(RECIPES[name].to_dict(), precision="bf16") for name in ("cold", "default"))
     # cold's rows given first, as a table sorted by the recipes' order of definition would also print them
     rows = [dict(r, settings=cold) for r in rows] + [dict(r, settings=default) for r in rows]
-    assert [line.split(" | ")[0] for line in build.by_source(rows, "tuning").splitlines()[2:]] == ["| default",
-                                                                                                    "| cold"]
+    assert [line.split(" | ")[0] for line in build.by_source(rows, "tuning").splitlines()[2:]] == ["| default@7",
+                                                                                                    "| cold@1"]
 
 
 def markdown_tables(text: str) -> list[list[str]]:

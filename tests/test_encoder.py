@@ -172,6 +172,6 @@ def test_the_benchmarks_starts_cram_with_their_own_recipes():
     recipes = {name: bench.spec(name, 64, 1500, 8, label).recipe(label)
                for name, label in (("encoder", "encoder: ridge"), ("default", "default"), ("cold", "cold"))}
     for name, base in (("encoder", "default"), ("default", "default"), ("cold", "cold")):
-        assert replace(recipes[name], name=base, encoder=False, precision="auto", max_steps=5000) == RECIPES[base]
+        assert replace(recipes[name], name=RECIPES[base].name, encoder=False, precision="auto", max_steps=5000) == RECIPES[base]
         assert recipes[name].precision == "bf16" and recipes[name].max_steps == 1500
     assert recipes["encoder"].encoder and len({r.digest() for r in recipes.values()}) == 3

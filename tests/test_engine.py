@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cramming import CrammingError, Expected, compress, cram, greedy_decode, tokenize, verify
-from cramming.engine import starting_vectors, target_lead, text_logits
+from cramming.engine import starting_vectors, target_lead, text_logits, token_weights
 from cramming.models import autocast, autocast_model
 from cramming.recipes import RECIPES, Recipe
 
@@ -365,3 +365,41 @@ def test_target_lead_is_the_targets_margin_over_every_other_token():
     lead = target_lead(logits, targets)
     assert lead.dtype == torch.float32 and torch.equal(lead, slow.float())
     assert (lead[0] > 0).all() and lead[1, 0] == 0 and (lead[2] < 0).any()
+
+
+def test_token_weights_keep_a_token_float32_decodes_wrong_in_the_loss():
+    lead = torch.tensor([[3.0, 2.5, -1.0, 0.5, math.inf]])  # the last position is padding
+    ok = torch.tensor([[True, True, True, True, False]])
+    recipe = Recipe(name="w", lr=0.1, margin=2.0, wrong_weight=4.0)
+    none = torch.zeros_like(ok)
+    assert token_weights(lead, ok, none, recipe).tolist() == [[0.0, 0.0, 4.0, 1.0, 0.0]]
+    forced = none.clone()
+    forced[0, 1] = True  # safely right by bf16's lead, wrong in float32's decode
+    assert token_weights(lead, ok, forced, recipe).tolist() == [[0.0, 4.0, 4.0, 1.0, 0.0]]
+    plain = Recipe(name="p", lr=0.1)  # no margin: every real token trains, wrong_weight 1
+    assert token_weights(lead, ok, forced, plain).tolist() == [[1.0, 1.0, 1.0, 1.0, 0.0]]
+
+
+def test_a_failed_verification_puts_its_first_wrong_token_into_the_loss(tiny_lm, monkeypatch):
+    # the bf16 plateau: the argmax is right everywhere, the float32 check fails; the sample must not sit on a
+    # zero loss. Stand in a check that fails once at token 2, and see token 2 forced from the next step on.
+    import cramming.engine as engine
+
+    real_verify, real_weights, seen = engine.verify, engine.token_weights, []
+    calls = {"n": 0}
+
+    def failing_once(model, vectors, expected, prefix_id=None, *args, **kwargs):
+        calls["n"] += 1
+        check = real_verify(model, vectors, expected, prefix_id, *args, **kwargs)
+        return replace(check, exact=False, first_mismatch=2) if calls["n"] == 1 else check
+
+    def spy(lead, ok, forced, recipe):
+        seen.append(forced[0].nonzero().flatten().tolist())
+        return real_weights(lead, ok, forced, recipe)
+
+    monkeypatch.setattr(engine, "verify", failing_once)
+    monkeypatch.setattr(engine, "token_weights", spy)
+    [c] = compress([SHORT], tiny_lm, n_vectors=2, recipe=RECIPES["cold"], max_steps=300)
+    assert c.exact and calls["n"] >= 2
+    first_check = next(i for i, f in enumerate(seen) if f) - 1  # the step whose check failed
+    assert all(f == [] for f in seen[: first_check + 1]) and all(f == [2] for f in seen[first_check + 1:])

@@ -1,12 +1,14 @@
 """The horizon campaign's report: horizons, bounds and the paper's findings, from a real results file."""
 
+from dataclasses import replace
+
 import pytest
 
-from cramming.recipes import RECIPES
+from cramming.recipes import RECIPES, REGISTRY
 from cramming.report import build_report
 from cramming.store import Store, TaskKey
 
-from .test_report import metrics
+from .test_report import DEFAULT, metrics
 
 
 def add_search(store: Store, source: str, vectors: int, sample: int, tries: list[tuple[int, bool]],
@@ -16,7 +18,7 @@ def add_search(store: Store, source: str, vectors: int, sample: int, tries: list
     lo = 0
     for length, exact in tries:
         for warm in ([lo, 0] if lo and not exact and retry else [lo]):
-            key = TaskKey("tiny", recipe.name, "fp", "tokfp", source, 0, sample, length, vectors, recipe.digest(), 0,
+            key = TaskKey("tiny", recipe.name, "fp", "tokfp", source, 0, sample, length, vectors, recipe.digest(), 0, 1,
                           passage_tokens=512, warm_from=warm)
             row = metrics(source, sample, length, vectors, 1.0 if exact else 0.9, exact)
             row["information_gain_bits"] = gain_per_token * length
@@ -61,7 +63,7 @@ def test_horizons_findings_and_figures(campaign, tmp_path):
     assert {"horizon_vs_cross_entropy", "horizon_scaling", "horizon_per_model"} <= names
     assert all((tmp_path / "out" / f"{name}.png").stat().st_size > 0 for name in names)
     md = report.markdown.read_text()
-    assert "| tiny | random | 1 | default, 5000 steps | ≥ 16.0 | 16 | ≥ 16 | 2 | 400 |" in md
+    assert f"| tiny | random | 1 | {DEFAULT}, 5000 steps | ≥ 16.0 | 16 | ≥ 16 | 2 | 400 |" in md
     assert f"In all, 8 passage searches: 30 tries, {sum(g.steps for g in report.horizons):,} steps" in md
 
 
@@ -93,20 +95,20 @@ def test_capacity_against_n_compares_the_passages_every_n_ran(campaign):
 
 
 def test_a_retired_default_stays_in_the_table_and_out_of_the_findings_and_figures(campaign):
-    """Rows of an earlier default (its name, other settings) are labelled for what ran; the findings and figures
-    speak of the recipes as they are today."""
-    earlier = RECIPES["default"].override({"wrong_weight": 1.0}, name="default")
+    """Rows of an earlier default (its name, an earlier version) are labelled by the version that ran; the findings
+    and figures speak of the recipes as they are today."""
+    earlier = replace(REGISTRY["default@6"], name="default")
     store = Store(campaign)
     add_search(store, "recent", 1, 0, [(8, True), (100, True), (104, False)], 20.0, recipe=earlier)
     store.close()
     report = build_report(campaign, campaign.parent / "out3")
-    label = "default, 5000 steps (ran with wrong_weight 1.0)"
+    label = "default@6, 5000 steps"
     assert [(g.source, g.recipe) for g in report.horizons if g.retired] == [("recent", label)]
     assert f"| tiny | recent | 1 | {label} | 100.0 |" in report.markdown.read_text()
     assert len(report.findings) == 5 and not any("recent" in f for f in report.findings)
     legends = [t.get_text() for f in report.figures if f.name.startswith("horizon") for ax in f.figure.axes
                if ax.get_legend() for t in ax.get_legend().get_texts()]
-    assert any("random" in t for t in legends) and not any("ran with" in t for t in legends)
+    assert any("random" in t for t in legends) and not any("default@6" in t for t in legends)
 
 
 def test_each_passage_says_where_its_search_stands(campaign):
@@ -121,9 +123,9 @@ def test_each_passage_says_where_its_search_stands(campaign):
                                                                                      (64, 96, 80, 4)]
     assert recent.lower_bounds == [True, True]
     md = report.markdown.read_text()
-    assert "| tiny | recent | 1 | default, 5000 steps | 0 | 64 | – | open: 96 next | 3 | 320 |" in md
-    assert "| tiny | recent | 1 | default, 5000 steps | 1 | 64 | 96 | open: 80 next | 4 | 320 |" in md
-    assert "| tiny | books | 4 | default, 5000 steps | 0 | 160 | 164 | closed | 4 | 1600 |" in md
+    assert f"| tiny | recent | 1 | {DEFAULT}, 5000 steps | 0 | 64 | – | open: 96 next | 3 | 320 |" in md
+    assert f"| tiny | recent | 1 | {DEFAULT}, 5000 steps | 1 | 64 | 96 | open: 80 next | 4 | 320 |" in md
+    assert f"| tiny | books | 4 | {DEFAULT}, 5000 steps | 0 | 160 | 164 | closed | 4 | 1600 |" in md
 
 
 def test_the_gain_has_the_horizons_denominator(tmp_path):

@@ -8,9 +8,11 @@ import pytest
 
 from dataclasses import replace
 
-from cramming.recipes import RECIPES
-from cramming.report import build_report, published_rows, reference, summarize
+from cramming.recipes import RECIPES, stored
+from cramming.report import build_report, published_rows, reference, retired_recipes, summarize
 from cramming.store import Store, TaskKey
+
+DEFAULT = RECIPES["default"].name  # its latest version, which labels today's rows
 
 # (source, sample, length, vectors) -> (accuracy_with, exact); the rest of each row derives from these.
 GRID = {
@@ -35,7 +37,7 @@ def metrics(source, sample, length, vectors, acc, exact):
 
 
 def add(store, source, sample, length, vectors, acc, exact, recipe=RECIPES["default"], seed=0):
-    key = TaskKey("tiny", recipe.name, "fp", "tokfp", source, 0, sample, length, vectors, recipe.digest(), seed)
+    key = TaskKey("tiny", recipe.name, "fp", "tokfp", source, 0, sample, length, vectors, recipe.digest(), seed, 1)
     history = [[s, 3.0 / (s + 1), min(1.0, s / 10)] for s in range(0, 10 * length, 7)]
     store.add(key, recipe.to_dict(), metrics(source, sample, length, vectors, acc, exact), "text", b"", history)
 
@@ -73,7 +75,7 @@ def test_summary_follows_the_paper_criterion_and_exactness(store_path):
     assert summary[("random", 1)]["decoding_capacity"] == 0  # mean 0.95 at its only length
     assert summary[("random", 1)]["token_gain"] is None
     assert summary[("random", 1)]["exact_capacity"] == 4  # (0 + 8) / 2
-    assert all(r["samples"] == 2 and r["seeds"] == 1 and r["recipe"] == "default, 5000 steps"
+    assert all(r["samples"] == 2 and r["seeds"] == 1 and r["recipe"] == f"{DEFAULT}, 5000 steps"
                for r in summary.values())
 
 
@@ -85,33 +87,28 @@ def test_two_recipes_or_budgets_are_never_averaged_together(store_path):
         add(store, "books", sample, 8, 1, 0.6, False, recipe=short)
         add(store, "books", sample, 8, 1, 1.0, True, seed=1)  # the default again, another seed: one group
     groups = {(r["source"], r["vectors"], r["recipe"]): r for r in summarize(store.rows())}
-    assert groups[("books", 1, "paper, 5000 steps")]["decoding_capacity"] == 0
-    assert groups[("books", 1, "default, 300 steps")]["decoding_capacity"] == 0
-    default = groups[("books", 1, "default, 5000 steps")]
+    assert groups[("books", 1, f"{RECIPES['paper'].name}, 5000 steps")]["decoding_capacity"] == 0
+    assert groups[("books", 1, f"{DEFAULT}, 300 steps")]["decoding_capacity"] == 0
+    default = groups[("books", 1, f"{DEFAULT}, 5000 steps")]
     assert default["decoding_capacity"] == 16 and default["seeds"] == 2 and default["samples"] == 2
     assert len([g for g in groups if g[:2] == ("books", 1)]) == 3
 
 
-def test_a_recipe_changed_between_runs_is_labelled_by_what_changed(store_path):
-    store = Store(store_path)
-    before = RECIPES["default"].override({"wrong_weight": 1.0}, "default")  # the same name and budget
-    add(store, "books", 0, 8, 1, 1.0, True, recipe=before)
-    groups = {(r["source"], r["vectors"], r["recipe"]): r for r in summarize(store.rows())}
-    assert ("books", 1, "default, 5000 steps (ran with wrong_weight 1.0)") in groups
-    assert groups[("books", 1, "default, 5000 steps")]["samples"] == 2  # today's default: its plain name
-    assert store.rows()[0]["settings"]["name"] == "default"
-
-
-def test_a_spec_named_recipe_changed_between_runs_says_which_ran_before(tmp_path):
+def test_rows_are_labelled_by_the_version_they_ran_and_its_changes(tmp_path):
     store = Store(tmp_path / "r.sqlite")
-    now = RECIPES["default"].override({"precision": "bf16"}, "default, bf16")  # a spec's [recipes."default, bf16"]
-    before = now.override({"wrong_weight": 1.0}, "default, bf16")
-    alone = RECIPES["default"].override({"wrong_weight": 1.0, "max_steps": 300}, "default")  # no rival, retired
-    for recipe in (now, before, alone):
+    legacy = dict(RECIPES["default"].to_dict(), name="default", wrong_weight=1.0)  # the default of its time, stored
+    del legacy["base"]                                                               # before recipes had versions
+    key = TaskKey("tiny", "default", "fp", "tokfp", "books", 0, 0, 8, 1, stored(legacy).digest(), 0, 1)
+    store.add(key, legacy, metrics("books", 0, 8, 1, 1.0, True), "text", b"", [[0, 1.0, 1.0]])
+    bf16 = RECIPES["default"].override({"precision": "bf16"}, "default, bf16")  # a spec's [recipes."default, bf16"]
+    for recipe in (bf16, RECIPES["default"].override({"wrong_weight": 1.0, "max_steps": 300})):
         add(store, "books", 0, 8, 1, 1.0, True, recipe=recipe)
-    labels = {r["recipe"] for r in summarize(store.rows())}
-    assert labels == {"default, bf16, 5000 steps", "default, bf16, 5000 steps (ran with wrong_weight 1.0)",
-                      "default, 300 steps (ran with wrong_weight 1.0)"}
+    rows = store.rows()
+    labels = {r["recipe"] for r in summarize(rows)}
+    assert labels == {"default@6, 5000 steps", f"{DEFAULT} with precision bf16, 5000 steps",
+                      f"{DEFAULT} with wrong_weight 1.0, 300 steps"}
+    assert DEFAULT != "default@6" and retired_recipes(rows) == {key.recipe_digest}  # an earlier version of its name
+
 
 
 def test_a_longer_passing_length_is_the_decoding_capacity(tmp_path):
@@ -150,10 +147,10 @@ def test_report_writes_every_figure_and_table_from_the_store(store_path, tmp_pat
         assert any(ax.get_legend() is not None for ax in f.figure.axes)
     # the table: our groups, then the published rows marked as such
     # books, 1 vector: sample 1 is exact at 32, the longest length run, so the exact capacity is a lower bound
-    assert "| tiny | books | 1 | default, 5000 steps | 16 | ≥ 24 |" in md
-    assert "| tiny | books | 2 | default, 5000 steps | ≥ 32 | ≥ 32 |" in md
+    assert f"| tiny | books | 1 | {DEFAULT}, 5000 steps | 16 | ≥ 24 |" in md
+    assert f"| tiny | books | 2 | {DEFAULT}, 5000 steps | ≥ 32 | ≥ 32 |" in md
     assert "Llama-3.1-8B (published) | PG-19 (books) | 1 | Kuratov et al., first token given | 1568 |" in md
-    assert "default, 5000 steps: ours: cold started from the model's prior" in md  # what each recipe is
+    assert f"{DEFAULT} (ours: cold started from the model's prior" in md  # what each recipe is
     assert md.count("(published)") == len(report.published)
 
     figs = {f.name: f.figure for f in report.figures}
@@ -165,7 +162,7 @@ def test_report_writes_every_figure_and_table_from_the_store(store_path, tmp_pat
     assert heights[: len(report.table)] == [r["decoding_capacity"] / r["vectors"] for r in report.table]
     # accuracy vs length: the books, 1 vector line holds the per-length means
     line = next(ln for ln in figs["accuracy_vs_length"].axes[0].lines
-                if ln.get_label() == "tiny, books, N=1, default, 5000 steps: teacher-forced accuracy")
+                if ln.get_label() == f"tiny, books, N=1, {DEFAULT}, 5000 steps: teacher-forced accuracy")
     assert list(line.get_xdata()) == [8, 16, 32]
     assert list(line.get_ydata()) == pytest.approx([1.0, 0.9975, 0.985])
     # capacity vs vectors: our two series are nudged apart, and the lower bound (books, 2 vectors, 32) is hollow

@@ -42,7 +42,7 @@ def test_rows_are_keyed_by_what_ran(spec_file, tiny_lm, tmp_path, monkeypatch):
     [row] = [r for r in store.rows() if r["length"] == 4]
     assert row["model_fingerprint"] == tiny_lm.fingerprint
     assert row["tokenizer_fingerprint"] == tiny_lm.tokenizer_fingerprint
-    assert row["recipe"] == "default" and row["recipe_digest"] == spec.recipe("default").digest()
+    assert row["recipe"] == RECIPES["default"].name and row["recipe_digest"] == spec.recipe("default").digest()
     assert row["budget"] == 300 and store.settings(row)["max_steps"] == 300 and row["text_seed"] == 0
     # Another budget, another text seed, or a changed recipe under the same name: new rows, never a resume.
     assert run_local(replace(spec, max_steps=301), store, device="cpu") == 2
@@ -51,7 +51,7 @@ def test_rows_are_keyed_by_what_ran(spec_file, tiny_lm, tmp_path, monkeypatch):
     assert run_local(spec, store, device="cpu") == 2
     rows = store.rows()
     assert len(rows) == 8 and len({r["recipe_digest"] for r in rows}) == 3
-    assert {r["recipe"] for r in rows} == {"default"}
+    assert {r["recipe"] for r in rows} == {RECIPES["default"].name}
     assert run_local(spec, store, device="cpu") == 0  # the same again: nothing to do
 
 
@@ -72,6 +72,25 @@ def test_a_database_of_the_old_schema_is_refused_and_left_alone(tmp_path, run_cl
         code, _, err = run_cli(*args)
         assert code == 2 and err.count("\n") == 1 and "older cramming" in err
     assert db.read_bytes() == before
+
+
+def test_a_database_of_schema_2_gains_the_batch_size_and_keeps_every_row(spec_file, tmp_path):
+    db = tmp_path / "v2.sqlite"
+    store = Store(db)
+    assert run_local(Spec.from_toml(spec_file(samples=1)), store, device="cpu") == 2
+    before = store.rows(full=True)
+    store.close()
+    v2 = sqlite3.connect(db)  # the same rows as schema 2 held them: no batch size, no run conditions
+    kept = ", ".join(c[1] for c in v2.execute("PRAGMA table_info(results)") if c[1] not in ("batch_size",
+                                                                                           "run_conditions"))
+    v2.executescript(f"CREATE TABLE old AS SELECT {kept} FROM results; DROP TABLE results; "
+                     "ALTER TABLE old RENAME TO results; PRAGMA user_version=2;")
+    v2.close()
+    after = Store(db).rows(full=True)
+    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 3
+    assert [(r["batch_size"], r["conditions"]) for r in after] == [(-1, None)] * 2  # not recorded then
+    unchanged = lambda r: {k: v for k, v in r.items() if k not in ("batch_size", "conditions")}  # noqa: E731
+    assert [unchanged(r) for r in after] == [unchanged(r) for r in before]
 
 
 def test_a_diverged_sample_is_stored_as_such_and_the_grid_goes_on(spec_file, tiny_lm, tmp_path, monkeypatch):
@@ -177,7 +196,10 @@ def test_batches_group_samples_and_give_the_same_rows(spec_file, tmp_path):
     assert run_local(spec, one, device="cpu", batch_size=1) == 6
     assert run_local(spec, two, device="cpu", batch_size=3) == 6
     a, b = one.rows(), two.rows()
-    assert [tuple(r[k] for k in KEY) for r in a] == [tuple(r[k] for k in KEY) for r in b]
+    same = [k for k in KEY if k != "batch_size"]  # the batch size is part of what ran: their own rows
+    assert [tuple(r[k] for k in same) for r in a] == [tuple(r[k] for k in same) for r in b]
+    assert {r["batch_size"] for r in a} == {1} and {r["batch_size"] for r in b} == {3}
+    assert sorted(r["conditions"]["batch_size"] for r in b) == [3, 3, 3, 3, 3, 3]
     assert all(r["exact"] for r in a + b)
 
 

@@ -13,7 +13,7 @@ import math
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -25,7 +25,7 @@ from .encoder import model_encoder
 from .engine import CramResult, StepInfo, cram, starting_vectors
 from .errors import CrammingError, NotExact
 from .metrics import Measurement, gains
-from .models import DEFAULT_MODEL, LoadedModel, compute_precision, load_model, measured_horizon, resolve_device
+from .models import DEFAULT_MODEL, LoadedModel, load_model, measured_horizon, resolve_device
 from .prior import model_prior
 from .recipes import Recipe, get_recipe
 from .threads import use_threads
@@ -160,11 +160,15 @@ class Compressed(CramResult):
     model_fingerprint: str
     tokenizer_fingerprint: str
     prefix_id: int | None = None
-    storage: str = "fp32"  # the form its file stores the vectors in (storage.py)
-    # What else decided the outcome: device kind, batch size, the compute precision as resolved, the decoding
-    # precision of the verification, the margin every greedy-path token had to reach.
+    # What else decided the outcome beside the recipe as run: the device kind, the batch size and the decoding
+    # precision of the verification.
     conditions: dict = field(default_factory=dict)
     path: Path | None = None
+
+    @property
+    def storage(self) -> str:
+        """The form its file stores the vectors in (storage.py): the recipe's."""
+        return self.recipe.storage
 
     @property
     def first_mismatch(self) -> int | None:
@@ -213,14 +217,15 @@ def compress(
     device: str = "auto",
     on_step: Callable[[StepInfo], None] | None = None,
     warm_start: list[torch.Tensor | None] | None = None,
-    min_margin: float = 0.0,
-    storage_form: str = "fp32",
+    min_margin: float | None = None,
+    storage_form: str | None = None,
     threads: int | None = None,
     progress: bool = False,
 ) -> list[Compressed]:
     """Cram each text into its own n_vectors vectors, as one batch, trained through and verified from the form
     they will be stored in (storage_form: fp32, fp16, bf16, intK; storage.py). min_margin: keep cramming until
-    every greedy-path logit margin is at least this (engine.cram). threads: torch's CPU threads for this call
+    every greedy-path logit margin is at least this. Both are the recipe's fields (required_margin, storage):
+    given here, they change the recipe as run, which rows and files record. threads: torch's CPU threads for this call
     (None: as set; on a busy machine 1 can be many times faster than the default). progress: plain progress
     lines on stderr (on_step is the callback for your own)."""
     check_options(texts, n_vectors=n_vectors, max_tokens=max_tokens)
@@ -236,12 +241,13 @@ def compress(
 def _compress(texts: Sequence[str], model: str | LoadedModel, *, n_vectors: int, recipe: str | Recipe,
               max_steps: int | None, max_tokens: int | None, seed: int, device: str,
               on_step: Callable[[StepInfo], None] | None, warm_start: list[torch.Tensor | None] | None,
-              min_margin: float, storage_form: str) -> list[Compressed]:
-    storage_form = storage.parse_form(storage_form)
+              min_margin: float | None, storage_form: str | None) -> list[Compressed]:
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
-    if max_steps is not None:  # the vector file then records the budget the vectors were crammed with
-        recipe = replace(recipe, max_steps=max_steps)
+    given = {"max_steps": max_steps, "required_margin": min_margin, "storage": storage_form}
+    # the vector file then records the budget, margin and storage form the vectors were crammed with
+    recipe = recipe.override({k: v for k, v in given.items() if v is not None}, name=recipe.name)
     lm = as_model(model, device=device)
+    recipe = recipe.resolved(lm.device.type)
     prefix = prefix_token(lm.tokenizer, recipe)
     prepared = [tokenize(lm, t, n_vectors=n_vectors, max_tokens=max_tokens, prefix=prefix is not None)
                 for t in texts]
@@ -256,21 +262,18 @@ def _compress(texts: Sequence[str], model: str | LoadedModel, *, n_vectors: int,
         offsets = model_encoder(lm, n_vectors).offsets(lm, [ids for _, ids in prepared], prefix)
         fresh = [i for i, w in enumerate(warm_start or [None] * len(texts)) if w is None]
         start[fresh] += offsets[fresh]
-    results = cram(lm.model, [ids for _, ids in prepared], start, recipe, prefix_id=prefix, on_step=on_step,
-                   min_margin=min_margin, storage_form=storage_form)
-    conditions = {"device": lm.device.type, "batch_size": len(texts),
-                  "compute_precision": compute_precision(lm.device, recipe.bf16), "decoding_precision": "fp32",
-                  "required_margin": min_margin}
+    results = cram(lm.model, [ids for _, ids in prepared], start, recipe, prefix_id=prefix, on_step=on_step)
+    conditions = {"device": lm.device.type, "batch_size": len(texts), "decoding_precision": "fp32"}
     # The round trip that counts is from what the file will hold: each text's vectors as stored, decoded alone (a
     # file that is not exact then also says where its decode first goes wrong), ids and bytes compared.
     out = []
     for (text, ids), result in zip(prepared, results):
-        check = verify(lm.model, storage.stored(result.vectors, storage_form), Expected.of(ids, text), prefix,
+        check = verify(lm.model, storage.stored(result.vectors, recipe.storage), Expected.of(ids, text), prefix,
                        lm.tokenizer)
         result.decoded_ids, result.exact = check.decoded_ids, result.exact and check.exact
         out.append(Compressed(**vars(result), text=text, recipe=recipe, seed=seed, model=lm.name,
                               model_fingerprint=lm.fingerprint, tokenizer_fingerprint=lm.tokenizer_fingerprint,
-                              prefix_id=prefix, storage=storage_form, conditions=conditions))
+                              prefix_id=prefix, conditions=conditions))
     return out
 
 
@@ -297,7 +300,8 @@ def _read(path: str | Path, model: str | LoadedModel | None, device: str
     vectors, meta = load_vectors(path)
     lm = file_model(meta, model, device, path)
     check_compatible(meta, lm.fingerprint, lm.tokenizer_fingerprint, lm.name, path)
-    check = verify(lm.model, vectors, Expected.of_file(meta), meta.get("prefix_token_id"), lm.tokenizer)
+    bf16 = meta.get("run_conditions", {}).get("decoding_precision") == "bf16"  # the precision it was verified in
+    check = verify(lm.model, vectors, Expected.of_file(meta), meta.get("prefix_token_id"), lm.tokenizer, bf16=bf16)
     return vectors, meta, lm, Decoded(check.decoded_text, check.exact, len(check.decoded_ids),
                                       meta.get("first_mismatch"), check.decoded_ids)
 

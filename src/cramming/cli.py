@@ -59,7 +59,8 @@ TextArg = typer.Argument(None, help="The text to cram; after -f FILE, more files
 FilesOpt = typer.Option([], "--file", "-f", help="Text file(s), crammed as one batch; - reads standard input.")
 VectorsOpt = typer.Option(1, "--vectors", "-n", help="Memory vectors per text.")
 TokensOpt = typer.Option(None, "--tokens", "-t", help="Keep the first T tokens of each text.")
-RecipeOpt = typer.Option("default", "--recipe", help=f"One of: {', '.join(RECIPES)}.")
+RecipeOpt = typer.Option("default", "--recipe", help=f"One of: {', '.join(RECIPES)} (its latest version), or "
+                                                    "NAME@VERSION for an earlier one (default@6).")
 SetOpt = typer.Option([], "--set", help="Change a field of the recipe, FIELD=VALUE (repeatable): --set lr=0.1.")
 PrecisionOpt = typer.Option(None, "--precision",
                             help="auto, fp32 or bf16: the model's compute type while cramming (--set precision=...; "
@@ -194,16 +195,16 @@ def compress(
     quiet: bool = QuietOpt,
     threads: Optional[int] = ThreadsOpt,
     precision: Optional[str] = PrecisionOpt,
-    margin: float = typer.Option(0.0, "--margin", help="Keep cramming until every token of the greedy path leads "
-                                                       "the runner-up by at least this many logits."),
-    storage_form: str = typer.Option("fp32", "--storage", help="fp32, fp16, bf16, int8, int4, or a bit count "
-                                                               "(2-16); the round trip is checked as stored."),
+    margin: Optional[float] = typer.Option(None, "--margin", help="Keep cramming until every token of the greedy "
+                                           "path leads the runner-up by at least this many logits (default 0)."),
+    storage_form: Optional[str] = typer.Option(None, "--storage", help="fp32 (default), fp16, bf16, int8, int4, or "
+                                               "a bit count (2-16); the round trip is checked as stored."),
 ) -> None:
     """Cram text(s) into memory vectors and verify the round trip. Exit 0 only when every text is exact."""
     sources, texts = gather_texts(text or [], files)
     paths = output_paths(sources, out)
     chosen = get_recipe(recipe, settings + ([f"precision={precision}"] if precision else []))
-    storage_form = parse_form(storage_form)
+    storage_form = parse_form(storage_form) if storage_form is not None else None
     use_threads(threads)
     say_what_runs(quiet)
     results = cram_with_progress(texts, model, quiet, n_vectors=vectors, recipe=chosen, max_steps=max_steps,
@@ -526,8 +527,8 @@ def results(
     db: Path = typer.Option(Path("results.sqlite"), "--db", help="SQLite results file."),
     fmt: str = typer.Option("csv", "--format", help="csv or json."),
 ) -> None:
-    """Export the stored rows: the task key, every metric, the recipe's settings, the text and the step history
-    (step, loss, accuracy; thinned) of each. The vectors stay in the database."""
+    """Export the stored rows: the task key, every metric, the recipe as run, the run conditions, the text and the
+    step history (step, loss, accuracy; thinned) of each. The vectors stay in the database."""
     if not db.is_file():
         raise CrammingError(f"no such results file: {db}")
     if fmt not in ("csv", "json"):
@@ -536,10 +537,10 @@ def results(
     if fmt == "json":
         print(json.dumps(rows, indent=1))
         return
-    writer = csv.DictWriter(sys.stdout, fieldnames=[*ROW, "steps_run", "settings", "text", "history"],
-                            lineterminator="\n")
+    as_json = ("settings", "conditions", "history")
+    writer = csv.DictWriter(sys.stdout, fieldnames=[*ROW, "steps_run", *as_json, "text"], lineterminator="\n")
     writer.writeheader()
-    writer.writerows({**r, "settings": json.dumps(r["settings"]), "history": json.dumps(r["history"])} for r in rows)
+    writer.writerows({**r, **{k: json.dumps(r[k]) for k in as_json}} for r in rows)
 
 
 @app.command()

@@ -104,6 +104,36 @@ def target_lead(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (logits.gather(-1, targets[..., None])[..., 0] - other).float()
 
 
+def token_weights(lead: torch.Tensor, ok: torch.Tensor, forced: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    """[B, T] each text token's weight in the objective, from its lead over the runner-up (target_lead; ok marks
+    real tokens). With a margin (the recipe's loss margin, or the margin a sample must reach), the tokens already
+    right by that much leave the loss, so the vectors are spent on those still wrong; a wrong token weighs
+    wrong_weight times a right one. `forced` marks tokens the float32 verification found wrong: they stay in the
+    loss as wrong ones, since under bf16 such a token's lead can look safe while float32 decodes another token."""
+    trained = ok
+    wanted = [m for m in (recipe.margin, recipe.required_margin or None) if m is not None]
+    if wanted:
+        trained = ok & (lead < max(wanted))
+    wrong = (lead < 0) | forced
+    return (trained | forced) * torch.where(wrong, recipe.wrong_weight, 1.0)
+
+
+@dataclass
+class Plateau:
+    """Since when a sample's best teacher-forced accuracy has not risen. The patience rule watches one over the
+    whole run, the stall rule one over the current cosine period (a new one at each restart)."""
+
+    top: float = -1.0
+    rose_at: int = 0
+
+    def see(self, accuracy: float, step: int) -> None:
+        if accuracy > self.top:
+            self.top, self.rose_at = accuracy, step
+
+    def flat_for(self, step: int) -> int:
+        return step - self.rose_at
+
+
 @dataclass
 class _Sample:
     """One sample's state in the loop."""
@@ -114,12 +144,45 @@ class _Sample:
     best: tuple[float, float, torch.Tensor, int]  # (accuracy, loss, vectors, step): what is kept when it ends
     history: list[tuple[int, float, float]] = field(default_factory=list)
     restarts: list[int] = field(default_factory=list)
-    top_accuracy: float = -1.0  # the patience rule: the step its accuracy last rose
-    rose_at: int = 0
+    forced: list[int] = field(default_factory=list)  # tokens the verification found wrong (token_weights)
+    run: Plateau = field(default_factory=Plateau)  # the patience rule's
+    period: Plateau = field(default_factory=Plateau)  # the stall rule's
     shift: int = 0  # its schedule runs this many steps ahead of the loop's (the stall rule's early restarts)
-    period_top: float = -1.0  # the stall rule: its best accuracy in its current period, and when that was
-    period_rose: int = 0
     result: CramResult | None = None
+
+    def observe(self, step: int, loss: float, accuracy: float, vectors: torch.Tensor) -> bool:
+        """Record a step's reading of `vectors` -> False where the loss blew up."""
+        self.history.append((step, loss, accuracy))
+        if not math.isfinite(loss):
+            return False
+        if (accuracy, -loss) > (self.best[0], -self.best[1]):
+            self.best = (accuracy, loss, vectors.clone(), step)
+        self.run.see(accuracy, step)
+        self.period.see(accuracy, step)
+        return True
+
+    def verify(self, model: torch.nn.Module, stored: torch.Tensor, vectors: torch.Tensor, step: int,
+               recipe: Recipe, prefix_id: int | None, t0: float) -> None:
+        """The real check, greedy decoding from the vectors alone as stored: exact ends the sample; a first
+        wrong token joins the loss from the next step (token_weights)."""
+        check = verify(model, stored, Expected.of(self.ids), prefix_id)
+        if check.exact and check.margin >= recipe.required_margin:
+            self.best = (1.0, self.history[-1][1], vectors.clone(), step)
+            self.finish(t0, exact=True, decoded=check.decoded_ids, margin=check.margin)
+        elif check.first_mismatch is not None and check.first_mismatch not in self.forced:
+            self.forced.append(check.first_mismatch)
+
+    def apply_rules(self, step: int, recipe: Recipe, t0: float) -> None:
+        """Patience: give up once the accuracy has not risen for that many steps. Stall: start the next cosine
+        period now, on this sample's own schedule, once it has not risen within this one for that many."""
+        if self.result is not None:
+            return
+        if recipe.patience is not None and self.run.flat_for(step) >= recipe.patience:
+            self.finish(t0)
+        elif recipe.stall is not None and self.period.flat_for(step) >= recipe.stall:
+            self.shift = recipe.next_restart(step + self.shift) - step
+            self.period = Plateau(rose_at=step)
+            self.restarts.append(step)
 
     def finish(self, t0: float, exact: bool = False, decoded: list[int] | None = None, diverged: bool = False,
                margin: float | None = None):
@@ -129,30 +192,17 @@ class _Sample:
 
 
 def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor, recipe: Recipe, *,
-         prefix_id: int | None = None, on_step: Callable[[StepInfo], None] | None = None,
-         min_margin: float = 0.0, storage_form: str = "fp32") -> list[CramResult]:
+         prefix_id: int | None = None, on_step: Callable[[StepInfo], None] | None = None) -> list[CramResult]:
     """Cram each token list into its own vectors, starting from start[i] ([B, n, d], see starting_vectors), for
     at most recipe.max_steps steps. prefix_id is the token before the vectors when the recipe puts one there.
-    min_margin > 0: a sample is done only when it decodes exactly and every token along its greedy path leads
-    the runner-up by at least that many logits (vectors that survive rounding, quantization, another dtype).
-    storage_form: the model sees the vectors as a file of that form will hold them (storage.py), the gradient
-    passing straight through to the float32 vectors, so a sample is done when its stored form is exact."""
-    if not token_ids or any(len(t) == 0 for t in token_ids):
-        raise CrammingError("cannot cram an empty text")
-    if recipe.prefix_token and prefix_id is None:
-        raise CrammingError(f"recipe {recipe.name!r} puts a prefix token before the vectors, but none was given "
-                            "(the tokenizer has neither a BOS nor an EOS token)")
-    embedding = model.get_input_embeddings()
-    device = embedding.weight.device
-    lengths = torch.tensor([len(t) for t in token_ids], device=device)
-    targets = torch.zeros(len(token_ids), int(lengths.max()), dtype=torch.long, device=device)  # right-padded
-    for i, ids in enumerate(token_ids):
-        targets[i, : len(ids)] = torch.tensor(ids, device=device)
-    valid = torch.arange(targets.shape[1], device=device)[None, :] < lengths[:, None]
-    with torch.no_grad():
-        text_embeds = embedding(targets)  # constant: the model is frozen
+    recipe.required_margin > 0: a sample is done only when it decodes exactly and every token along its greedy
+    path leads the runner-up by at least that many logits (vectors that survive rounding, quantization, another
+    dtype). recipe.storage: the model sees the vectors as a file of that form will hold them (storage.py), the
+    gradient passing straight through to the float32 vectors, so a sample is done when its stored form is exact."""
+    check_inputs(token_ids, recipe, prefix_id)
+    device = model.get_input_embeddings().weight.device
+    lengths, targets, valid, text_embeds = batch_targets(model, token_ids)
     stepper = autocast_model(model, device, recipe.bf16)  # model itself, or its bf16 twin under bf16
-
     # One leaf per sample: a finished sample's vectors simply stop receiving gradients.
     samples = [_Sample(i, ids, torch.nn.Parameter(start[i].clone().to(device)), (-1.0, math.inf, start[i], 0))
                for i, ids in enumerate(token_ids)]
@@ -164,74 +214,84 @@ def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor
         active = [s for s in samples if s.result is None]
         rows = torch.tensor([s.row for s in active], device=device)
         T = int(lengths[rows].max())  # trim padding no active sample needs
-        tgt, ok = targets[rows, :T], valid[rows, :T]
         raw = torch.stack([s.vectors for s in active])
-        vectors = storage.straight_through(raw, storage_form)
-        with autocast(device, recipe.bf16):
-            logits = text_logits(stepper, vectors, text_embeds[rows, :T], prefix_id)
-        ce = F.cross_entropy(logits.float().transpose(1, 2), tgt, reduction="none") * ok
-        losses = ce.sum(1) / lengths[rows]  # per-sample mean, so samples do not weigh on each other
-        with torch.no_grad():
-            accuracies = ((logits.argmax(-1) == tgt) & ok).sum(1) / lengths[rows]
-            # each token's lead over the runner-up; once the argmax is all right this is the greedy path's margin
-            lead = target_lead(logits, tgt).masked_fill(~ok, math.inf)
-            trained = ok
-            if recipe.margin is not None or min_margin > 0:  # spend the vectors on the tokens not yet right enough
-                wanted = [m for m in (recipe.margin, min_margin if min_margin > 0 else None) if m is not None]
-                trained = ok & (lead < max(wanted))
-            weight = trained.float()
-            if recipe.wrong_weight != 1.0:  # the few tokens still wrong count more than those right by too little
-                weight = weight * torch.where(lead < 0, recipe.wrong_weight, 1.0)
-        objective = (ce * weight).sum(1) / lengths[rows]
-        margins = lead.amin(1).tolist()
-
+        vectors = storage.straight_through(raw, recipe.storage)
+        losses, accuracies, lead, objective = score(stepper, vectors, text_embeds[rows, :T], targets[rows, :T],
+                                                    valid[rows, :T], lengths[rows], [s.forced for s in active],
+                                                    recipe, prefix_id)
         snapshot = raw.detach().float().cpu()  # the float32 vectors, whose stored form is what was checked
-        finite = torch.isfinite(losses).tolist()
+        margins = lead.amin(1).tolist()  # once the argmax is all right, the greedy path's margin
         for j, (s, loss, accuracy) in enumerate(zip(active, losses.tolist(), accuracies.tolist())):
-            s.history.append((step, loss, accuracy))
-            if not finite[j]:  # a numeric blow-up ends this sample only; it keeps the best vectors before it
+            if not s.observe(step, loss, accuracy, snapshot[j]):  # a blow-up ends this sample only, on its best
                 s.finish(t0, diverged=True)
-                continue
-            if (accuracy, -loss) > (s.best[0], -s.best[1]):
-                s.best = (accuracy, loss, snapshot[j].clone(), step)
-            if accuracy > s.top_accuracy:
-                s.top_accuracy, s.rose_at = accuracy, step
-            if accuracy > s.period_top:
-                s.period_top, s.period_rose = accuracy, step
-
-        # All argmax right: check the real thing, greedy decoding from the vectors alone (as stored, one at a time).
-        for j, s in enumerate(active):
-            if s.result is None and s.history[-1][2] == 1.0 and margins[j] >= min_margin:
-                check = verify(model, vectors.detach()[j], Expected.of(s.ids), prefix_id)
-                if check.exact and check.margin >= min_margin:
-                    s.best = (1.0, s.history[-1][1], snapshot[j].clone(), step)
-                    s.finish(t0, exact=True, decoded=check.decoded_ids, margin=check.margin)
+            elif accuracy == 1.0 and margins[j] >= recipe.required_margin:  # all right: check the real thing
+                s.verify(model, vectors.detach()[j], snapshot[j], step, recipe, prefix_id, t0)
         for s in active:
-            if recipe.patience is not None and s.result is None and step - s.rose_at >= recipe.patience:
-                s.finish(t0)
-            if recipe.stall is not None and s.result is None and step - s.period_rose >= recipe.stall:  # stuck
-                s.shift = recipe.next_restart(step + s.shift) - step
-                s.period_top, s.period_rose = -1.0, step
-                s.restarts.append(step)
+            s.apply_rules(step, recipe, t0)
         keep = [j for j, s in enumerate(active) if s.result is None]
-
         if on_step is not None:
-            shown = [h for s in active if math.isfinite((h := s.history[-1])[1])] or [(step, math.nan, 0.0)]
-            on_step(StepInfo(step, recipe.max_steps, len(keep), len(samples) - len(keep),
-                             sum(s.result is not None and s.result.exact for s in samples),
-                             sum(h[1] for h in shown) / len(shown), sum(h[2] for h in shown) / len(shown)))
+            on_step(progress(step, recipe, active, samples, keep))
         if not keep or step == recipe.max_steps:
             break
         optimizer.zero_grad(set_to_none=True)
         objective[keep].sum().backward()
-        if recipe.grad_clip is not None:
-            for j in keep:
+        for j in keep:
+            if recipe.grad_clip is not None:  # per sample
                 torch.nn.utils.clip_grad_norm_(active[j].vectors, recipe.grad_clip)
         for s in active:
             optimizer.param_groups[s.row]["lr"] = recipe.lr * recipe.lr_factor(step + s.shift)
         optimizer.step()
-
     for s in samples:
         if s.result is None:
             s.finish(t0)
     return [s.result for s in samples]
+
+
+def check_inputs(token_ids: list[list[int]], recipe: Recipe, prefix_id: int | None) -> None:
+    if not token_ids or any(len(t) == 0 for t in token_ids):
+        raise CrammingError("cannot cram an empty text")
+    if recipe.prefix_token and prefix_id is None:
+        raise CrammingError(f"recipe {recipe.name!r} puts a prefix token before the vectors, but none was given "
+                            "(the tokenizer has neither a BOS nor an EOS token)")
+
+
+def batch_targets(model: torch.nn.Module, token_ids: list[list[int]]
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(lengths [B], right-padded targets [B, T], which of them are real [B, T], their embeddings [B, T, d])."""
+    embedding = model.get_input_embeddings()
+    device = embedding.weight.device
+    lengths = torch.tensor([len(t) for t in token_ids], device=device)
+    targets = torch.zeros(len(token_ids), int(lengths.max()), dtype=torch.long, device=device)
+    for i, ids in enumerate(token_ids):
+        targets[i, : len(ids)] = torch.tensor(ids, device=device)
+    valid = torch.arange(targets.shape[1], device=device)[None, :] < lengths[:, None]
+    with torch.no_grad():
+        text_embeds = embedding(targets)  # constant: the model is frozen
+    return lengths, targets, valid, text_embeds
+
+
+def score(model: torch.nn.Module, vectors: torch.Tensor, text_embeds: torch.Tensor, targets: torch.Tensor,
+          ok: torch.Tensor, lengths: torch.Tensor, forced: list[list[int]], recipe: Recipe, prefix_id: int | None
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward pass over the active samples -> per sample its mean cross-entropy and teacher-forced accuracy,
+    per token its lead over the runner-up (target_lead, inf at padding), and per sample the objective the step
+    descends (the cross-entropy weighted by token_weights). Per-sample means, so samples do not weigh on each other."""
+    with autocast(vectors.device, recipe.bf16):
+        logits = text_logits(model, vectors, text_embeds, prefix_id)
+    ce = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none") * ok
+    with torch.no_grad():
+        accuracies = ((logits.argmax(-1) == targets) & ok).sum(1) / lengths
+        lead = target_lead(logits, targets).masked_fill(~ok, math.inf)
+        wrong = torch.zeros_like(ok)
+        for j, positions in enumerate(forced):
+            wrong[j, positions] = True
+        weight = token_weights(lead, ok, wrong, recipe)
+    return ce.sum(1) / lengths, accuracies, lead, (ce * weight).sum(1) / lengths
+
+
+def progress(step: int, recipe: Recipe, active: list[_Sample], samples: list[_Sample], keep: list[int]) -> StepInfo:
+    """What a progress display sees after a step: the means over the active samples with a finite loss."""
+    shown = [h for s in active if math.isfinite((h := s.history[-1])[1])] or [(step, math.nan, 0.0)]
+    return StepInfo(step, recipe.max_steps, len(keep), len(samples) - len(keep),
+                    sum(s.result is not None and s.result.exact for s in samples),
+                    sum(h[1] for h in shown) / len(shown), sum(h[2] for h in shown) / len(shown))

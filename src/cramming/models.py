@@ -108,11 +108,6 @@ def _bf16_on(device: torch.device, bf16: bool | None) -> bool:
     return device.type == "cuda" if bf16 is None else bf16
 
 
-def compute_precision(device: torch.device, bf16: bool | None) -> str:
-    """A recipe's precision as it resolves on a device: "bf16" or "fp32", never "auto"."""
-    return "bf16" if _bf16_on(device, bf16) else "fp32"
-
-
 def autocast(device: torch.device, bf16: bool | None = None):
     """bf16 autocast on CUDA (vectors and optimizer state stay float32), plain float32 elsewhere; bf16 says
     otherwise (a certificate decodes under CPU bf16 to see whether the vectors survive it)."""

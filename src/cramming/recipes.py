@@ -1,9 +1,12 @@
 """Recipes: initialization + optimizer + schedule + loss + stopping rule, as frozen dataclasses.
 
-A recipe is changed from configuration, never by editing code: `recipe.override({"lr": 0.1})`, from the command
-line `cram compress --set lr=0.1 --set period=800`, in a spec a `[recipes.NAME]` table with `base = "cold"` and
-the fields to change. Every change is checked against the field's type and the recipe's validity rules, and a
-bad one gets one line naming the field.
+A named recipe never changes meaning: `default` is its latest version (`default@7`), and every earlier version
+stays in REGISTRY with its settings and a description of its own, so a stored row's recipe is always a registry
+entry plus the fields changed from it (`Recipe.base`, `Recipe.overrides`). Changing a named recipe means adding
+a version. A recipe is changed from configuration, never by editing code: `recipe.override({"lr": 0.1})`, from
+the command line `cram compress --set lr=0.1 --set period=800`, in a spec a `[recipes.NAME]` table with
+`base = "cold"` and the fields to change. Every change is checked against the field's type and the recipe's
+validity rules, and a bad one gets one line naming the field.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import typing
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
+from . import storage
 from .errors import CrammingError
 
 
@@ -51,6 +55,11 @@ class Recipe:
     # records it resolved). Whatever it is, a sample counts as exact only when greedy decoding in float32
     # (decode.verify) gives its text back: bf16 here is a faster way to the same verified vectors.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # A sample is done only when every token of its greedy path leads the runner-up by at least this (vectors
+    # that survive rounding, quantization, another dtype): cram compress --margin.
+    required_margin: float = 0.0
+    storage: str = "fp32"  # the form the vectors are crammed through and stored in (storage.py): --storage
+    base: str | None = None  # the registry entry (name@version) this recipe is or was changed from; a label
 
     def __post_init__(self) -> None:
         # Checked here so that a bad recipe fails at once with one line, not after minutes of cramming.
@@ -76,10 +85,17 @@ class Recipe:
             (self.encoder and not self.prior, "encoder needs prior: its offsets are from the prior's start"),
             (self.precision not in ("auto", "fp32", "bf16"),
              f"precision must be auto, fp32 or bf16, got {self.precision!r}"),
+            (not self.required_margin >= 0, f"required_margin must be >= 0, got {self.required_margin}"),
+            (self.base is not None and self.base not in REGISTRY,
+             f"base must be a registry entry (name@version), got {self.base!r}"),
         ]
         for bad, message in problems:
             if bad:
                 raise CrammingError(f"recipe {self.name!r}: {message}")
+        try:
+            object.__setattr__(self, "storage", storage.parse_form(str(self.storage)))
+        except CrammingError as err:
+            raise CrammingError(f"recipe {self.name!r}: {err}") from None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,20 +108,51 @@ class Recipe:
 
     def override(self, changes: dict[str, Any], name: str | None = None) -> Recipe:
         """This recipe with some fields changed, each checked against its type and the validity rules; named
-        `name`, or by default this one's name followed by the changes (a label says what a thing is)."""
-        if "name" in changes:
-            raise CrammingError(f"recipe {self.name!r}: name is its label, not a setting")
+        `name`, or by default this one's name followed by the changes (a label says what a thing is). It keeps
+        its base, so what it is stays "a registry entry plus these changes"."""
+        if "name" in changes or "base" in changes:
+            raise CrammingError(f"recipe {self.name!r}: name and base are its labels, not settings")
         checked = {key: _checked(self.name, key, value) for key, value in changes.items()}
         label = name or "+".join([self.name] + [f"{k}={json.dumps(v)}" for k, v in changes.items()])
         return replace(self, name=label, **checked)
 
     def digest(self) -> str:
-        """What ran, as a short hash: every setting, the step budget included, but not the name, which is a
-        label. Two recipes with the same settings are the same run whatever they are called. A field added after
-        rows were stored counts only when it differs from its default, so those rows keep their keys."""
+        """What ran, as a short hash: every setting, the step budget, the required margin, the storage form and
+        the compute precision included, but not the name or the base, which are labels. Two recipes with the same
+        settings are the same run whatever they are called. A field added after rows were stored counts only when
+        it differs from its default, so those rows keep their keys; precision fp32 hashes as the "auto" of the rows
+        stored before it was resolved, which all ran on CPUs, in float32."""
         settings = {k: v for k, v in self.to_dict().items()
-                    if k != "name" and not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
+                    if k not in ("name", "base") and not (k in _ADDED_LATER and v in _ADDED_LATER[k])}
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+    def resolved(self, device: str) -> Recipe:
+        """The recipe as it runs on a device kind (cuda, cpu, mps): precision auto becomes bf16 on CUDA, fp32
+        elsewhere, so a key or a file never says "auto"."""
+        if self.precision != "auto":
+            return self
+        return replace(self, precision="bf16" if device == "cuda" else "fp32")
+
+    def overrides(self) -> dict[str, Any]:
+        """The fields, the step budget aside, in which this recipe differs from its registry entry ({} for an
+        entry itself, or a recipe of your own without one). A resolved precision is not a change from auto."""
+        if self.base is None:
+            return {}
+        entry = replace(REGISTRY[self.base], max_steps=self.max_steps).to_dict()
+        return {k: v for k, v in self.to_dict().items() if k not in ("name", "base") and v != entry[k]
+                and not (k == "precision" and entry[k] == "auto" and v == "fp32")}
+
+    def label(self) -> str:
+        """What the recipe is, in a few words: its registry entry and the changes ("default@7", "default@6 with
+        precision bf16"); a recipe of your own without one, its name. The name a spec gave it stays the row's."""
+        if self.base is None:
+            return self.name
+        changed = self.overrides()
+        return self.base + (f" with {', '.join(f'{k} {v}' for k, v in changed.items())}" if changed else "")
+
+    def describe(self) -> str:
+        """The label, and what the registry entry is in words."""
+        return self.label() if self.base is None else f"{self.label()} ({DESCRIPTIONS[self.base]})"
 
     @property
     def bf16(self) -> bool | None:
@@ -143,8 +190,8 @@ class Recipe:
 
 
 _HINTS = typing.get_type_hints(Recipe)
-_ADDED_LATER = {"precision": "auto", "restart_decay": 1.0, "encoder": False, "stall": None,
-                "wrong_weight": 1.0}
+_ADDED_LATER = {"precision": ("auto", "fp32"), "restart_decay": (1.0,), "encoder": (False,), "stall": (None,),
+                "wrong_weight": (1.0,), "required_margin": (0.0,), "storage": ("fp32",), "base": (None,)}
 
 
 def _checked(recipe: str, key: str, value: Any) -> Any:
@@ -202,85 +249,90 @@ def parse_setting(text: str) -> tuple[str, Any]:
         return key.strip(), raw
 
 
-RECIPES: dict[str, Recipe] = {
-    # Kuratov et al. (2025): their optimizer, init, budget and stopping rule, on our objective (see DESCRIPTIONS).
-    "paper": Recipe(name="paper", lr=1e-2, init="embedding_std", max_steps=5000, patience=2000),
-    # Tarasov et al. (Progressive Cramming), as published.
-    "progressive": Recipe(name="progressive", lr=0.1, init="uniform", init_scale=0.02, schedule="cosine",
-                          warmup_steps=100, final_lr=1e-3, grad_clip=1.0, max_steps=5000),
-    # Ours, from a random start (docs/notebook.md): a BOS token before the vectors (see README), the paper's
-    # init and optimizer with a 30x larger step that cosine-decays over 600 steps and then starts over in a
-    # period twice as long (600, 1200, 2400, ... steps: a short text finishes in the first, a long one gets the
-    # time to settle), and a loss that leaves out the tokens already right by 2 logits, spending the one vector
-    # on those still wrong. It needs no prior: for another model when the prior's one-time build costs too much.
-    "cold": Recipe(name="cold", lr=0.3, init="embedding_std", schedule="cosine", final_lr=1e-3, period=600,
-                   period_mult=2.0, margin=2.0, prefix_token=True, max_steps=5000),
-}
-# Ours: `cold` started from the model's prior (prior.py: the mean of the vectors `cold` crams for 16 passages),
-# in periods of 1000, 2000, ... steps: from the prior a long text keeps its lead through the first period,
-# where a restart at step 600 threw it away; and no weight decay: at 30x the paper's step, AdamW's decay
-# (lr * 0.01 of the vector per step) held 64-token solutions at norms ~55 where they settle at ~90; and a token
-# whose argmax is wrong weighs 4 times a right one: the margin loss alone let a few wrong tokens sit for the
-# rest of a cosine period, and at 64 tokens the weight pulled 9 of 10 held-out tuning passages into the first
-# period (docs/notebook.md, "The model's prior", "No weight decay", "wrong_weight on the tuning set").
-RECIPES["default"] = replace(RECIPES["cold"], name="default", prior=True, period=1000, weight_decay=0.0,
-                             wrong_weight=4.0)
-
-# What each named recipe is, in the words reports and README use: a recipe is "as published" only where it is.
-DESCRIPTIONS = {
-    "paper": "Kuratov et al.'s optimizer, init, 5000-step budget and patience rule, on our objective: the first "
-             "token is predicted from the vectors (their code gives it as input), so the vectors decode alone",
-    "progressive": "Tarasov et al.'s Progressive Cramming optimizer, init and schedule, as published",
-    "cold": "ours, from a random start: a prefix token, lr 0.3 in cosine periods of 600, 1200, ... steps, and a loss "
-            "without the tokens already right by 2 logits",
-    "default": "ours: cold started from the model's prior, periods of 1000, 2000, ... steps, no weight decay, "
-               "wrong tokens weighing 4 times in the loss",
-}
+REGISTRY: dict[str, Recipe] = {}  # name@version -> the recipe; entries are added, never changed or removed
+DESCRIPTIONS: dict[str, str] = {}  # name@version -> what it is, in the words reports and README use
 
 
-def differences(settings: dict, recipe: Recipe) -> dict[str, Any]:
-    """The fields, name and budget aside, in which settings as run differ from a recipe, as they ran."""
-    then = Recipe.from_dict(settings).to_dict()  # a field added since takes its default: what ran
-    now = replace(recipe, max_steps=then["max_steps"]).to_dict()
-    return {k: then[k] for k in now if k != "name" and then[k] != now[k]}
+def _version(name: str, description: str, **settings: Any) -> Recipe:
+    """Add the next version of a named recipe to the registry -> the entry."""
+    version = 1 + sum(key.split("@")[0] == name for key in REGISTRY)
+    key = f"{name}@{version}"
+    REGISTRY[key] = entry = Recipe(name=key, base=None, **settings)
+    object.__setattr__(entry, "base", key)  # checked against the registry, which holds it only now
+    DESCRIPTIONS[key] = description
+    return entry
 
 
-def changed_since(settings: dict) -> dict[str, Any]:
-    """Settings stored under a named recipe's name -> the fields, budget aside, in which they differ from that
-    recipe today, with the values they ran with ({} for a user-defined name, or no change since)."""
-    name = settings.get("name")
-    return differences(settings, RECIPES[name]) if name in RECIPES else {}
+# Kuratov et al. (2025): their optimizer, init, budget and stopping rule, on our objective. A recipe is "as
+# published" only where it is.
+_version("paper", "Kuratov et al.'s optimizer, init, 5000-step budget and patience rule, on our objective: the "
+         "first token is predicted from the vectors (their code gives it as input), so the vectors decode alone",
+         lr=1e-2, init="embedding_std", max_steps=5000, patience=2000)
+_version("progressive", "Tarasov et al.'s Progressive Cramming optimizer, init and schedule, as published",
+         lr=0.1, init="uniform", init_scale=0.02, schedule="cosine", warmup_steps=100, final_lr=1e-3, grad_clip=1.0,
+         max_steps=5000)
+
+# Ours, in the order the default changed (docs/notebook.md says why each step): each version's settings as it
+# ran. One version of 2026-11-28 put a token after the vectors, which today's loop has no field for; it is not
+# kept (no stored row ran with it).
+_DEFAULT_1 = dict(lr=5e-2, init="embedding_std", max_steps=5000)
+_version("default", "ours, first: the paper's init and optimizer with a 5x larger step", **_DEFAULT_1)
+_version("default", "the paper's init and optimizer with a 5x larger step, a BOS token before the vectors (the "
+         "attention sink's seat)", **_DEFAULT_1, prefix_token=True)
+_COSINE = dict(_DEFAULT_1, lr=0.3, schedule="cosine", final_lr=1e-3, period=600, prefix_token=True)
+_version("default", "a prefix token, lr 0.3 cosine-decaying over periods of 600 steps", **_COSINE)
+# Periods twice as long each time (600, 1200, 2400, ...: a short text finishes in the first, a long one gets the
+# time to settle), and a loss that leaves out the tokens already right by 2 logits, spending the one vector on
+# those still wrong.
+_COLD = dict(_COSINE, period_mult=2.0, margin=2.0)
+_version("default", "a prefix token, lr 0.3 in cosine periods of 600, 1200, ... steps, and a loss without the "
+         "tokens already right by 2 logits", **_COLD)
+# From a random start, it needs no prior: for another model when the prior's one-time build costs too much.
+_version("cold", "ours, from a random start: a prefix token, lr 0.3 in cosine periods of 600, 1200, ... steps, "
+         "and a loss without the tokens already right by 2 logits (default@4)", **_COLD)
+# Started from the model's prior (prior.py: the mean of the vectors crammed for 16 passages), in periods of
+# 1000, 2000, ...: from the prior a long text keeps its lead through the first period, where a restart at step
+# 600 threw it away.
+_PRIOR = dict(_COLD, prior=True, period=1000)
+_version("default", "cold started from the model's prior (its first build), "
+         "periods of 1000, 2000, ... steps", **_PRIOR)
+# No weight decay: at 30x the paper's step, AdamW's decay (lr * 0.01 of the vector per step) held 64-token
+# solutions at norms ~55 where they settle at ~90.
+_version("default", "cold started from the model's prior, periods of 1000, 2000, ... steps, no weight decay",
+         **_PRIOR, weight_decay=0.0)
+# A token whose argmax is wrong weighs 4 times a right one: the margin loss alone let a few wrong tokens sit for
+# the rest of a cosine period, and at 64 tokens the weight pulled 9 of 10 held-out tuning passages into the
+# first period (docs/notebook.md, "wrong_weight on the tuning set").
+_version("default", "ours: cold started from the model's prior, periods of 1000, 2000, ... steps, no weight decay, "
+         "wrong tokens weighing 4 times in the loss", **_PRIOR, weight_decay=0.0, wrong_weight=4.0)
+
+# A name alone means its latest version.
+RECIPES: dict[str, Recipe] = {key.split("@")[0]: entry for key, entry in REGISTRY.items()}
 
 
-def listed(fields: dict[str, Any]) -> str:
-    """Fields as labels list them: "wrong_weight 1.0, precision bf16"."""
-    return ", ".join(f"{k} {v}" for k, v in fields.items())
+def stored(settings: dict[str, Any]) -> Recipe:
+    """A recipe as a row or a file stored it. Rows stored before recipes had versions have no base: theirs is
+    the registry entry whose settings are nearest theirs (the budget and the precision aside), among the
+    versions of their own name where it is a registry name, the latest on a tie."""
+    recipe = Recipe.from_dict(settings)  # a field added since takes its default: what ran
+    if recipe.base is not None or "base" in settings:
+        return recipe
+    name = settings.get("name", "").split("+")[0]
+    candidates = [k for k in REGISTRY if k.split("@")[0] == name] or list(REGISTRY)
+    mine = recipe.to_dict()
 
+    def changes(key: str) -> int:
+        entry = replace(REGISTRY[key], max_steps=recipe.max_steps).to_dict()
+        return sum(mine[k] != entry[k] for k in entry if k not in ("name", "base", "precision"))
 
-def ran_with(name: str, changed: dict[str, Any]) -> str:
-    """A recipe's name as a table labels its rows: and, where they ran with other settings than the recipe has
-    today (changed_since, differences), what those were: "default (ran with wrong_weight 1.0)"."""
-    return f"{name} (ran with {listed(changed)})" if changed else name
-
-
-def describe(settings: dict) -> str:
-    """What a recipe as run is, in words: a named recipe's description while its settings are still that
-    recipe's (budget aside), else the nearest named recipe and what differed ("default with precision bf16")."""
-    if settings.get("name") in RECIPES and not changed_since(settings):
-        return DESCRIPTIONS[settings["name"]]
-    base, changed = nearest(settings)
-    return f"{base} with {listed(changed)}" if changed else f"{base}'s settings"
-
-
-def nearest(settings: dict) -> tuple[str, dict[str, Any]]:
-    """The named recipe that settings as run differ least from, and the differences (budget aside)."""
-    differ = {name: differences(settings, RECIPES[name]) for name in RECIPES}
-    base = min(differ, key=lambda name: len(differ[name]))
-    return base, differ[base]
+    return replace(recipe, base=min(reversed(candidates), key=changes))
 
 
 def get_recipe(name: str, settings: list[str] | None = None) -> Recipe:
-    """The named recipe, with FIELD=VALUE settings (a command line's --set) applied and checked."""
-    if name not in RECIPES:
-        raise CrammingError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}")
-    return RECIPES[name].override(dict(map(parse_setting, settings))) if settings else RECIPES[name]
+    """The named recipe (its latest version) or a registry entry (name@version), with FIELD=VALUE settings (a
+    command line's --set) applied and checked."""
+    recipe = RECIPES.get(name) or REGISTRY.get(name)
+    if recipe is None:
+        raise CrammingError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)} (or a version of one: "
+                            f"{', '.join(REGISTRY)})")
+    return recipe.override(dict(map(parse_setting, settings))) if settings else recipe

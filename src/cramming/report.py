@@ -12,7 +12,6 @@ import base64
 import csv
 import html
 import io
-import json
 import math
 import statistics
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from . import horizon_report
 from .capacity import PAPER_CRITERION, decoding_capacity
 from .errors import CrammingError
 from .horizon_report import HorizonGroup
-from .recipes import Recipe, changed_since, describe, nearest, ran_with
+from .recipes import RECIPES, stored
 from .store import Store
 
 HISTORY_SAMPLES = 4  # samples drawn in the loss/accuracy-over-steps figure
@@ -72,37 +71,24 @@ def _number(value: str) -> float | str | None:
         return value
 
 
-def _ran_with(rows: list[dict]) -> dict[str, tuple[str, dict, bool]]:
-    """recipe digest -> (its name and budget, the settings it ran with that its name does not mean today, whether
-    only a short digest tells it from another): see recipe_labels."""
-    named = {(r["recipe"], r["budget"], r["recipe_digest"]) for r in rows}
-    settings = {r["recipe_digest"]: r["settings"] for r in rows}
-    ran = {d: Recipe.from_dict(s).to_dict() for d, s in settings.items()}  # fields added since take their defaults
-    out = {}
-    for name, budget, digest in named:
-        rivals = [d for n, b, d in named if (n, b) == (name, budget)]
-        differ = {k for k in ran[digest] if len({json.dumps(ran[d].get(k)) for d in rivals}) > 1}
-        changed = changed_since(settings[digest]) or {k: v for k, v in nearest(settings[digest])[1].items()
-                                                      if k in differ}
-        out[digest] = (f"{name}, {budget} steps", changed, len(rivals) > 1 and not differ)
-    return out
-
-
 def recipe_labels(rows: list[dict]) -> dict[str, str]:
-    """recipe digest -> its label in tables and legends: the recipe's name and budget, and where it ran with other
-    settings than that name means today, what they were, e.g. "default, 1500 steps (ran with wrong_weight 1.0)".
-    A named recipe is compared with itself today (recipes.changed_since); a spec's own name (say "default, bf16")
-    only where two settings share its name and budget, on the fields that tell them apart, against the named recipe
-    nearest to each (recipes.nearest). Where nothing tells them apart (the same recipe from another encoder), a
-    short digest does."""
-    return {digest: ran_with(name, changed) + (f" ({digest[:6]})" if ambiguous else "")
-            for digest, (name, changed, ambiguous) in _ran_with(rows).items()}
+    """recipe digest -> its label in tables and legends: the recipe as run (its registry entry and changes, after
+    its own name where it has one; recipes.Recipe.label) and its budget: "default@6, 1500 steps". Where that still
+    does not tell two digests apart (the same recipe from two encoders), a short digest does."""
+    labels = {r["recipe_digest"]: f"{stored(r['settings']).label()}, {r['budget']} steps" for r in rows}
+    twins = {label for label in labels.values() if list(labels.values()).count(label) > 1}
+    return {digest: label + (f" ({digest[:6]})" if label in twins else "") for digest, label in labels.items()}
 
 
 def retired_recipes(rows: list[dict]) -> set[str]:
-    """The recipe digests that ran with settings their name no longer means (an earlier default, say): their rows
-    stay in the tables, labelled "ran with ...", and out of the figures and findings of what the recipes do today."""
-    return {digest for digest, (_, changed, _) in _ran_with(rows).items() if changed}
+    """The recipe digests of rows whose registry entry is no longer its name's latest version (an earlier
+    default, say): their rows stay in the tables, under their version, and out of the figures and findings of
+    what the recipes do today."""
+    def retired(settings: dict) -> bool:
+        base = stored(settings).base
+        return base is not None and RECIPES[base.split("@")[0]].name != base
+
+    return {r["recipe_digest"] for r in rows if retired(r["settings"])}
 
 
 def group_rows(rows: list[dict]) -> dict[tuple, list[dict]]:
@@ -382,14 +368,14 @@ def build_report(db: str | Path, out_dir: str | Path) -> Report:
         with atomic_output(out / f"{f.name}.png") as tmp:
             tmp.write_bytes(pngs[f.name])
     cells = table_cells(ours, published)
-    recipes = sorted({(labels[r["recipe_digest"]], describe(r["settings"])) for r in rows})
+    recipes = sorted({stored(r["settings"]).describe() for r in rows})
     intro = (f"{len(rows)} results from {db}: {len(ours)} (model, source, vectors, recipe) groups in the table "
              f"below, {len(horizons)} horizon searches in the next; rows of different "
              "recipes, budgets or models are never averaged together. Decoding capacity is the paper's (largest length "
              f"whose mean teacher-forced accuracy is >= {PAPER_CRITERION}); exact capacity is ours (per sample and "
              "seed, the largest length whose greedy round trip is exact, averaged); ≥ marks a lower bound, where the "
              "longest length run passed and the text may hold more. Gains are means at the "
-             "decoding-capacity length. Recipes: " + "; ".join(f"{name}: {what}" for name, what in recipes)
+             "decoding-capacity length. Recipes: " + "; ".join(recipes)
              + ". Published rows: Kuratov et al. (2025), Table 1, 50 PG-19 samples per model, base models, "
              "teacher-forced with the first token given; information gain published in nats.")
     horizon_part = (f"{HORIZON_INTRO} {horizon_report.totals(horizons)}", [g.cells() for g in horizons],

@@ -45,7 +45,7 @@ from .engine import StepInfo, text_logits
 from .errors import CrammingError
 from .metrics import measure
 from .models import autocast
-from .recipes import RECIPES, Recipe, get_recipe, parse_setting
+from .recipes import RECIPES, REGISTRY, Recipe, get_recipe, parse_setting
 from .store import IDENTITY, Store, TaskKey
 from .texts import check_source, cut, load_samples
 from .vectors import vector_bytes
@@ -79,13 +79,22 @@ def auto_batch_size(model: torch.nn.Module, n_tokens: int, n_vectors: int, prefi
     return max(1, min(cap, int(0.8 * free / per_sample)))
 
 
+def asked_batch_size(batch_size: int | None, device: str) -> int:
+    """A row's batch size as its key holds it: the one asked for, else the device's own: CPU_BATCH_SIZE on a CPU,
+    0 on CUDA (as many as fit in its free memory, chosen per batch; the row's run conditions say how many)."""
+    return batch_size or (0 if device == "cuda" else CPU_BATCH_SIZE)
+
+
 @dataclass(frozen=True)
 class ModelId:
-    """A loaded model as rows know it: its name (a label) and the fingerprints that identify it."""
+    """A loaded model as rows know it: its name (a label), the fingerprints that identify it, and how it runs:
+    its device kind (which resolves a recipe's precision) and the batch size keyed (asked_batch_size)."""
 
     name: str
     fingerprint: str
     tokenizer_fingerprint: str
+    device: str = "cpu"
+    batch_size: int = CPU_BATCH_SIZE
 
 
 @dataclass(frozen=True)
@@ -152,21 +161,24 @@ class Spec:
             check_source(source)
 
     def recipe(self, name: str) -> Recipe:
-        """The recipe as this spec runs it: the named one, or its [recipes.NAME] table (`base`, default the
-        name itself, with the table's fields changed), with the spec's budget where it sets one."""
-        recipe = get_recipe(name) if isinstance(self.recipes, list) else None
+        """The recipe as this spec runs it: the named one (its latest version, or name@version), or its
+        [recipes.NAME] table (`base`, default the name itself, with the table's fields changed), with the spec's
+        budget where it sets one. A task's key names the first by its version, the second by NAME."""
+        recipe = get_recipe(name) if isinstance(self.recipes, list) or name not in self.recipes else None
         if recipe is None:
             changes = dict(self.recipes[name])
             base = changes.pop("base", name)
-            if base not in RECIPES:
-                raise CrammingError(f"spec: [recipes.{name}] needs base = one of {', '.join(RECIPES)}")
-            recipe = RECIPES[base].override(changes, name=name)
+            if base not in RECIPES and base not in REGISTRY:
+                raise CrammingError(f"spec: [recipes.{name}] needs base = one of {', '.join(RECIPES)} or a version "
+                                    f"of one ({', '.join(REGISTRY)})")
+            recipe = get_recipe(base).override(changes, name=name)
         return recipe if self.max_steps is None else replace(recipe, max_steps=self.max_steps)
 
     def digest(self, name: str, model: ModelId, n_vectors: int) -> str:
-        """The rows' recipe digest: the recipe's settings and, for a recipe that starts from the model's encoder,
-        that encoder's own digest, so that another encoder's rows are another run's."""
-        recipe = self.recipe(name)
+        """The rows' recipe digest: the recipe's settings as run on the model's device and, for a recipe that
+        starts from the model's encoder, that encoder's own digest, so that another encoder's rows are another
+        run's."""
+        recipe = self.recipe(name).resolved(model.device)
         if not recipe.encoder:
             return recipe.digest()
         both = f"{recipe.digest()}|{model_encoder(model, n_vectors).digest()}"
@@ -188,10 +200,10 @@ class Spec:
         """The grid's tasks for one loaded model."""
         for source, length, n, recipe, seed in itertools.product(
                 self.sources, self.lengths, self.vectors, self.recipes, self.seeds):
-            digest = self.digest(recipe, model, n)
+            digest, label = self.digest(recipe, model, n), self.recipe(recipe).name  # default -> default@N
             for sample in self.indices:
-                yield TaskKey(model.name, recipe, model.fingerprint, model.tokenizer_fingerprint, source,
-                              self.text_seed, sample, length, n, digest, seed)
+                yield TaskKey(model.name, label, model.fingerprint, model.tokenizer_fingerprint, source,
+                              self.text_seed, sample, length, n, digest, seed, model.batch_size)
 
 
 def thin(history: list, points: int = HISTORY_POINTS) -> list:
@@ -220,7 +232,9 @@ class Worker:
                 "threads": torch.get_num_threads(), "model": self.model_id()}
 
     def model_id(self) -> ModelId:
-        return ModelId(self.lm.name, self.lm.fingerprint, self.lm.tokenizer_fingerprint)
+        device = self.lm.device.type
+        return ModelId(self.lm.name, self.lm.fingerprint, self.lm.tokenizer_fingerprint, device,
+                       asked_batch_size(self.batch_size, device))
 
     def passage(self, source: str, tokens: int, text_seed: int, sample: int) -> str:
         """The sample-th passage of `tokens` tokens the source gives with this text seed."""
@@ -249,10 +263,10 @@ class Worker:
                                                   api.prefix_token(self.lm.tokenizer, self.spec.recipe(keys[0].recipe)))
 
     def run(self, keys: list[TaskKey], warm: list[torch.Tensor | None] | None = None
-            ) -> list[tuple[TaskKey, dict, dict, str, bytes, list]]:
+            ) -> list[tuple[TaskKey, dict, dict, str, bytes, list, dict]]:
         """Cram tasks that share a recipe, vector count and seed, size_for(keys) at a time, each from its own
         warm start where `warm` gives one, and measure each
-        -> per task (key, recipe settings, metrics, text, vector file bytes, thinned history)."""
+        -> per task (key, recipe as run, metrics, text, vector file bytes, thinned history, run conditions)."""
         k = keys[0]
         recipe = self.spec.recipe(k.recipe)
         warm = warm or [None] * len(keys)
@@ -268,8 +282,9 @@ class Worker:
                     raise CrammingError(f"{key.source} passage {key.sample} (text seed {key.text_seed}) crammed as "
                                         f"{len(compressed.token_ids)} tokens, not {key.length}: no row is stored")
                 metrics = measure(compressed, self.lm).to_dict()
-                out.append((key, recipe.to_dict(), metrics, text,
-                            vector_bytes(compressed.vectors, compressed.metadata()), thin(compressed.history)))
+                out.append((key, compressed.recipe.to_dict(), metrics, text,
+                            vector_bytes(compressed.vectors, compressed.metadata(), compressed.storage),
+                            thin(compressed.history), compressed.conditions))
         return out
 
 
@@ -301,7 +316,8 @@ OnTask = Callable[[TaskKey, dict], None]
 OnSkipped = Callable[[int], None]
 
 
-def _commit(store: Store, done: list[tuple[TaskKey, dict, dict, str, bytes, list]], on_task: OnTask | None) -> int:
+def _commit(store: Store, done: list[tuple[TaskKey, dict, dict, str, bytes, list, dict]],
+            on_task: OnTask | None) -> int:
     """Store a finished batch in one transaction, then report each task -> rows added."""
     added = store.add_batch(done)
     if on_task is not None:
@@ -366,14 +382,14 @@ def run_horizons(spec: Spec, store: Store, worker: Worker, *, on_task: OnTask | 
     try a row -> rows added. on_searched hears each finished search's summary."""
     model, added = worker.model_id(), 0
     for source, n, name, seed in itertools.product(spec.sources, spec.vectors, spec.recipes, spec.seeds):
-        digest = spec.digest(name, model, n)
+        digest, label = spec.digest(name, model, n), spec.recipe(name).name
         passages = [worker.passage(source, spec.max_tokens, spec.text_seed, i) for i in spec.indices]
         limits = [len(worker.lm.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in passages]
         visited: set[tuple] = set()
 
         def key_for(s: horizon.Search, length: int) -> TaskKey:
-            key = TaskKey(model.name, name, model.fingerprint, model.tokenizer_fingerprint, source, spec.text_seed,
-                          s.sample, length, n, digest, seed, passage_tokens=spec.max_tokens,
+            key = TaskKey(model.name, label, model.fingerprint, model.tokenizer_fingerprint, source, spec.text_seed,
+                          s.sample, length, n, digest, seed, model.batch_size, passage_tokens=spec.max_tokens,
                           warm_from=s.warm_from())
             visited.add(key.identity())
             return key

@@ -2,9 +2,12 @@
 
 A row's identity is the model's and tokenizer's fingerprints, the text source, its text seed, the sample,
 the passage's length (the text is its first `length` tokens), the length, the length whose solution the try
-started from (0: from the recipe's own start), the number of vectors, a digest of the recipe's full settings
-(step budget included) and the seed. The model's and the recipe's names are labels beside it: a rerun after
-the recipe, the budget, the text seed or the model changed runs new rows and never "resumes" onto the old ones.
+started from (0: from the recipe's own start), the number of vectors, a digest of the recipe as run (every
+setting, the step budget, the required margin, the storage form and the compute precision as resolved), the
+seed and the batch size asked for (0: as many as fit in the GPU's memory; -1: not recorded, rows stored before
+schema 3). The model's and the recipe's names are labels beside it: a rerun after any of those changed runs
+new rows and never "resumes" onto the old ones. Each row also records its run conditions (the device kind, the
+batch it was crammed in, the decoding precision of its verification; None for rows before schema 3).
 
 Each finished batch of tasks is committed in one transaction, so a crash loses at most the batch in flight
 (one task at batch size 1) and never keeps part of a batch. The identity is the primary key and rows are
@@ -30,9 +33,10 @@ from pathlib import Path
 from .errors import CrammingError
 from .vectors import vector_metadata
 
-SCHEMA_VERSION = 2  # PRAGMA user_version; 1 (no user_version) keyed rows by recipe name only
+SCHEMA_VERSION = 3  # PRAGMA user_version; 1 (no user_version) keyed rows by recipe name only, 2 had no batch size
 IDENTITY = ("model_fingerprint", "tokenizer_fingerprint", "source", "text_seed", "sample", "passage_tokens",
-            "length", "warm_from", "vectors", "recipe_digest", "seed")
+            "length", "warm_from", "vectors", "recipe_digest", "seed", "batch_size")
+NOT_RECORDED = -1  # the batch size of a row stored before schema 3
 LABELS = ("model", "recipe")
 KEY = (*LABELS, *IDENTITY)  # every column of a TaskKey
 METRICS = ("tokens", "ce_without_bits", "ce_with_bits", "information_gain_bits", "information_gain_nats",
@@ -52,6 +56,7 @@ CREATE TABLE IF NOT EXISTS results (
     text TEXT NOT NULL,
     vector_file BLOB NOT NULL,
     history TEXT NOT NULL,
+    run_conditions TEXT,
     finished_at TEXT NOT NULL DEFAULT (datetime('now')),
     PRIMARY KEY ({", ".join(IDENTITY)})
 )
@@ -106,6 +111,7 @@ class TaskKey:
     vectors: int
     recipe_digest: str
     seed: int
+    batch_size: int  # asked for: 0 as many as fit in the GPU's memory, NOT_RECORDED before schema 3
     passage_tokens: int = 0  # the passage the text is cut from; 0: a passage of `length` tokens
     warm_from: int = 0  # the length whose exact solution this try started from; 0: the recipe's own start
 
@@ -140,7 +146,9 @@ class Store:
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as err:
             raise CrammingError(f"{self.path} is not a usable results database ({err})") from None
-        if old and version != SCHEMA_VERSION:
+        if old and version == 2:
+            self._migrate_from_2()
+        elif old and version != SCHEMA_VERSION:
             self.db.close()
             raise CrammingError(f"{self.path} was written by an older cramming whose rows are keyed by recipe name "
                                 "only (not by the model fingerprint, the budget or the text seed); it is left as it "
@@ -156,6 +164,24 @@ class Store:
                     self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as err:
             raise CrammingError(f"{self.path} is not a usable results database ({err})") from None
+
+    def _migrate_from_2(self) -> None:
+        """Schema 2 -> 3 in one transaction: the batch size joins the key (NOT_RECORDED for the rows there), and a
+        run_conditions column (NULL for them). Every row and value is kept."""
+        kept = [c for c in (*KEY, "recipe_settings", *METRICS, "text", "vector_file", "history", "finished_at")
+                if c != "batch_size"]
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute("ALTER TABLE results RENAME TO results_2")
+                self.db.execute(SCHEMA)
+                self.db.execute(f"INSERT INTO results ({', '.join(kept)}, batch_size) "
+                                f"SELECT {', '.join(kept)}, {NOT_RECORDED} FROM results_2")
+                self.db.execute("DROP TABLE results_2")
+                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as err:
+            raise CrammingError(f"{self.path}: could not bring its rows to schema {SCHEMA_VERSION} ({err}); the "
+                                "file is unchanged") from None
 
     def record_run(self, command: str) -> None:
         """Note that `command` is about to write rows here, with the code and library versions it runs on."""
@@ -174,22 +200,24 @@ class Store:
         """The identities of the stored rows."""
         return set(self.db.execute(f"SELECT {', '.join(IDENTITY)} FROM results"))
 
-    def add(self, key: TaskKey, settings: dict, metrics: dict, text: str, vector_file: bytes, history: list) -> bool:
+    def add(self, key: TaskKey, settings: dict, metrics: dict, text: str, vector_file: bytes, history: list,
+            conditions: dict | None = None) -> bool:
         """Insert a finished task in its own transaction; False if the row was there already."""
-        return self.add_batch([(key, settings, metrics, text, vector_file, history)]) == 1
+        return self.add_batch([(key, settings, metrics, text, vector_file, history, conditions or {})]) == 1
 
-    def add_batch(self, results: list[tuple[TaskKey, dict, dict, str, bytes, list]]) -> int:
+    def add_batch(self, results: list[tuple[TaskKey, dict, dict, str, bytes, list, dict]]) -> int:
         """Insert a batch's finished tasks in one transaction, so a crash keeps all of them or none
         (a rerun then crams the same batch again) -> rows added. Each task comes with the recipe's settings
-        as run, its metrics, its text, its vector file and its thinned history."""
-        cols = (*KEY, "recipe_settings", *METRICS, "text", "vector_file", "history")
+        as run, its metrics, its text, its vector file, its thinned history and its run conditions."""
+        cols = (*KEY, "recipe_settings", *METRICS, "text", "vector_file", "history", "run_conditions")
         sql = f"INSERT OR IGNORE INTO results ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
         added = 0
         with self.db:  # BEGIN ... COMMIT (or ROLLBACK on error)
             self.db.execute("BEGIN IMMEDIATE")
-            for key, settings, metrics, text, vector_file, history in results:
+            for key, settings, metrics, text, vector_file, history, conditions in results:
                 values = (*(getattr(key, k) for k in KEY), json.dumps(settings, sort_keys=True),
-                          *(float(metrics[m]) for m in METRICS), text, vector_file, json.dumps(history))
+                          *(float(metrics[m]) for m in METRICS), text, vector_file, json.dumps(history),
+                          json.dumps(conditions, sort_keys=True))
                 added += self.db.execute(sql, values).rowcount
         return added
 
@@ -209,16 +237,18 @@ class Store:
     def rows(self, *, full: bool = False) -> list[dict]:
         """Every row's key, its step budget, its metrics and when it finished, as plain values, and under
         "settings" the recipe's settings as run, under "steps_run" the steps it ran (its history's last step; `steps`
-        is the step of its best vectors); full: also its "text" and thinned "history" (never vectors)."""
-        cols = (*ROW, "steps_run", "settings", *(("text",) if full else ()))
+        is the step of its best vectors), under "conditions" its run conditions (None before schema 3); full: also
+        its "text" and thinned "history" (never vectors)."""
+        cols = (*ROW, "steps_run", "settings", "conditions", *(("text",) if full else ()))
         out = []
         order = ", ".join(("model", "source", "recipe", "vectors", "length", "text_seed", "sample", "seed"))
         computed = {"budget": "json_extract(recipe_settings, '$.max_steps')", "settings": "recipe_settings",
-                    "steps_run": "history"}  # read in Python: a diverged history holds NaN, which is not JSON
+                    "steps_run": "history", "conditions": "run_conditions"}  # read in Python: a diverged history holds NaN, which is not JSON
         select = ", ".join(computed.get(c, c) for c in cols)
         for row in self.db.execute(f"SELECT {select} FROM results ORDER BY {order}"):
             d = dict(zip(cols, row))
             d["settings"] = json.loads(d["settings"])
+            d["conditions"] = json.loads(d["conditions"]) if d["conditions"] else None
             history = json.loads(d.pop("steps_run"))
             d["steps_run"] = history[-1][0]  # the thinned history keeps the last step
             if full:
