@@ -10,7 +10,8 @@ Each (length, margin, precision, storage): the passages (book text, text seed 0,
 passages) crammed as one batch into one vector of the default model with the default recipe and the budget, the
 model computing in that precision while cramming (the round trip is always verified in float32 on the CPU), the
 vectors trained through that storage form (compress --storage) and exact as stored; each exact one certified
-(cramming.certify). With --anneal, the exact ones of each row are then crammed on through k bits for each k in
+(cramming.experiments.certify). With --anneal, the exact ones of each row are then crammed on through k bits for
+each k in
 turn, each stage warm-started from the last (a short run at a low learning rate), one row per stage. The table
 gives, per row: exact count, median steps and the batch's wall time; the smallest greedy-path margin (median); the
 effective bits (median, min-max); how many survive fp32 -> bf16 storage and a bf16-autocast model; the noise radius
@@ -37,13 +38,13 @@ from pathlib import Path
 import torch
 
 from cramming import compress, load_model
-from cramming.certify import certify
-from cramming.metrics import measure
-from cramming.models import DEFAULT_MODEL
-from cramming.recipes import RECIPES
-from cramming.storage import payload_bytes
-from cramming.store import Store
-from cramming.texts import load_samples
+from cramming.core.forms import payload_bytes
+from cramming.core.metrics import measure
+from cramming.core.recipes import RECIPES
+from cramming.experiments.certify import certify
+from cramming.files.database import Store
+from cramming.model.aliases import DEFAULT_MODEL
+from cramming.model.texts import load_samples
 
 DB = Path(__file__).parent.parent / "results" / "bits.sqlite"
 COLUMNS = ("length", "margin", "precision", "storage", "sample", "recipe_settings", "text", "exact", "steps",

@@ -32,16 +32,18 @@ from pathlib import Path
 import torch
 
 from cramming import api
-from cramming.encoder import model_encoder
-from cramming.encoder_train import TEXT_SEED, Training, common_start, train_encoder
-from cramming.engine import starting_vectors
-from cramming.errors import CrammingError
-from cramming.models import DEFAULT_MODEL, load_model
-from cramming.recipes import RECIPES, parse_setting, stored
-from cramming.runner import Spec, run_local
-from cramming.store import Store, steps_to_exact
-from cramming.texts import load_samples
-from cramming.vectors import vectors_of
+from cramming.core.errors import CrammingError
+from cramming.core.loop import starting_vectors
+from cramming.core.recipes import RECIPES, parse_setting, stored
+from cramming.experiments.encoder_plan import TEXT_SEED, Training
+from cramming.experiments.encoder_training import common_start, train_encoder
+from cramming.experiments.runner import Spec, run_local
+from cramming.files.database import Store, steps_to_exact
+from cramming.files.vector_file import vectors_of
+from cramming.model.aliases import DEFAULT_MODEL
+from cramming.model.encoder import model_encoder
+from cramming.model.loading import load_model
+from cramming.model.texts import load_samples
 
 HERE = Path(__file__).parent
 # Each start crams with the model computing in bf16, as the training passages were (half a float32 step on this

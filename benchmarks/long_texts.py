@@ -31,12 +31,13 @@ from pathlib import Path
 
 from recipes import recipe_tables
 
-from cramming.errors import CrammingError
-from cramming.models import DEFAULT_MODEL, load_model
-from cramming.recipes import RECIPES, stored
-from cramming.runner import Spec, run_local
-from cramming.store import Store, steps_to_exact
-from cramming.texts import load_samples
+from cramming.core.errors import CrammingError
+from cramming.core.recipes import RECIPES, stored
+from cramming.experiments.runner import Spec, run_local
+from cramming.files.database import Store, steps_to_exact
+from cramming.model.aliases import DEFAULT_MODEL
+from cramming.model.loading import load_model
+from cramming.model.texts import load_samples
 
 HERE = Path(__file__).parent
 SETS = {"tuning": 1, "test": 10}  # text seed of each set

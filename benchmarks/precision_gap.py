@@ -32,11 +32,11 @@ from pathlib import Path
 
 import torch
 
-import cramming.engine as engine
+import cramming.core.loop as engine
 from cramming import api
-from cramming.recipes import Recipe
-from cramming.store import IDENTITY, Store, steps_run
-from cramming.vectors import vectors_of
+from cramming.core.recipes import Recipe
+from cramming.files.database import IDENTITY, Store, steps_run
+from cramming.files.vector_file import vectors_of
 
 HERE = Path(__file__).parent
 DATABASES = [HERE.parent / "results" / "capacity.sqlite", HERE.parent / "results" / "long-texts.sqlite"]

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import torch
 
-from cramming.errors import CrammingError
-from cramming.models import DEFAULT_MODEL
-from cramming.recipes import RECIPES, parse_setting
-from cramming.runner import Spec, run_local, run_ray
-from cramming.store import Store, steps_to_exact
+from cramming.core.errors import CrammingError
+from cramming.core.recipes import RECIPES, parse_setting
+from cramming.experiments.runner import Spec, run_local, run_ray
+from cramming.files.database import Store, steps_to_exact
+from cramming.model.aliases import DEFAULT_MODEL
 
 HERE = Path(__file__).parent
 MODES = {  # lengths, samples, step budget

@@ -4,7 +4,7 @@
 
 Reads the vector files a results database holds (benchmarks/recipes.py writes them) and compares them with
 the model's token embeddings. The mean of the solutions, and which coordinates keep one sign across texts, say
-how much of a solution does not depend on its text: the part cramming.prior starts from.
+how much of a solution does not depend on its text: the part cramming.model.prior starts from.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import sys
 
 import torch
 
-from cramming.models import DEFAULT_MODEL, load_model
-from cramming.store import Store
-from cramming.vectors import vectors_of
+from cramming.files.database import Store
+from cramming.files.vector_file import vectors_of
+from cramming.model.aliases import DEFAULT_MODEL
+from cramming.model.loading import load_model
 
 
 def main() -> None:

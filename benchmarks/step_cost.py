@@ -5,7 +5,7 @@
 
 Table 1, per-step cost: the floor is one forward pass (logits only where the text is predicted) plus one
 backward pass to the input, on the same [prefix ; vector ; text] sequence; a cram step is the real loop
-(`cramming.engine.cram`, default recipe) on a text it cannot finish within the steps timed. Beside them, what
+(`cramming.core.loop.cram`, default recipe) on a text it cannot finish within the steps timed. Beside them, what
 the loop avoids: logits at every position, and gradients for the model's weights.
 
 Table 2, batch throughput: sample-steps per second at batch 1, 4 and 16 (32 tokens, 1 vector), and what that
@@ -34,12 +34,13 @@ import torch
 import torch.nn.functional as F
 
 from cramming.api import as_model, prefix_token
-from cramming.decode import with_prefix
-from cramming.engine import cram, starting_vectors
-from cramming.models import DEFAULT_MODEL, autocast_model
-from cramming.recipes import RECIPES
-from cramming.store import Store
-from cramming.texts import load_samples
+from cramming.core.decode import with_prefix
+from cramming.core.loop import cram, starting_vectors
+from cramming.core.precision import autocast_model
+from cramming.core.recipes import RECIPES
+from cramming.files.database import Store
+from cramming.model.aliases import DEFAULT_MODEL
+from cramming.model.texts import load_samples
 
 REPEATS = 8
 

@@ -31,13 +31,14 @@ from long_texts import SETS, by_source, long_text_rows, recipes_in, tally  # noq
 from long_texts import table as long_text_table  # noqa: E402
 from precision_gap import gaps, lost  # noqa: E402
 
-from cramming import horizon_report  # noqa: E402
-from cramming.encoder_train import TEXT_SEED, Training, cramming_seconds  # noqa: E402
-from cramming.errors import CrammingError  # noqa: E402
-from cramming.recipes import RECIPES, REGISTRY  # noqa: E402
-from cramming.models import DEFAULT_MODEL  # noqa: E402
-from cramming.report import HORIZON_INTRO, TABLE_HEADERS, build_report, made_by, md_table, table_cells  # noqa: E402
-from cramming.store import Store  # noqa: E402
+from cramming.core.errors import CrammingError  # noqa: E402
+from cramming.core.recipes import RECIPES, REGISTRY  # noqa: E402
+from cramming.experiments.encoder_plan import TEXT_SEED, Training  # noqa: E402
+from cramming.experiments.encoder_training import cramming_seconds  # noqa: E402
+from cramming.files.database import Store  # noqa: E402
+from cramming.model.aliases import DEFAULT_MODEL  # noqa: E402
+from cramming.reports import horizons as horizon_report  # noqa: E402
+from cramming.reports.report import HORIZON_INTRO, TABLE_HEADERS, build_report, made_by, md_table, table_cells  # noqa: E402
 
 HEAD = """# Results
 
@@ -218,7 +219,8 @@ def table_after(text: str, marker: str, keep=lambda line: True) -> list[str]:
 
 def current(line: str) -> bool:
     """Whether a table line names no retired recipe version (one that is not its name's latest)."""
-    return not any(re.search(rf"{re.escape(key)}\b", line) for key in REGISTRY if RECIPES[key.split("@")[0]].name != key)
+    retired = [key for key in REGISTRY if RECIPES[key.split("@")[0]].name != key]
+    return not any(re.search(rf"{re.escape(key)}\b", line) for key in retired)
 
 
 # README section -> its table, from results.md: the test set by source; the campaign's horizons and the encoder's

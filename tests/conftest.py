@@ -111,7 +111,7 @@ def own_cache(tmp_path_factory):
     """A cache of the run's own, so that a test never reads a prior an earlier run left, and no run leaves
     its tiny models' priors in the user's cache. Downloads and unpacked models are the same files whoever
     fetches them: those folders are the user's, linked in, so the run does not fetch them again."""
-    from cramming.assets import cache_dir
+    from cramming.model.assets import cache_dir
 
     user, path = cache_dir(), tmp_path_factory.mktemp("cache")
     for shared in ("downloads", "models"):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cramming import compress, decompress, greedy_decode, load_model
-from cramming.engine import text_logits
+from cramming.core.loop import text_logits
 
 from .conftest import build_tiny_model
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from cramming import CrammingError
-from cramming.assets import PackageFile, SplitFile
+from cramming.model.assets import PackageFile, SplitFile
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from cramming import CrammingError
-from cramming.capacity import PAPER_CRITERION, bisect, decoding_capacity, grid, progressive, search
+from cramming.experiments.capacity import PAPER_CRITERION, bisect, decoding_capacity, grid, progressive, search
 
 TEXTS = ["to be or not to be that is the question whether tis nobler in the mind",
          "the cat sat on the mat and the dog sat on the log all that glitters is not gold"]

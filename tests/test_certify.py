@@ -7,9 +7,10 @@ import torch
 from safetensors.torch import save
 
 from cramming import CrammingError, compress, greedy_decode
-from cramming.certify import certify
-from cramming.storage import encode, parse_form, payload_bytes, stored, straight_through
-from cramming.vectors import load_vectors, tensor_sha256
+from cramming.core.forms import parse_form, payload_bytes
+from cramming.core.storage import encode, stored, straight_through
+from cramming.experiments.certify import certify
+from cramming.files.vector_file import load_vectors, tensor_sha256
 
 TEXT = "the cat sat on the mat"
 

@@ -11,8 +11,8 @@ import pytest
 from safetensors.torch import save_file
 
 from cramming import RECIPES, CrammingError, api, load_model
-from cramming.threads import free_cores, use_threads
-from cramming.vectors import load_vectors
+from cramming.core.threads import free_cores, use_threads
+from cramming.files.vector_file import load_vectors
 
 from .conftest import build_tiny_model
 

@@ -79,8 +79,8 @@ def test_certify_and_run_show_progress(tiny_dir, tmp_path, spec_file):
 
 
 def test_run_hears_every_step_of_the_batch_in_flight(tiny_dir, tmp_path, spec_file):
-    from cramming.runner import Spec, run_local
-    from cramming.store import Store
+    from cramming.experiments.runner import Spec, run_local
+    from cramming.files.database import Store
 
     steps = []
     run_local(Spec.from_toml(spec_file(samples=1, lengths=(4,))), Store(tmp_path / "g.sqlite"),
@@ -164,3 +164,14 @@ def test_capacity_says_sample_and_marks_both_capacities_that_hit_the_top(run_cli
     line = " ".join(out.decode().split())
     assert "capacity mean ≥ 4.0" in line and "over 1 sample;" in line, line
     assert "decoding capacity (paper) ≥ 4" in line, line
+
+
+@pytest.mark.parametrize("args", [["--help"], ["models"], ["compress", ""], ["compress", "x", "--set", "lr=fast"],
+                                  ["compress", "-f", "/nonexistent/file.txt"], ["run", "--help"]])
+def test_help_models_and_bad_input_answer_without_loading_torch(args):
+    # torch and transformers take ~3 s of CPU to import: the CLI loads them only once it is about to cram
+    code = ("import sys\nfrom cramming.cli import main\nsys.argv = ['cram', *" + repr(args) + "]\ntry:\n    main()\n"
+            "except SystemExit:\n    pass\nheavy = sorted({'torch', 'transformers'} & set(sys.modules))\n"
+            "assert not heavy, heavy")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

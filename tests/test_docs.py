@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cramming.recipes import DESCRIPTIONS, RECIPES
-from cramming.report import build_report
+from cramming.core.recipes import DESCRIPTIONS, RECIPES
+from cramming.reports.report import build_report
 
 from .conftest import load_script
 

@@ -11,12 +11,13 @@ import torch
 from safetensors.torch import save_file
 
 from cramming import CrammingError, api
-from cramming.encoder import Encoder, choose_alpha, encoder_path, features, fit_end_to_end, padded, ridge
-from cramming.encoder_train import Training, common_start, train_encoder, training_store
-from cramming.engine import text_logits
-from cramming.recipes import RECIPES
-from cramming.runner import Spec, run_local
-from cramming.store import Store
+from cramming.core.loop import text_logits
+from cramming.core.recipes import RECIPES
+from cramming.experiments.encoder_plan import Training
+from cramming.experiments.encoder_training import common_start, train_encoder, training_store
+from cramming.experiments.runner import Spec, run_local
+from cramming.files.database import Store
+from cramming.model.encoder import Encoder, choose_alpha, encoder_path, features, fit_end_to_end, padded, ridge
 
 from .conftest import load_script
 from .grid import kill_9_after
@@ -26,7 +27,7 @@ from .grid import kill_9_after
 def own_encoders(monkeypatch, tmp_path, tiny_lm, own_cache):
     """A cache per test: encoders and their training passages are found there by model, so tests stay apart.
     The tiny model's prior is the same in every one: built once in the session's cache, copied in."""
-    from cramming.prior import model_prior
+    from cramming.model.prior import model_prior
 
     model_prior(tiny_lm, 1, 0)
     shutil.copytree(own_cache / "priors", tmp_path / "cache" / "priors")
@@ -105,7 +106,7 @@ def test_the_encoder_recipe_field_starts_each_text_from_its_prediction(tiny_lm, 
 
 
 def test_a_shipped_encoder_is_found_and_one_trained_here_wins_over_it(tiny_lm, passages, tmp_path, monkeypatch):
-    from cramming import encoder as encoder_module
+    from cramming.model import encoder as encoder_module
 
     training = Training(sources=(passages,), lengths=(6, 8), passages=6, max_steps=300, layer=2)
     shipped = train_encoder(tiny_lm, 1, training, out=tmp_path / "shipped" / encoder_path(tiny_lm, 1).name)
@@ -172,6 +173,7 @@ def test_the_benchmarks_starts_cram_with_their_own_recipes():
     recipes = {name: bench.spec(name, 64, 1500, 8, label).recipe(label)
                for name, label in (("encoder", "encoder: ridge"), ("default", "default"), ("cold", "cold"))}
     for name, base in (("encoder", "default"), ("default", "default"), ("cold", "cold")):
-        assert replace(recipes[name], name=RECIPES[base].name, encoder=False, precision="auto", max_steps=5000) == RECIPES[base]
+        as_named = replace(recipes[name], name=RECIPES[base].name, encoder=False, precision="auto", max_steps=5000)
+        assert as_named == RECIPES[base]
         assert recipes[name].precision == "bf16" and recipes[name].max_steps == 1500
     assert recipes["encoder"].encoder and len({r.digest() for r in recipes.values()}) == 3

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from cramming import CrammingError, Expected, compress, cram, greedy_decode, tokenize, verify
-from cramming.engine import starting_vectors, target_lead, text_logits, token_weights
-from cramming.models import autocast, autocast_model
-from cramming.recipes import RECIPES, Recipe
+from cramming.core.loop import starting_vectors, target_lead, text_logits, token_weights
+from cramming.core.precision import autocast, autocast_model
+from cramming.core.recipes import RECIPES, Recipe
 
 from .conftest import BlowsUp
 
@@ -383,7 +383,7 @@ def test_token_weights_keep_a_token_float32_decodes_wrong_in_the_loss():
 def test_a_failed_verification_puts_its_first_wrong_token_into_the_loss(tiny_lm, monkeypatch):
     # the bf16 plateau: the argmax is right everywhere, the float32 check fails; the sample must not sit on a
     # zero loss. Stand in a check that fails once at token 2, and see token 2 forced from the next step on.
-    import cramming.engine as engine
+    import cramming.core.loop as engine
 
     real_verify, real_weights, seen = engine.verify, engine.token_weights, []
     calls = {"n": 0}

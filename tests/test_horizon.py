@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from cramming.horizon import GROWTH, Search, close_enough
-from cramming.runner import Spec, run_local
-from cramming.store import Store
+from cramming.experiments.horizon import GROWTH, Search, close_enough
+from cramming.experiments.runner import Spec, run_local
+from cramming.files.database import Store
 
 from .conftest import GRID_TEXTS
 from .grid import comparable, cram, kill_9_after

@@ -4,9 +4,9 @@ from dataclasses import replace
 
 import pytest
 
-from cramming.recipes import RECIPES, REGISTRY
-from cramming.report import build_report
-from cramming.store import Store, TaskKey
+from cramming.core.recipes import RECIPES, REGISTRY
+from cramming.files.database import Store, TaskKey
+from cramming.reports.report import build_report
 
 from .test_report import DEFAULT, metrics
 

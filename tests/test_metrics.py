@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from cramming import compress
-from cramming.metrics import (information_gain, measure, nats_to_bits, teacher_forced, theoretical_capacity,
-                              token_gain, utilization)
+from cramming.core.metrics import (
+    information_gain,
+    measure,
+    nats_to_bits,
+    teacher_forced,
+    theoretical_capacity,
+    token_gain,
+    utilization,
+)
 
 
 def test_theoretical_capacity_matches_eq1():
@@ -75,7 +82,7 @@ def bos_adding(tiny_dir):
 def test_the_baseline_reads_bos_where_the_plain_encoding_starts_with_it(tiny_lm, tiny_dir):
     from dataclasses import replace
 
-    from cramming.metrics import baseline_bos
+    from cramming.core.metrics import baseline_bos
 
     assert baseline_bos(tiny_lm.tokenizer) is None  # a BOS it has but does not add: not read
     gemma_like = replace(tiny_lm, tokenizer=bos_adding(tiny_dir))

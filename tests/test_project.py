@@ -6,8 +6,8 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from cramming import prior as prior_module
-from cramming.recipes import Recipe
+from cramming.core.recipes import Recipe
+from cramming.model import prior as prior_module
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,7 +51,7 @@ def test_the_shipped_priors_were_built_by_todays_builder():
 
 
 def test_every_example_spec_loads_with_its_recipes():
-    from cramming.runner import Spec
+    from cramming.experiments.runner import Spec
 
     specs = sorted((Path(__file__).parent.parent / "examples").rglob("*.toml"))
     assert len(specs) >= 7

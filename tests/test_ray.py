@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from cramming.runner import Spec, run_local, run_ray
-from cramming.store import KEY, Store
+from cramming.experiments.runner import Spec, run_local, run_ray
+from cramming.files.database import KEY, Store
 
 from .grid import comparable, cram, kill_9_after
 

@@ -6,10 +6,10 @@ import pytest
 from safetensors import safe_open
 
 from cramming import api, load_model
-from cramming.metrics import baseline_bos
-from cramming.models import ALIASES, DEFAULT_MODEL, alias_status
-from cramming.prior import SHIPPED, prior_path
-from cramming.recipes import RECIPES
+from cramming.core.metrics import baseline_bos
+from cramming.core.recipes import RECIPES
+from cramming.model.aliases import ALIASES, DEFAULT_MODEL, alias_status
+from cramming.model.prior import SHIPPED, prior_path
 
 from .conftest import cram
 
@@ -51,7 +51,8 @@ def test_the_default_recipes_prior_ships_with_the_package(default_lm, n_vectors)
 
 
 def test_the_default_models_encoder_ships_with_the_package(default_lm):
-    from cramming.encoder import SHIPPED as ENCODERS, encoder_path, model_encoder
+    from cramming.model.encoder import SHIPPED as ENCODERS
+    from cramming.model.encoder import encoder_path, model_encoder
 
     assert (ENCODERS / encoder_path(default_lm, 1).name).exists()  # missing: `--set encoder=true` needs training
     encoder = model_encoder(default_lm, 1)  # checked against the model it was trained for

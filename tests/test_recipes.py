@@ -6,9 +6,9 @@ from dataclasses import replace
 import pytest
 
 from cramming import CrammingError
-from cramming.recipes import DESCRIPTIONS, RECIPES, REGISTRY, Recipe, get_recipe, parse_setting, stored
-from cramming.runner import Spec, run_local
-from cramming.store import Store
+from cramming.core.recipes import DESCRIPTIONS, RECIPES, REGISTRY, Recipe, get_recipe, parse_setting, stored
+from cramming.experiments.runner import Spec, run_local
+from cramming.files.database import Store
 
 
 def test_an_override_is_checked_and_labelled():
@@ -26,7 +26,8 @@ def test_an_override_is_checked_and_labelled():
 @pytest.mark.parametrize("changes, message", [
     ({"lrr": 0.1}, "no field 'lrr'"), ({"lr": "fast"}, "lr takes float"), ({"period": 1.5}, "period takes int or null"),
     ({"betas": [0.9]}, "betas takes a list of 2 numbers"), ({"init": "zeros"}, "init takes 'embedding_std' or"),
-    ({"prior": 1}, "prior takes bool"), ({"lr": -1.0}, "lr must be > 0"), ({"name": "x"}, "name and base are its labels"),
+    ({"prior": 1}, "prior takes bool"), ({"lr": -1.0}, "lr must be > 0"),
+    ({"name": "x"}, "name and base are its labels"),
     ({"base": "default@1"}, "name and base are its labels"),
 ])
 def test_a_bad_override_is_one_line_naming_the_field(changes, message):
@@ -54,7 +55,8 @@ def test_set_on_the_command_line(run_cli, tiny_dir, tmp_path):
     assert (recipe["lr"], recipe["period"], recipe["name"]) == (0.2, 50, f"{RECIPES['cold'].name}+lr=0.2+period=50")
     assert recipe["base"] == RECIPES["cold"].name
     code, _, err = run_cli("compress", "the cat", "--model", str(tiny_dir), "--set", "period=soon")
-    assert code == 2 and err.strip() == f"error: recipe '{RECIPES['default'].name}': period takes int or null, got 'soon'"
+    default = RECIPES["default"].name
+    assert code == 2 and err.strip() == f"error: recipe '{default}': period takes int or null, got 'soon'"
 
 
 def test_a_spec_table_defines_a_variant_and_keys_its_rows(spec_file, tmp_path):

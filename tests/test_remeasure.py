@@ -4,10 +4,10 @@ import sqlite3
 
 import pytest
 
-from cramming.errors import CrammingError
-from cramming.remeasure import remeasure
-from cramming.runner import Spec, run_local
-from cramming.store import Store
+from cramming.core.errors import CrammingError
+from cramming.experiments.remeasure import remeasure
+from cramming.experiments.runner import Spec, run_local
+from cramming.files.database import Store
 
 
 @pytest.fixture

@@ -3,14 +3,13 @@
 import math
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
-from dataclasses import replace
-
-from cramming.recipes import RECIPES, stored
-from cramming.report import build_report, published_rows, reference, retired_recipes, summarize
-from cramming.store import Store, TaskKey
+from cramming.core.recipes import RECIPES, stored
+from cramming.files.database import Store, TaskKey
+from cramming.reports.report import build_report, published_rows, reference, retired_recipes, summarize
 
 DEFAULT = RECIPES["default"].name  # its latest version, which labels today's rows
 
@@ -191,8 +190,9 @@ def test_report_cli_writes_the_page(store_path, tmp_path, run_cli):
 
 
 def test_importing_and_building_a_report_leaves_matplotlib_as_it_was(store_path, tmp_path):
-    code = ("import matplotlib; matplotlib.use('svg'); import matplotlib.pyplot as plt; from cramming.report import "
-            f"build_report; build_report({str(store_path)!r}, {str(tmp_path / 'r')!r}); "
+    code = ("import matplotlib; matplotlib.use('svg'); import matplotlib.pyplot as plt; "
+            "from cramming.reports.report import build_report; "
+            f" build_report({str(store_path)!r}, {str(tmp_path / 'r')!r}); "
             "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend(); assert plt.get_fignums() == []")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -3,16 +3,15 @@
 import json
 import sqlite3
 import sys
-
 from dataclasses import replace
 
 import pytest
 import torch
 
 from cramming import CrammingError, LoadedModel, api
-from cramming.recipes import RECIPES
-from cramming.runner import ModelId, Spec, batches, run_local, thin
-from cramming.store import KEY, Store
+from cramming.core.recipes import RECIPES
+from cramming.experiments.runner import ModelId, Spec, batches, run_local, thin
+from cramming.files.database import KEY, Store
 
 from .conftest import BlowsUp
 from .grid import comparable, cram, kill_9_after

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from cramming import CrammingError
-from cramming.texts import Sample, load_samples
+from cramming.model.texts import Sample, load_samples
 
 
 def ntok(tokenizer, text):
@@ -72,7 +72,7 @@ def test_random_text_is_words_joined_by_spaces(tok):
 
 
 def test_prose_text_keeps_the_prose_of_a_plain_text_book():
-    from cramming.texts import prose_text
+    from cramming.model.texts import prose_text
 
     book = ("\r\n\r\n                CHAPTER I\r\n\r\n  It was a dark\r\nnight.  `Oh dear!' said\r\nAlice, a queer-\r\n"
             "shaped girl--\r\nor not.\r\n\r\n"
@@ -84,7 +84,7 @@ def test_prose_text_keeps_the_prose_of_a_plain_text_book():
 
 @pytest.mark.pypi
 def test_alice_is_the_whole_book_without_headings_or_verse():
-    from cramming.texts import alice_documents
+    from cramming.model.texts import alice_documents
 
     [doc] = alice_documents()
     assert doc.startswith("Alice was beginning to get very tired") and doc.endswith("the happy summer days.")
@@ -94,7 +94,7 @@ def test_alice_is_the_whole_book_without_headings_or_verse():
 
 @pytest.mark.pypi
 def test_recent_leads_mention_2025_or_2026():
-    from cramming.texts import recent_documents
+    from cramming.model.texts import recent_documents
 
     docs = recent_documents()
     assert len(docs) > 50 and all("2025" in d or "2026" in d for d in docs)
@@ -115,7 +115,7 @@ def test_hf_source_says_what_it_needs(tok):
 
 
 def test_a_cut_inside_a_character_is_refused_and_the_next_sentence_taken(tok, tmp_path):
-    from cramming.texts import cut
+    from cramming.model.texts import cut
 
     text = "ŁÓDŹ ŻÓŁW"  # two-byte characters: the byte-level tokenizer spells each in two tokens
     ids = tok(text, add_special_tokens=False)["input_ids"]

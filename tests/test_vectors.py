@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from cramming.vectors import FORMAT, load_vectors, vector_bytes, vector_metadata
+from cramming.files.vector_file import FORMAT, load_vectors, vector_bytes, vector_metadata
 
 META = {"model": "1", "model_fingerprint": "0123", "tokenizer_fingerprint": "4567", "n_tokens": 3, "n_vectors": 2,
         "tokens_sha256": "a" * 64, "text_sha256": "b" * 64, "exact": True, "prefix_token_id": None,

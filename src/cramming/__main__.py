@@ -1,3 +1,3 @@
-from .cli import main
+from cramming.cli import main
 
 main()

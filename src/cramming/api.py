@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,18 +17,21 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from . import __version__, storage
-from .decode import Expected, sha256_ids, sha256_text, verify
-from .encoder import model_encoder
-from .engine import CramResult, StepInfo, cram, starting_vectors
-from .errors import CrammingError, NotExact
-from .metrics import Measurement, gains
-from .models import DEFAULT_MODEL, LoadedModel, load_model, measured_horizon, resolve_device
-from .prior import model_prior
-from .recipes import Recipe, get_recipe
-from .threads import use_threads
-from .vectors import check_compatible, load_vectors, save_vectors
-
+from cramming.core import storage
+from cramming.core.decode import Expected, sha256_ids, sha256_text, verify
+from cramming.core.errors import CrammingError, NotExact
+from cramming.core.inputs import check_options
+from cramming.core.loop import CramResult, StepInfo, cram, starting_vectors
+from cramming.core.metrics import Measurement, gains
+from cramming.core.progress import PlainProgress
+from cramming.core.recipes import Recipe, get_recipe
+from cramming.core.threads import use_threads
+from cramming.core.version import __version__
+from cramming.files.vector_file import check_compatible, load_vectors, save_vectors
+from cramming.model.aliases import DEFAULT_MODEL, measured_horizon
+from cramming.model.encoder import model_encoder
+from cramming.model.loading import LoadedModel, load_model, resolve_device
+from cramming.model.prior import model_prior
 
 log = logging.getLogger("cramming")  # what a run is about to do, and warnings; the CLI prints it on stderr
 
@@ -64,35 +65,6 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-class PlainProgress:
-    """Progress as plain lines on stderr: the first at once, then one every `every` seconds and the last one
-    (on_step), for logs, pipes and Python sessions."""
-
-    def __init__(self, label: str = "cramming", every: float = 5.0):
-        self.label, self.every, self.start, self.last, self.pending = label, every, time.monotonic(), -math.inf, None
-
-    def line(self, completed: int, total: int | None, description: str, final: bool = False) -> None:
-        now = time.monotonic()
-        self.pending = (completed, total, description)
-        if final or now - self.last >= self.every:
-            self.last, self.pending = now, None
-            print(f"{self.label} {completed}/{'?' if total is None else total} {description} "
-                  f"[{now - self.start:.0f} s]", file=sys.stderr, flush=True)
-
-    def flush(self) -> None:
-        """The last state, if it was not printed: a run's last line is never skipped."""
-        if self.pending is not None:
-            self.line(*self.pending, final=True)
-
-    def __call__(self, s: StepInfo) -> None:
-        self.line(s.step, s.max_steps, step_words(s), final=s.active == 0 or s.step == s.max_steps)
-
-
-def step_words(s: StepInfo) -> str:
-    return (f"loss {s.loss:.3f} acc {s.accuracy:.3f} done {s.done}/{s.done + s.active} "
-            f"threads {torch.get_num_threads()}")
-
-
 def warn_past_horizon(lm: LoadedModel, n_tokens: int, n_vectors: int) -> None:
     """A warning when a text is longer than the longest text, of any source, that n_vectors vectors of this model
     held exactly in our measurements (README, capacity): cramming it will most likely end not exact."""
@@ -101,18 +73,6 @@ def warn_past_horizon(lm: LoadedModel, n_tokens: int, n_vectors: int) -> None:
         log.warning(f"{n_tokens} tokens into {n_vectors} vector(s): the longest text one vector of {lm.name} held "
                     f"exactly in our measurements is {horizon} tokens, so this will most likely not come back "
                     "exact; use more --vectors (capacity grows about linearly) or keep fewer --tokens")
-
-
-def check_options(texts: Sequence[str], *, n_vectors: int, max_tokens: int | None) -> None:
-    """What can be checked without a model, checked before one loads (which takes seconds)."""
-    if n_vectors < 1:
-        raise CrammingError(f"the number of vectors must be at least 1, got {n_vectors}")
-    if not texts:
-        raise CrammingError("no text given")
-    if any(not text for text in texts):
-        raise CrammingError("the text is empty")
-    if max_tokens is not None and max_tokens < 1:
-        raise CrammingError(f"the number of tokens to keep must be at least 1, got {max_tokens}")
 
 
 def tokenize(lm: LoadedModel, text: str, *, n_vectors: int = 1, max_tokens: int | None = None,

@@ -10,33 +10,34 @@ import shlex
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import __version__, api
-from .atomic import atomic_output
-from .capacity import STRATEGIES, search
-from .encoder_train import Training, train_encoder, training_store
-from .engine import StepInfo
-from .metrics import measure as measure_text
-from .recipes import RECIPES, get_recipe
-from .remeasure import models_in, remeasure as remeasure_rows
-from .errors import CrammingError, NotExact
-from .models import ALIASES, DEFAULT_MODEL, SYNONYMS, alias_status
-from .runner import Spec, horizon_capacity, run_local, run_ray
-from .store import ROW, Store
-from .storage import parse_form
-from .texts import SOURCE_USAGE, check_source, load_samples, write_samples
-from .threads import use_threads
-from .vectors import load_vectors
+from cramming.core.atomic import atomic_output
+from cramming.core.errors import CrammingError, NotExact
+from cramming.core.forms import parse_form
+from cramming.core.inputs import check_options
+from cramming.core.progress import PlainProgress, step_words
+from cramming.core.recipes import RECIPES, get_recipe
+from cramming.core.version import __version__
+from cramming.experiments.encoder_plan import Training
+from cramming.model.aliases import ALIASES, DEFAULT_MODEL, SYNONYMS, alias_status
+from cramming.model.texts import SOURCE_USAGE, check_source, load_samples, write_samples
 
+if TYPE_CHECKING:
+    from cramming.api import Compressed
+    from cramming.core.loop import StepInfo
+
+# Only what parsing needs is imported here: torch and transformers load inside the commands that use them, so
+# `cram --help`, `cram models` and a bad argument answer at once (tests/test_cli_subprocess.py checks it).
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cram texts into a few input vectors of a frozen language model, and decode them back.")
 err = Console(stderr=True)
+log = logging.getLogger("cramming")  # the library's (api.log), without importing it
 
 EXIT_NOT_EXACT = 1  # the budget ran out, or a sample diverged: work was done, and its best vectors are saved
 EXIT_BAD_INPUT = 2
@@ -149,7 +150,7 @@ class Reporter:
         self.bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                             TimeElapsedColumn(), console=err, transient=transient, disable=not self.live)
         self.task = self.bar.add_task("", total=total)
-        self.plain = api.PlainProgress(label, PLAIN_EVERY)
+        self.plain = PlainProgress(label, PLAIN_EVERY)
 
     def __enter__(self) -> Reporter:
         self.bar.__enter__()
@@ -169,10 +170,12 @@ class Reporter:
 
     def on_step(self, s: StepInfo) -> None:
         """For the engine's steps; the total is the budget it runs with, whatever set it."""
-        self.update(s.step, api.step_words(s), total=s.max_steps)
+        self.update(s.step, step_words(s), total=s.max_steps)
 
 
-def cram_with_progress(texts: list[str], model, quiet: bool, **options) -> list[api.Compressed]:
+def cram_with_progress(texts: list[str], model, quiet: bool, **options) -> list[Compressed]:
+    from cramming import api
+
     with Reporter("cramming", quiet) as reporter:
         return api.compress(texts, model, on_step=reporter.on_step, **options)
 
@@ -203,8 +206,11 @@ def compress(
     """Cram text(s) into memory vectors and verify the round trip. Exit 0 only when every text is exact."""
     sources, texts = gather_texts(text or [], files)
     paths = output_paths(sources, out)
+    check_options(texts, n_vectors=vectors, max_tokens=tokens)
     chosen = get_recipe(recipe, settings + ([f"precision={precision}"] if precision else []))
     storage_form = parse_form(storage_form) if storage_form is not None else None
+    from cramming.core.threads import use_threads  # torch: once the input is known to be good
+
     use_threads(threads)
     say_what_runs(quiet)
     results = cram_with_progress(texts, model, quiet, n_vectors=vectors, recipe=chosen, max_steps=max_steps,
@@ -262,6 +268,10 @@ def measure(
 ) -> None:
     """The paper's metrics: cross-entropy with and without vectors, gains, utilization; of texts crammed now, or
     of vector files (--vec)."""
+    from cramming import api
+    from cramming.core.metrics import measure as measure_text
+    from cramming.core.threads import use_threads
+
     use_threads(threads)
     if vec:
         if text or files or out:
@@ -303,6 +313,8 @@ def decompress(
                                                           "with a warning (exit status 1)."),
 ) -> None:
     """Greedy-decode the text from the vectors alone; it is checked against the file's hashes."""
+    from cramming import api
+
     if inexact:
         decoded = api.decode(vec, model=model, device=device)
         text = decoded.text
@@ -331,6 +343,8 @@ def info(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Show a vector file's metadata."""
+    from cramming import api
+
     meta = api.info(vec)
     if as_json:
         print(json.dumps(meta, indent=2))
@@ -351,7 +365,10 @@ def certify(
     quiet: bool = QuietOpt,
 ) -> None:
     """How robust a vector file is: greedy-path margins, the dtypes and bit widths it survives, its noise radius."""
-    from .certify import CHECKS, certify as make_certificate
+    from cramming.core.threads import use_threads
+    from cramming.experiments.certify import CHECKS
+    from cramming.experiments.certify import certify as make_certificate
+    from cramming.files.vector_file import load_vectors
 
     load_vectors(vec)  # a bad file fails before the model loads
     use_threads(threads)
@@ -385,6 +402,8 @@ def texts(
                                        "directory (their paths are printed), for `cram compress -f`."),
 ) -> None:
     """Show samples of a text source, cut to a number of the model's tokens."""
+    from cramming import api
+
     check_source(source, n)
     lm = api.as_model(model, device="cpu")
     samples = load_samples(source, n, tokens, lm.tokenizer, seed)
@@ -422,6 +441,11 @@ def capacity(
                                                                    "in, so a rerun resumes"),
 ) -> None:
     """Search how many tokens N vectors hold, on passages of a text source."""
+    from cramming import api
+    from cramming.core.threads import use_threads
+    from cramming.experiments.capacity import STRATEGIES, search
+    from cramming.experiments.runner import horizon_capacity
+
     try:
         counts = [int(v) for v in vectors.split(",")]
     except ValueError:
@@ -483,6 +507,10 @@ def run(
                                                                   "the cores not busy); Ray: --cpus-per-worker."),
 ) -> None:
     """Run an experiment grid; finished rows are skipped, so rerunning resumes."""
+    from cramming.core.threads import use_threads
+    from cramming.experiments.runner import Spec, run_local, run_ray
+    from cramming.files.database import Store
+
     if executor not in ("local", "ray"):
         raise CrammingError(f"unknown executor {executor!r}; use local or ray")
     if cpus_per_worker < 1 or any(x is not None and x < 1 for x in (batch_size, workers)):
@@ -504,7 +532,7 @@ def run(
                                                 f"{status_words(metrics)} in {int(metrics['steps'])} steps")
 
     def on_step(s: StepInfo) -> None:  # within a batch: the grid's count stays, the step shows
-        reporter.update(reporter.completed, f"a batch at step {s.step}/{s.max_steps}: {api.step_words(s)}")
+        reporter.update(reporter.completed, f"a batch at step {s.step}/{s.max_steps}: {step_words(s)}")
 
     def on_workers(found: list[dict]) -> None:
         hosts = sorted({w["host"] for w in found})
@@ -529,6 +557,8 @@ def results(
 ) -> None:
     """Export the stored rows: the task key, every metric, the recipe as run, the run conditions, the text and the
     step history (step, loss, accuracy; thinned) of each. The vectors stay in the database."""
+    from cramming.files.database import ROW, Store
+
     if not db.is_file():
         raise CrammingError(f"no such results file: {db}")
     if fmt not in ("csv", "json"):
@@ -553,6 +583,12 @@ def remeasure(
 ) -> None:
     """Measure stored rows again with today's metrics, from the text and vectors each row keeps; keys, steps and
     exactness stay as they ran."""
+    from cramming import api
+    from cramming.core.threads import use_threads
+    from cramming.experiments.remeasure import models_in
+    from cramming.experiments.remeasure import remeasure as remeasure_rows
+    from cramming.files.database import Store
+
     if not db.is_file():
         raise CrammingError(f"no such results file: {db}")
     store = Store(db)
@@ -576,7 +612,7 @@ def report(
     out: Path = typer.Option(Path("report"), "-o", "--out", help="Directory for index.html, report.md and PNGs."),
 ) -> None:
     """Write the paper's table and figures from stored results, beside the published numbers."""
-    from .report import build_report  # matplotlib loads only when a report is asked for
+    from cramming.reports.report import build_report  # matplotlib loads only when a report is asked for
 
     written = build_report(db, out)
     print(f"wrote {written.html} and {written.markdown} with {len(written.figures)} figures")
@@ -608,6 +644,10 @@ def encoder_train(
     quiet: bool = QuietOpt,
 ) -> None:
     """Train a model's encoder: cram training passages (resumable: rerun after a kill), then fit the head."""
+    from cramming import api
+    from cramming.core.threads import use_threads
+    from cramming.experiments.encoder_training import train_encoder, training_store
+
     try:
         training = Training(sources=tuple(sources.split(",")), lengths=tuple(int(t) for t in lengths.split(",")),
                             passages=passages, max_steps=max_steps, layer=layer, end_to_end_steps=end_to_end)
@@ -666,7 +706,7 @@ class OneLine(logging.Formatter):
 
 def say_what_runs(quiet: bool) -> None:
     """The library's account of what a run is about to do (api.log) on stderr, unless --quiet; warnings always."""
-    api.log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 def main() -> None:
@@ -675,8 +715,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_VERBOSITY", "error")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(OneLine())
-    api.log.addHandler(handler)
-    api.log.propagate = False
+    log.addHandler(handler)
+    log.propagate = False
     try:
         code = app(standalone_mode=False)
     except typer.TyperException as e:  # the parser's: one line, as for every other bad input
@@ -694,9 +734,9 @@ def main() -> None:
     except (KeyboardInterrupt, typer.Abort):
         code = 130
     finally:
-        api.log.removeHandler(handler)
-        api.log.propagate = True
-        api.log.setLevel(logging.NOTSET)
+        log.removeHandler(handler)
+        log.propagate = True
+        log.setLevel(logging.NOTSET)
     if code == 130:
         print("interrupted", file=sys.stderr)
     if code:

@@ -22,12 +22,12 @@ from typing import Callable
 
 import torch
 
-from .api import Compressed, compress
-from .engine import StepInfo
-from .metrics import measure
-from .recipes import Recipe
-from .errors import CrammingError
-from .models import LoadedModel
+from cramming.api import Compressed, compress
+from cramming.core.errors import CrammingError
+from cramming.core.loop import StepInfo
+from cramming.core.metrics import measure
+from cramming.core.recipes import Recipe
+from cramming.model.loading import LoadedModel
 
 OnStep = Callable[[StepInfo], None]
 PAPER_CRITERION = 0.99

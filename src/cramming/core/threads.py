@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from .errors import CrammingError
+from cramming.core.errors import CrammingError
 
 
 def free_cores() -> int:

@@ -9,51 +9,23 @@ checks that it evaluates on none of them).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from .api import prefix_token
-from .encoder import Encoder, encoder_path, features, fit_end_to_end, fit_ridge
-from .engine import starting_vectors
-from .errors import CrammingError
-from .models import LoadedModel
-from .prior import model_prior
-from .recipes import RECIPES
-from .runner import Spec, run_local
-from .store import Store
-from .vectors import vectors_of
-
-TEXT_SEED = 3  # the benchmarks measure on seed 0 (books) and seeds 1 and 10 (long_texts): none is trained on
-
-
-@dataclass
-class Training:
-    """What an encoder is trained on and how."""
-
-    sources: tuple[str, ...] = ("books", "recent")
-    lengths: tuple[int, ...] = (16, 32, 64)
-    passages: int = 32  # per source and length
-    max_steps: int = 1000  # the cramming budget per passage: one cosine period of `default`
-    batch_size: int = 16  # passages crammed together
-    # The model's compute type while cramming them: bf16 halves a CPU step at these batch sizes
-    # (docs/notebook.md, "CPU bf16"); every solution is still verified by float32 decoding.
-    precision: str = "bf16"
-    # Further fields of the recipe the passages are crammed with, on top of `default` (e.g. {"wrong_weight": 1}
-    # to read rows crammed with an earlier default back instead of cramming them again).
-    settings: dict = field(default_factory=dict)
-    layer: int = 15  # the hidden state read: after this many blocks
-    end_to_end_steps: int = 0  # 0: the ridge head alone
-    end_to_end_lr: float = 1e-3
-
-    def spec(self, model: str) -> Spec:
-        return Spec(models=[model], sources=list(self.sources), lengths=list(self.lengths), samples=self.passages,
-                    recipes={f"default, {self.precision}": {"base": "default", **self.settings,
-                                                             "precision": self.precision}},
-                    text_seed=TEXT_SEED,
-                    max_steps=self.max_steps)
+from cramming.api import prefix_token
+from cramming.core.errors import CrammingError
+from cramming.core.loop import starting_vectors
+from cramming.core.recipes import RECIPES
+from cramming.experiments.encoder_plan import TEXT_SEED, Training
+from cramming.experiments.runner import run_local
+from cramming.files.database import Store
+from cramming.files.vector_file import vectors_of
+from cramming.model.encoder import Encoder, encoder_path, features, fit_end_to_end, fit_ridge
+from cramming.model.loading import LoadedModel
+from cramming.model.prior import model_prior
 
 
 def training_store(lm: LoadedModel, n_vectors: int) -> Path:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from matplotlib.figure import Figure as MplFigure
 
-from .horizon import Search
+from cramming.experiments.horizon import Search
 
 # The findings hold "about" when the compared numbers are within this fraction of each other (stated in the text).
 ABOUT = 0.25
@@ -72,7 +72,7 @@ class HorizonGroup:
     tries: int
     steps: int  # steps run by all its tries (each row's history's last step), not the steps of their best vectors
     seconds: float  # wall time of its batches
-    retired: bool = False  # its recipe ran with settings its name no longer means (report.retired_recipes)
+    retired: bool = False  # its recipe is an earlier version of its name (report.retired_recipes: an earlier version)
 
     @property
     def horizons(self) -> list[int]:

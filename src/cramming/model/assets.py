@@ -19,7 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CrammingError
+from cramming.core.errors import CrammingError
 
 
 def cache_dir() -> Path:

@@ -20,11 +20,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import storage
-from .decode import Expected, verify, with_prefix
-from .errors import CrammingError
-from .models import autocast, autocast_model
-from .recipes import Recipe
+from cramming.core import storage
+from cramming.core.decode import Expected, verify, with_prefix
+from cramming.core.errors import CrammingError
+from cramming.core.precision import autocast, autocast_model
+from cramming.core.recipes import Recipe
 
 
 @dataclass

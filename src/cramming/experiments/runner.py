@@ -20,7 +20,7 @@ or, for the exact horizon of each passage (horizon.py) in place of a grid of len
     max_tokens = 512      # the passages' length: the most a horizon can reach
 
 Finished rows are skipped, so a rerun resumes where a crash (kill -9 included) left off. A row is keyed by what
-ran (store.py): the model's fingerprint, the recipe's full settings with the budget, the text seed, ... so a
+ran (files/database.py): the model's fingerprint, the recipe's full settings with the budget, the text seed, ... so a
 rerun with any of those changed runs new rows beside the old ones.
 """
 
@@ -38,17 +38,18 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from . import api, horizon
-from .capacity import Capacity
-from .encoder import model_encoder
-from .engine import StepInfo, text_logits
-from .errors import CrammingError
-from .metrics import measure
-from .models import autocast
-from .recipes import RECIPES, REGISTRY, Recipe, get_recipe, parse_setting
-from .store import IDENTITY, Store, TaskKey
-from .texts import check_source, cut, load_samples
-from .vectors import vector_bytes
+from cramming import api
+from cramming.core.errors import CrammingError
+from cramming.core.loop import StepInfo, text_logits
+from cramming.core.metrics import measure
+from cramming.core.precision import autocast
+from cramming.core.recipes import RECIPES, REGISTRY, Recipe, get_recipe, parse_setting
+from cramming.experiments import horizon
+from cramming.experiments.capacity import Capacity
+from cramming.files.database import IDENTITY, Store, TaskKey
+from cramming.files.vector_file import vector_bytes
+from cramming.model.encoder import model_encoder
+from cramming.model.texts import check_source, cut, load_samples
 
 HISTORY_POINTS = 200  # per-step history kept per row, evenly thinned to at most this many points
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .metrics import gains
-from .models import LoadedModel
-from .store import MEASURED, Store
-from .vectors import vector_metadata, vectors_of
+from cramming.core.metrics import gains
+from cramming.files.database import MEASURED, Store
+from cramming.files.vector_file import vector_metadata, vectors_of
+from cramming.model.loading import LoadedModel
 
 
 @dataclass

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .models import autocast
+from cramming.core.precision import autocast
 
 
 def with_prefix(model: torch.nn.Module, vectors: torch.Tensor, prefix_id: int | None) -> torch.Tensor:

@@ -19,8 +19,8 @@ import typing
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
-from . import storage
-from .errors import CrammingError
+from cramming.core.errors import CrammingError
+from cramming.core.forms import parse_form
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class Recipe:
             if bad:
                 raise CrammingError(f"recipe {self.name!r}: {message}")
         try:
-            object.__setattr__(self, "storage", storage.parse_form(str(self.storage)))
+            object.__setattr__(self, "storage", parse_form(str(self.storage)))
         except CrammingError as err:
             raise CrammingError(f"recipe {self.name!r}: {err}") from None
 
@@ -156,7 +156,7 @@ class Recipe:
 
     @property
     def bf16(self) -> bool | None:
-        """models.autocast's bf16 argument: None leaves it to the device."""
+        """precision.autocast's bf16 argument: None leaves it to the device."""
         return {"auto": None, "fp32": False, "bf16": True}[self.precision]
 
     def lr_factor(self, step: int) -> float:

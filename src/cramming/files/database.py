@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
-from .errors import CrammingError
-from .vectors import vector_metadata
+from cramming.core.errors import CrammingError
+from cramming.files.vector_file import vector_metadata
 
 SCHEMA_VERSION = 3  # PRAGMA user_version; 1 (no user_version) keyed rows by recipe name only, 2 had no batch size
 IDENTITY = ("model_fingerprint", "tokenizer_fingerprint", "source", "text_seed", "sample", "passage_tokens",
@@ -74,7 +74,7 @@ CREATE TABLE IF NOT EXISTS runs (
 def source_commit() -> str | None:
     """The git commit of the checkout this cramming runs from, +dirty when its source differs from it; None
     for an installed package (no checkout) or without git."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]  # src/cramming/files/database.py: the checkout
     if not (root / ".git").exists():
         return None
     try:
@@ -243,7 +243,8 @@ class Store:
         out = []
         order = ", ".join(("model", "source", "recipe", "vectors", "length", "text_seed", "sample", "seed"))
         computed = {"budget": "json_extract(recipe_settings, '$.max_steps')", "settings": "recipe_settings",
-                    "steps_run": "history", "conditions": "run_conditions"}  # read in Python: a diverged history holds NaN, which is not JSON
+                    # read in Python: a diverged history holds NaN, which is not JSON
+                    "steps_run": "history", "conditions": "run_conditions"}
         select = ", ".join(computed.get(c, c) for c in cols)
         for row in self.db.execute(f"SELECT {select} FROM results ORDER BY {order}"):
             d = dict(zip(cols, row))

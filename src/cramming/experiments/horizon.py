@@ -24,9 +24,9 @@ from typing import Callable
 
 import torch
 
-from .capacity import Capacity, decoding_capacity
-from .store import Store, TaskKey
-from .vectors import vectors_of
+from cramming.experiments.capacity import Capacity, decoding_capacity
+from cramming.files.database import Store, TaskKey
+from cramming.files.vector_file import vectors_of
 
 GROWTH = (8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 

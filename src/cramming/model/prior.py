@@ -28,12 +28,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .assets import cache_dir
-from .atomic import atomic_output
-from .engine import cram, starting_vectors
-from .models import LoadedModel
-from .recipes import RECIPES, Recipe
-from .texts import load_samples
+from cramming.core.atomic import atomic_output
+from cramming.core.loop import cram, starting_vectors
+from cramming.core.recipes import RECIPES, Recipe
+from cramming.model.assets import cache_dir
+from cramming.model.loading import LoadedModel
+from cramming.model.texts import load_samples
 
 PASSAGES, TOKENS, TEXT_SEED = 16, 16, 1
 # `cold`, the recipe that needs no prior, for one full cosine period: the mean is then over annealed
@@ -44,7 +44,7 @@ BUILD_STEPS = 600
 # passages). The file name hashes this and the constants above, not the Recipe dataclass, so a new Recipe field
 # does not silently unship the shipped priors; tests/test_prior.py checks the builder against the shipped files.
 VERSION = 1
-SHIPPED = Path(__file__).parent / "priors"
+SHIPPED = Path(__file__).parents[1] / "priors"  # the package's data, beside its layers
 
 
 def source() -> str:

@@ -23,13 +23,13 @@ from pathlib import Path
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.patches import Patch
 
-from .atomic import atomic_output
-from . import horizon_report
-from .capacity import PAPER_CRITERION, decoding_capacity
-from .errors import CrammingError
-from .horizon_report import HorizonGroup
-from .recipes import RECIPES, stored
-from .store import Store
+from cramming.core.atomic import atomic_output
+from cramming.core.errors import CrammingError
+from cramming.core.recipes import RECIPES, stored
+from cramming.experiments.capacity import PAPER_CRITERION, decoding_capacity
+from cramming.files.database import Store
+from cramming.reports import horizons as horizon_report
+from cramming.reports.horizons import HorizonGroup
 
 HISTORY_SAMPLES = 4  # samples drawn in the loss/accuracy-over-steps figure
 MARKERS = "osD^vP*X"
@@ -48,7 +48,7 @@ class Figure:
 class Report:
     table: list[dict]  # ours, one entry per (model, source, vectors, recipe as run), horizon searches apart
     published: list[dict]  # paper_models.csv, one entry per (model, source)
-    horizons: list[HorizonGroup]  # the horizon searches (horizon_report.py)
+    horizons: list[HorizonGroup]  # the horizon searches (horizons.py)
     findings: list[str]  # the paper's three findings, checked on the horizons, then on the paper's own numbers
     made_by: list[str]  # the runs that wrote the file (made_by)
     figures: list[Figure]

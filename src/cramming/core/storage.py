@@ -1,10 +1,10 @@
-"""How a vector file stores its vectors: float32, float16, bfloat16, or k bits per coordinate.
+"""How a vector file stores its vectors: float32, float16, bfloat16, or k bits per coordinate (forms.py names them).
 
 intK (k from 2 to 16) quantizes each vector uniformly between its own minimum and maximum: 2**k - 1 steps,
 a float32 scale and offset per vector, the k-bit codes packed into bytes. Loading always gives float32
 vectors back; `stored()` gives exactly what loading a file of that form gives, so a round trip can be checked
 on what was stored rather than on the float32 copy in memory. `straight_through()` gives the same values with
-the gradient of the identity, so cramming can train the vectors through the storage form (engine.cram).
+the gradient of the identity, so cramming can train the vectors through the storage form (loop.cram).
 """
 
 from __future__ import annotations
@@ -14,28 +14,10 @@ import math
 import numpy as np
 import torch
 
-from .errors import CrammingError
+from cramming.core.errors import CrammingError
+from cramming.core.forms import bits
 
-FLOATS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def parse_form(text: str) -> str:
-    """fp32, fp16, bf16, intK (2 <= K <= 16) or a bare bit count K -> the form's name."""
-    name = f"int{text}" if text.isdigit() else text
-    if name in FLOATS or (name.startswith("int") and name[3:].isdigit() and 2 <= int(name[3:]) <= 16):
-        return name
-    raise CrammingError(f"unknown storage form {text!r}; use fp32, fp16, bf16, int2 ... int16 or a bit count")
-
-
-def bits(form: str) -> int:
-    return torch.finfo(FLOATS[form]).bits if form in FLOATS else int(form[3:])
-
-
-def payload_bytes(n_vectors: int, d_model: int, form: str) -> int:
-    """The bytes the vectors take in this form: codes, plus a float32 scale and offset per vector for intK."""
-    if form in FLOATS:
-        return n_vectors * d_model * bits(form) // 8
-    return n_vectors * (math.ceil(d_model * bits(form) / 8) + 8)
+FLOATS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # the float forms' dtypes
 
 
 def _grid(vectors: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -16,9 +16,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load, save
 
-from . import storage
-from .atomic import atomic_output
-from .errors import CrammingError
+from cramming.core import forms, storage
+from cramming.core.atomic import atomic_output
+from cramming.core.errors import CrammingError
 
 FORMAT = "cramming-vectors/3"
 READABLE = ("cramming-vectors/1", "cramming-vectors/2", FORMAT)
@@ -97,7 +97,7 @@ def load_vectors(path: str | Path) -> tuple[torch.Tensor, dict]:
         raise CrammingError(f"{path} is corrupted: its vectors do not match the checksum stored with them")
     form = meta.setdefault("storage", "fp32")
     try:
-        vectors = storage.decode(tensors, storage.parse_form(form), meta["n_vectors"], meta.get("d_model"))
+        vectors = storage.decode(tensors, forms.parse_form(form), meta["n_vectors"], meta.get("d_model"))
     except CrammingError as err:
         raise CrammingError(f"{path}: {err}") from None
     if vectors.ndim != 2 or vectors.shape[0] != int(meta["n_vectors"]):

