@@ -1,19 +1,21 @@
-"""docs/results.md and its reports, from the result databases committed under results/, and README's tables of them.
+"""docs/results.md and its reports, from the result databases committed under results/, and the generated tables
+and quoted figures of README and docs/findings.md.
 
-    python docs/build.py            # rewrite docs/results.md, docs/results/ and README's generated tables
-    python docs/build.py --check    # exit 1 when docs/results.md or README is not what the databases give
+    python docs/build.py            # rewrite docs/results.md, docs/results/ and the pages' generated parts
+    python docs/build.py --check    # exit 1 when docs/results.md or a page is not what the databases give
 
 Every number in docs/results.md is read from a row of a results/*.sqlite file; each section lists the commands
-that wrote its rows and the source commits they ran from (the file's runs table). README's long-text,
-capacity, bits and encoder tables are copies of results.md's (README_TABLES), and the figures its prose quotes
-from the rows sit between `<!-- fig:NAME -->` and `<!-- /fig -->` and are rewritten from them (FIGURE), so
-README cannot drift from the rows either.
+that wrote its rows and the source commits they ran from (the file's runs table). docs/findings.md's long-text,
+capacity, bits and encoder tables are copies of results.md's (PAGES), and the figures README and findings.md
+quote from the rows sit between `<!-- fig:NAME -->` and `<!-- /fig -->` and are rewritten from them (FIGURE),
+so neither page can drift from the rows.
 Nothing here runs a model.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -29,7 +31,7 @@ from encoder import STARTS, start_of  # noqa: E402
 from encoder import table as encoder_table  # noqa: E402
 from long_texts import SETS, by_source, long_text_rows, recipes_in, tally  # noqa: E402
 from long_texts import table as long_text_table  # noqa: E402
-from precision_gap import gaps, lost  # noqa: E402
+from precision_gap import gaps, lost, rerun_table  # noqa: E402
 
 from cramming.core.errors import CrammingError  # noqa: E402
 from cramming.core.recipes import RECIPES, REGISTRY  # noqa: E402
@@ -86,20 +88,22 @@ def horizon_quote(g: horizon_report.HorizonGroup) -> str:
 
 def long_texts(db: Path, figures: dict[str, str]) -> list[str]:
     """The tuning and test sets of `benchmarks/long_texts.py`; at 96 tokens, how many test passages today's
-    default got back in its first cosine period (1000 steps), for README's prose."""
+    default got back in its first cosine period (1000 steps), for the pages' prose."""
     store = Store(db)
     try:
         rows = long_text_rows(store)
         first = [r for r in rows if r["recipe"] == "ww4" and r["text_seed"] == SETS["test"] and r["length"] == 96]
         if first:
             figures["96-first-period"] = f"{sum(r['exact'] and r['steps'] <= 1000 for r in first)} of {len(first)}"
-        for name, recipe in (("test64-default", "ww4"), ("test64-before", "dbf")):
-            rs = [r for r in rows if r["recipe"] == recipe and r["text_seed"] == SETS["test"] and r["length"] == 64]
+        for name, recipe, length in (("test64-default", "ww4", 64), ("test64-before", "dbf", 64),
+                                     ("test96-default", "ww4", 96), ("test128-default", "ww4", 128)):
+            rs = [r for r in rows if r["recipe"] == recipe and r["text_seed"] == SETS["test"] and r["length"] == length]
             if not rs:
                 continue
             within, median, _ = tally(rs, max(r["budget"] for r in rs))
-            figures[name] = (f"{within[0]}/{len(rs)} within 1500 steps, {within[1]}/{len(rs)} within 3000, "
-                             f"median {median}")
+            figures[name] = (f"{within[0]}/{len(rs)} within 1500 steps, {within[1]}/{len(rs)} within 3000"
+                             + (f", {within[2]}/{len(rs)} within 5000" if within[2] != within[1] else "")
+                             + f", median {median}")
         lines = ["## Long texts: a tuning set and a test set", "",
                  f"`{db}`: 10 passages each of `alice` (book prose) and `recent` per set and length, one vector; "
                  f"the tuning set is text seed {SETS['tuning']}, the test set text seed {SETS['test']}, no "
@@ -108,8 +112,9 @@ def long_texts(db: Path, figures: dict[str, str]) -> list[str]:
                  "steps (the schedule does not depend on the budget).", ""] + written_by(made_by(store))
     finally:
         store.close()
-    return lines + ["", long_text_table(rows), "", recipes_in(rows), "", "The test set by source (README's table; "
-                    "every recipe with the model computing in bf16):", "", by_source(rows)]
+    return lines + ["", long_text_table(rows), "", recipes_in(rows), "",
+                    "The test set by source (docs/findings.md's table; every recipe with the model computing in bf16):",
+                    "", by_source(rows)]
 
 
 def encoder(db: Path, training_db: Path) -> list[str]:
@@ -188,10 +193,23 @@ def bf16_gaps(results: Path, figures: dict[str, str]) -> None:
     figures["bf16-gap-longest"] = f"{longest}"
 
 
+def forced_tokens(path: Path) -> list[str]:
+    """The forced-token rule measured: the worst stored bf16 gaps crammed again with and without it."""
+    ran = json.loads(path.read_text(encoding="utf-8"))
+    return ["## bf16 at the finish: the forced-token rule", "",
+            f"`{path}`: the stored rows with the longest gaps between full bf16 accuracy and the float32 check's "
+            "agreement that sat on a plateau (at least 5 stored points at full accuracy after it), crammed again "
+            "from the same text, seed and warm start, in one run, with a token the float32 check found wrong kept "
+            "in the loss (forced) and without (unforced).", "", f"Command: `{ran['command']}`", "",
+            rerun_table(ran["rows"])]
+
+
 def build(results: Path, out: Path) -> tuple[str, dict[str, str]]:
     """The text of results.md for the databases in `results` that exist (reports written under out/results/ and
     out/example/), and the figures README's prose quotes, by name (FIGURE)."""
     sections, figures = [], {}
+    if (results / "precision-gap.json").exists():
+        sections.append(forced_tokens(results / "precision-gap.json"))
     if (results / "capacity.sqlite").exists():
         sections.append(capacity(results / "capacity.sqlite", out / "results", figures))
     if (results / "long-texts.sqlite").exists():
@@ -223,30 +241,35 @@ def current(line: str) -> bool:
     return not any(re.search(rf"{re.escape(key)}\b", line) for key in retired)
 
 
-# README section -> its table, from results.md: the test set by source; the campaign's horizons and the encoder's
-# starts under today's recipes (a row of a retired version stays in results.md).
-README_TABLES = {
-    "### Long texts: the test set": lambda results: table_after(results, "The test set by source"),
-    "### Capacity to the limit": lambda results: table_after(results, "| model | source | N | recipe | horizon mean",
-                                                             current),
-    "### Starts that know the text": lambda results: table_after(results, "| tokens | start | budget |", current),
-    "### How many bits a crammed vector needs": lambda results: table_after(results, "| tokens | --margin |"),
+# Each hand-written page -> its sections whose first table is generated, from results.md: the test set by source;
+# the campaign's horizons and the encoder's starts under today's recipe versions (a row of a retired version stays
+# in results.md); the bits table. Figures between <!-- fig --> marks are rewritten on every page.
+PAGES = {
+    "README.md": {},
+    "docs/findings.md": {
+        "## Long texts: the test set": lambda results: table_after(results, "The test set by source"),
+        "## Capacity to the limit":
+            lambda results: table_after(results, "| model | source | N | recipe | horizon mean", current),
+        "## How many bits a crammed vector needs": lambda results: table_after(results, "| tokens | --margin |"),
+        "## Starts that know the text": lambda results: table_after(results, "| tokens | start | budget |", current),
+        "## bf16 at the finish": lambda results: table_after(results, "| row | tokens | stored: gap"),
+    },
 }
 FIGURE = re.compile(r"<!-- fig:([\w-]+) -->(.*?)<!-- /fig -->", re.S)
 
 
-def readme(text: str, results: str, figures: dict[str, str]) -> str:
-    """README's text with the first table of each README_TABLES section replaced by what results.md gives, and
+def page(text: str, results: str, figures: dict[str, str], tables: dict) -> str:
+    """A page's text with the first table of each of its `tables` sections replaced by what results.md gives, and
     each quoted figure by what the rows give."""
     def figure(match: re.Match) -> str:
         if match.group(1) not in figures:
-            raise CrammingError(f"README quotes a figure {match.group(1)!r} that no database gives")
+            raise CrammingError(f"a page quotes a figure {match.group(1)!r} that no database gives")
         return f"<!-- fig:{match.group(1)} -->{figures[match.group(1)]}<!-- /fig -->"
 
     text = FIGURE.sub(figure, text)
-    for section, table in README_TABLES.items():
+    for section, table in tables.items():
         if section not in text:
-            raise CrammingError(f"README has no section {section!r} for its generated table")
+            raise CrammingError(f"no section {section!r} for its generated table")
         head, rest = text.split(section + "\n", 1)
         old = table_after(section + "\n" + rest, section)
         text = head + section + "\n" + rest.replace("\n".join(old), "\n".join(table(results)), 1)
@@ -256,27 +279,29 @@ def readme(text: str, results: str, figures: dict[str, str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true",
-                        help="compare with docs/results.md and README's tables, write nothing")
+                        help="compare with docs/results.md and the pages' generated parts, write nothing")
     args = parser.parse_args()
     os.chdir(ROOT)  # paths in the text are relative to the repository, whatever the caller's directory
-    target, front = Path("docs/results.md"), Path("README.md")
+    target = Path("docs/results.md")
     try:
         if args.check:
             with tempfile.TemporaryDirectory() as tmp:
                 text, figures = build(Path("results"), Path(tmp))
             if not target.exists() or target.read_text(encoding="utf-8") != text:
                 sys.exit("docs/results.md is not what results/ gives: run python docs/build.py")
-            current = front.read_text(encoding="utf-8")
-            if readme(current, text, figures) != current:
-                sys.exit("README's tables or quoted figures are not what results/ gives: run python docs/build.py")
-            print("docs/results.md and README's tables are current")
+            for name, tables in PAGES.items():
+                current = Path(name).read_text(encoding="utf-8")
+                if page(current, text, figures, tables) != current:
+                    sys.exit(f"{name}'s tables or quoted figures are not what results/ gives: run python docs/build.py")
+            print("docs/results.md and the pages' tables are current")
             return
         text, figures = build(Path("results"), Path("docs"))
         target.write_text(text, encoding="utf-8")
-        front.write_text(readme(front.read_text(encoding="utf-8"), text, figures), encoding="utf-8")
+        for name, tables in PAGES.items():
+            Path(name).write_text(page(Path(name).read_text(encoding="utf-8"), text, figures, tables), encoding="utf-8")
     except CrammingError as e:
         sys.exit(f"error: {e}")
-    print(f"wrote {target} and README's tables")
+    print(f"wrote {target} and the tables of {', '.join(PAGES)}")
 
 
 if __name__ == "__main__":

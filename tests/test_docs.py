@@ -57,20 +57,24 @@ def built(tmp_path_factory):
     return build, text, figures
 
 
-def test_readme_tables_and_figures_are_replaced_from_the_rows(built):
+def test_the_pages_tables_and_figures_are_replaced_from_the_rows(built):
     build, results, figures = built
+    findings, tables = (ROOT / "docs" / "findings.md").read_text(encoding="utf-8"), build.PAGES["docs/findings.md"]
+    stale = findings.replace("| default@7 | 64 | ", "| default@7 | 64 | 0 / ", 1)  # a hand edit of a generated row
+    assert stale != findings and build.page(stale, results, figures, tables) == findings
+    assert build.page(findings, results, figures, tables) == findings
+    quoted = re.search(r"<!-- fig:campaign -->(.*?)<!-- /fig -->", findings)
+    edited = findings.replace(quoted.group(0), "<!-- fig:campaign -->35 passages, 208,459 steps<!-- /fig -->")
+    assert build.page(edited, results, figures, tables) == findings  # a figure typed by hand is rewritten
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    stale = readme.replace("| default@7 | 64 | ", "| default@7 | 64 | 0 / ", 1)  # a hand edit of a generated row
-    assert stale != readme and build.readme(stale, results, figures) == readme
-    assert build.readme(readme, results, figures) == readme
-    quoted = re.search(r"<!-- fig:campaign -->(.*?)<!-- /fig -->", readme)
-    edited = readme.replace(quoted.group(0), "<!-- fig:campaign -->35 passages, 208,459 steps<!-- /fig -->")
-    assert build.readme(edited, results, figures) == readme  # a figure typed by hand is rewritten from the rows
+    typed = re.sub(r"(<!-- fig:test128-default -->).*?(<!-- /fig -->)", r"\g<1>18/20<\g<2>", readme)
+    assert typed != readme and build.page(typed, results, figures, {}) == readme
     with pytest.raises(build.CrammingError, match="'nowhere' that no database gives"):
-        build.readme(readme + "<!-- fig:nowhere -->1<!-- /fig -->", results, figures)
-    capacity = build.table_after(readme, "### Capacity to the limit")
+        build.page(readme + "<!-- fig:nowhere -->1<!-- /fig -->", results, figures, {})
+    capacity = build.table_after(findings, "## Capacity to the limit")
     assert len(capacity) >= 3 and all(build.current(line) for line in capacity)  # today's recipe versions only
     assert not build.current("| smollm2 | books | 1 | default@6, 1500 steps |") and build.current("| default@7 |")
+    assert len(readme.splitlines()) <= 200  # README is for users; the findings live in docs/findings.md
 
 
 def test_the_by_source_table_counts_each_source_within_each_budget():
@@ -103,17 +107,18 @@ def markdown_tables(text: str) -> list[list[str]]:
     return tables
 
 
-def test_every_readme_table_is_read_from_committed_rows(built):
-    """A results table in README is a copy of results.md's (README_TABLES), or each of its rows quotes a figure the
-    rows give (<!-- fig -->); the table of recipe definitions holds no results. docs/results.md is generated whole
-    (the --check above), and every database it reads is in git."""
+def test_every_results_table_of_the_pages_is_read_from_committed_rows(built):
+    """A results table in README or docs/findings.md is a copy of results.md's (PAGES), or each of its rows quotes
+    a figure the rows give (<!-- fig -->); the table of recipe definitions holds no results. docs/results.md is
+    generated whole (the --check above), and every database it reads is in git."""
     build, results, _ = built
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    generated = [make(results) for make in build.README_TABLES.values()]
-    for table in markdown_tables(readme):
-        if table in generated or table[0] == "| name | what it is |":
-            continue
-        assert all("<!-- fig:" in row for row in table[2:]), f"a README table with no rows behind it: {table[0]}"
+    generated = [make(results) for tables in build.PAGES.values() for make in tables.values()]
+    for name in build.PAGES:
+        for table in markdown_tables((ROOT / name).read_text(encoding="utf-8")):
+            if table in generated or table[0] == "| name | what it is |":
+                continue
+            behind = all("<!-- fig:" in row or "](docs/findings.md#" in row for row in table[2:])
+            assert behind, f"{name}: a table with no rows behind it: {table[0]}"
     tracked = subprocess.run(["git", "ls-files", "results"], cwd=ROOT, capture_output=True, text=True).stdout.split()
     read = {f"results/{name}" for name in re.findall(r'"([\w-]+\.sqlite)"', (ROOT / "docs" / "build.py").read_text())}
     assert read and read <= set(tracked), read - set(tracked)
@@ -124,7 +129,7 @@ def test_no_open_horizon_is_quoted_as_closed(tmp_path):
     search group's, with ≥ exactly where the group's figures are lower bounds."""
     groups = [g.cells()[4:7] for g in build_report(ROOT / "results" / "capacity.sqlite", tmp_path).horizons]
     quote = re.compile(r"(≥ )?(\d+(?:\.\d)?) tokens \((≥ )?(\d+)(?:-| to )(≥ )?(\d+)")
-    for page in (ROOT / "README.md", ROOT / "docs" / "results.md"):
+    for page in (ROOT / "README.md", ROOT / "docs" / "findings.md", ROOT / "docs" / "results.md"):
         for m in quote.finditer(page.read_text(encoding="utf-8")):
             said = [f"{m[1] or ''}{float(m[2]):.1f}", f"{m[3] or ''}{m[4]}", f"{m[5] or ''}{m[6]}"]
             assert said in groups, f"{page.name}: {m[0]!r} is no search's figures as they stand ({groups})"

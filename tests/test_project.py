@@ -72,6 +72,7 @@ def test_readme_says_what_the_commands_fetch_and_need():
     markers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
     assert any(m.startswith("gemma:") for m in markers) and "-m 'not gemma'" in text and "Gemma-3-270M (242 MB" in text
     assert "@pytest.mark.gemma\ndef test_gemma_round_trip" in (ROOT / "tests" / "test_real_model.py").read_text()
+    text += (ROOT / "docs" / "findings.md").read_text()  # the campaign's commands
     for spec in re.findall(r"^cram run (examples/\S+\.toml).*$", text, re.M):
         if "random" in tomllib.loads((ROOT / spec).read_text())["sources"]:
             line = next(line for line in text.splitlines() if line.startswith(f"cram run {spec}"))

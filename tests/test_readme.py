@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parent.parent
-DOCS = (ROOT / "README.md", ROOT / "docs" / "cli.md")
+DOCS = (ROOT / "README.md", ROOT / "docs" / "cli.md", ROOT / "docs" / "findings.md")
 
 
 def readme_commands(path: Path = DOCS[0]) -> list[str]:
