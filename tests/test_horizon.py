@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from cramming.experiments.horizon import GROWTH, Search, close_enough
+from cramming.experiments.search import GROWTH, close_enough
+from cramming.experiments.search import Horizon as Search
 from cramming.experiments.runner import Spec, run_local
 from cramming.files.database import Store
 

@@ -437,43 +437,33 @@ def capacity(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per vector count."),
     quiet: bool = QuietOpt,
     threads: Optional[int] = ThreadsOpt,
-    db: Path = typer.Option(Path("capacity.sqlite"), "--db", help="horizon: the results file every try is stored "
-                                                                   "in, so a rerun resumes"),
+    db: Path = typer.Option(Path("capacity.sqlite"), "--db", help="The results file every try is stored in, so a "
+                                                                   "rerun resumes."),
 ) -> None:
     """Search how many tokens N vectors hold, on passages of a text source."""
-    from cramming import api
-    from cramming.core.threads import use_threads
-    from cramming.experiments.capacity import STRATEGIES, search
-    from cramming.experiments.runner import horizon_capacity
-
     try:
         counts = [int(v) for v in vectors.split(",")]
     except ValueError:
         raise CrammingError(f"--vectors takes comma-separated integers, got {vectors!r}") from None
-    if strategy not in (*STRATEGIES, "horizon"):
-        raise CrammingError(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}, horizon")
+    strategies = {"grid": "paper-grid", "bisect": "bisect", "progressive": "progressive", "horizon": "horizon"}
+    if strategy not in strategies:
+        raise CrammingError(f"unknown strategy {strategy!r}; choose one of: {', '.join(strategies)}")
     if any(n < 1 for n in counts):
         raise CrammingError(f"the number of vectors must be at least 1, got {vectors}")
     check_source(source, samples)
-    chosen = get_recipe(recipe, settings)
+    get_recipe(recipe, settings)
+    from cramming.core.threads import use_threads  # torch: once the input is known to be good
+    from cramming.experiments.runner import capacity as search_capacity
+
     use_threads(threads)
-    if strategy == "horizon":
-        with Reporter("tries", quiet, transient=False) as reporter:
-            def on_task(key, m) -> None:
-                reporter.update(reporter.completed + 1, f"n={key.vectors} #{key.sample} L={key.length}: "
-                                f"{status_words(m)} in {int(m['steps'])} steps")
-            found_all = [c.summary() for c in horizon_capacity(
-                model, source, vectors=counts, recipe=recipe, settings=settings, samples=samples,
-                max_tokens=max_tokens, max_steps=max_steps, seed=seed, db=db, device=device, on_task=on_task,
-                command=command_line())]
-    else:
-        lm = api.as_model(model, device=device)
-        texts = [s.text for s in load_samples(source, samples, max_tokens, lm.tokenizer, seed)]
-        found_all = []
-        for n in counts:
-            with Reporter(f"{n} vector(s), a try:", quiet) as reporter:
-                found_all.append(search(strategy, lm, texts, n_vectors=n, recipe=chosen, max_steps=max_steps,
-                                        seed=seed, on_step=reporter.on_step).summary())
+    with Reporter("tries", quiet, transient=False) as reporter:
+        def on_task(key, m) -> None:
+            reporter.update(reporter.completed + 1, f"n={key.vectors} #{key.sample} L={key.length}: "
+                            f"{status_words(m)} in {int(m['steps'])} steps")
+        found_all = [c.summary() for c in search_capacity(
+            model, source, strategy=strategies[strategy], vectors=counts, recipe=recipe, settings=settings,
+            samples=samples, max_tokens=max_tokens, max_steps=max_steps, seed=seed, db=db, device=device,
+            on_task=on_task, command=command_line())]
     for n, found in zip(counts, found_all):
         if as_json:
             print(json.dumps(found), flush=True)

@@ -14,10 +14,11 @@
     base = "cold"
     lr = 0.1
 
-or, for the exact horizon of each passage (horizon.py) in place of a grid of lengths:
+or, for a capacity search over each passage's prefixes (search.py) in place of a grid of lengths:
 
-    strategy = "horizon"
-    max_tokens = 512      # the passages' length: the most a horizon can reach
+    strategy = "horizon"  # or bisect, progressive, paper-grid
+    max_tokens = 512      # the passages' length: the most a search can find
+    step = 8              # optional: progressive's growth; tolerance = 1: bisect's stopping gap
 
 Finished rows are skipped, so a rerun resumes where a crash (kill -9 included) left off. A row is keyed by what
 ran (files/database.py): the model's fingerprint, the recipe's full settings with the budget, the text seed, ... so a
@@ -44,11 +45,12 @@ from cramming.core.loop import StepInfo, text_logits
 from cramming.core.metrics import measure
 from cramming.core.precision import autocast
 from cramming.core.recipes import RECIPES, REGISTRY, Recipe, get_recipe, parse_setting
-from cramming.experiments import horizon
-from cramming.experiments.capacity import Capacity
+from cramming.experiments import search
+from cramming.experiments.capacity import PAPER_GRID, Capacity
 from cramming.files.database import IDENTITY, Store, TaskKey
 from cramming.files.vector_file import vector_bytes
 from cramming.model.encoder import model_encoder
+from cramming.model.loading import LoadedModel
 from cramming.model.texts import check_source, cut, load_samples
 
 HISTORY_POINTS = 200  # per-step history kept per row, evenly thinned to at most this many points
@@ -109,8 +111,10 @@ class Spec:
     seeds: list[int] = field(default_factory=lambda: [0])
     max_steps: int | None = None
     text_seed: int = 0
-    strategy: str = "grid"  # grid: every length of `lengths`; horizon: each passage's exact horizon
-    max_tokens: int | None = None  # horizon: the passages' length
+    strategy: str = "grid"  # grid: every length of `lengths`; else a capacity search per passage (search.PLANS)
+    max_tokens: int | None = None  # a search: the passages' length
+    step: int = 8  # progressive: tokens added a try
+    tolerance: int = 1  # bisect: the gap between exact and not exact it stops at
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Spec:
@@ -133,8 +137,9 @@ class Spec:
         return spec
 
     def check(self) -> None:
-        if self.strategy not in ("grid", "horizon"):
-            raise CrammingError(f"spec: strategy must be grid or horizon, got {self.strategy!r}")
+        if self.strategy not in ("grid", *search.PLANS):
+            raise CrammingError(f"spec: strategy must be grid or one of {', '.join(search.PLANS)}, got "
+                                f"{self.strategy!r}")
         lists = ("models", "sources", "vectors", "seeds") + (("lengths",) if self.strategy == "grid" else ())
         for name in lists:
             value = getattr(self, name)
@@ -154,8 +159,11 @@ class Spec:
         if not good:
             raise CrammingError("spec: samples must be a positive integer (the first n passages) or a list of "
                                 "distinct passage numbers from 0")
-        if self.strategy == "horizon" and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
-            raise CrammingError("spec: a horizon search needs max_tokens, the passages' length (a positive integer)")
+        if self.strategy != "grid" and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
+            raise CrammingError(f"spec: a {self.strategy} search needs max_tokens, the passages' length (a positive "
+                                "integer)")
+        if self.step < 1 or self.tolerance < 1:
+            raise CrammingError("spec: step and tolerance must be positive integers")
         for name in self.recipes:
             self.recipe(name)
         for source in self.sources:  # before the database is created: a bad spec leaves nothing behind
@@ -191,8 +199,8 @@ class Spec:
         return self.samples if isinstance(self.samples, list) else list(range(self.samples))
 
     def size(self) -> int | None:
-        """Tasks in the grid, over all models; None for a horizon search, whose tries depend on their results."""
-        if self.strategy == "horizon":
+        """Tasks in the grid, over all models; None for a capacity search, whose tries depend on their results."""
+        if self.strategy != "grid":
             return None
         return (len(self.models) * len(self.sources) * len(self.lengths) * len(self.vectors) * len(self.recipes)
                 * len(self.seeds) * len(self.indices))
@@ -336,50 +344,52 @@ def run_local(spec: Spec, store: Store, *, device: str = "auto", on_task: OnTask
     added = 0
     for model in spec.models:
         worker = Worker(model, device, spec, batch_size=batch_size, on_step=on_step)
-        if spec.strategy == "horizon":
-            added += run_horizons(spec, store, worker, on_task=on_task, on_skipped=on_skipped)
+        if spec.strategy != "grid":
+            added += run_searches(spec, store, worker, on_task=on_task, on_skipped=on_skipped)
             continue
         for batch in batches(pending(spec, store, worker.model_id(), on_skipped), batch_size):
             added += _commit(store, worker.run(batch), on_task)
     return added
 
 
-def horizons(spec: Spec, store: Store, *, device: str = "auto", on_task: OnTask | None = None,
+def searches(spec: Spec, store: Store, *, device: str = "auto", on_task: OnTask | None = None,
              batch_size: int | None = None) -> list[Capacity]:
-    """Run a horizon spec in this process, resuming what the store holds, and summarize each search: one
+    """Run a search spec in this process, resuming what the store holds, and summarize each search: one
     Capacity per (model, source, vectors, recipe, seed), in the spec's order."""
     found: list[Capacity] = []
     for model in spec.models:
-        run_horizons(spec, store, Worker(model, device, spec, batch_size=batch_size), on_task=on_task,
+        run_searches(spec, store, Worker(model, device, spec, batch_size=batch_size), on_task=on_task,
                      on_searched=found.append)
     return found
 
 
-def horizon_capacity(model: str, source: str, *, vectors: list[int], recipe: str = "default",
-                     settings: list[str] | None = None, samples: int = 5, max_tokens: int = 128,
-                     max_steps: int | None = None, seed: int = 0, db: str | Path = "capacity.sqlite",
-                     device: str = "auto", on_task: OnTask | None = None,
-                     command: str = "cramming.runner.horizon_capacity") -> list[Capacity]:
-    """`cram capacity --strategy horizon`: the exact horizons of `samples` passages of a source, per vector
-    count, every try a row of `db` (a rerun resumes; `command` is recorded among its runs) -> one Capacity per
+def capacity(model: str | LoadedModel, source: str, *, strategy: str = "horizon", vectors: list[int],
+             recipe: str = "default", settings: list[str] | None = None, samples: int = 5, max_tokens: int = 128,
+             max_steps: int | None = None, seed: int = 0, step: int = 8, tolerance: int = 1,
+             lengths: list[int] | None = None, db: str | Path = "capacity.sqlite", device: str = "auto",
+             on_task: OnTask | None = None, command: str = "cramming.experiments.runner.capacity") -> list[Capacity]:
+    """`cram capacity`: how many tokens `vectors` vectors hold, on `samples` passages of `max_tokens` tokens of a
+    source, by a strategy of search.py (horizon, bisect, progressive, paper-grid over `lengths`, default the
+    paper's), every try a row of `db` (a rerun resumes; `command` is recorded among its runs) -> one Capacity per
     vector count. The recipe is the named one with FIELD=VALUE settings, stored under the label they make
-    (`default+lr=0.1`)."""
+    (`default@7+lr=0.1`)."""
     label = get_recipe(recipe, settings).name
-    spec = Spec(models=[model], sources=[source], vectors=vectors,
+    spec = Spec(models=[model], sources=[source], vectors=vectors, lengths=lengths or [],
                 recipes={label: {"base": recipe, **dict(map(parse_setting, settings or []))}}, samples=samples,
-                seeds=[seed], max_steps=max_steps, text_seed=seed, strategy="horizon", max_tokens=max_tokens)
+                seeds=[seed], max_steps=max_steps, text_seed=seed, strategy=strategy, max_tokens=max_tokens,
+                step=step, tolerance=tolerance)
     spec.check()
     store = Store(db)
     store.record_run(command)
     try:
-        return horizons(spec, store, device=device, on_task=on_task)
+        return searches(spec, store, device=device, on_task=on_task)
     finally:
         store.close()
 
 
-def run_horizons(spec: Spec, store: Store, worker: Worker, *, on_task: OnTask | None = None,
+def run_searches(spec: Spec, store: Store, worker: Worker, *, on_task: OnTask | None = None,
                  on_skipped: OnSkipped | None = None, on_searched: Callable[[Capacity], None] | None = None) -> int:
-    """The exact horizon of each of the spec's passages (horizon.py), per (source, vectors, recipe, seed), every
+    """The spec's capacity search (search.py) on each of its passages, per (source, vectors, recipe, seed), every
     try a row -> rows added. on_searched hears each finished search's summary."""
     model, added = worker.model_id(), 0
     for source, n, name, seed in itertools.product(spec.sources, spec.vectors, spec.recipes, spec.seeds):
@@ -388,10 +398,10 @@ def run_horizons(spec: Spec, store: Store, worker: Worker, *, on_task: OnTask | 
         limits = [len(worker.lm.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in passages]
         visited: set[tuple] = set()
 
-        def key_for(s: horizon.Search, length: int) -> TaskKey:
+        def key_for(plan: search.Plan, length: int) -> TaskKey:
             key = TaskKey(model.name, label, model.fingerprint, model.tokenizer_fingerprint, source, spec.text_seed,
-                          s.sample, length, n, digest, seed, model.batch_size, passage_tokens=spec.max_tokens,
-                          warm_from=s.warm_from())
+                          plan.sample, length, n, digest, seed, model.batch_size, passage_tokens=spec.max_tokens,
+                          warm_from=plan.warm_from())
             visited.add(key.identity())
             return key
 
@@ -401,11 +411,12 @@ def run_horizons(spec: Spec, store: Store, worker: Worker, *, on_task: OnTask | 
             for i in range(0, len(keys), size):
                 added += _commit(store, worker.run(keys[i: i + size], warm[i: i + size]), on_task)
 
-        horizon.search([horizon.Search(i, limit) for i, limit in zip(spec.indices, limits)], key_for, store, run,
-                       on_skipped)
+        plans = [search.plan(spec.strategy, i, limit, tolerance=spec.tolerance, step=spec.step,
+                             lengths=tuple(spec.lengths) or PAPER_GRID) for i, limit in zip(spec.indices, limits)]
+        search.drive(plans, key_for, store, run, on_skipped)
         if on_searched is not None:
             rows = [r for r in store.rows() if tuple(r[c] for c in IDENTITY) in visited]
-            on_searched(horizon.summarize(rows, n))
+            on_searched(search.summarize(rows, n, spec.strategy))
     return added
 
 
@@ -438,9 +449,9 @@ def run_ray(spec: Spec, store: Store, *, device: str = "auto", on_task: OnTask |
         from ray.exceptions import RayError
     except ImportError:
         raise CrammingError("the ray executor needs Ray: pip install 'cramming[ray]'") from None
-    if spec.strategy == "horizon":
-        raise CrammingError("a horizon search runs on the local executor only (each round's tries depend on the "
-                            "last)")
+    if spec.strategy != "grid":
+        raise CrammingError(f"a {spec.strategy} search runs on the local executor only (each round's tries depend on "
+                            "the last)")
     added = 0
     ours = not ray.is_initialized()  # a caller that has connected Ray itself keeps its connection
     if ours:

@@ -1,9 +1,10 @@
 """The horizon campaign in a report: per (model, source, N, recipe as run) the exact horizons of its passages,
 their figures beside the published tables, and the paper's three findings checked on our numbers.
 
-A horizon group is a search's tries (horizon.py): rows with warm-started tries among them. Per passage, its
-horizon is its longest exact try; a search still open (a campaign under way) or one that decoded the whole
-passage gives a lower bound, marked as such. Information gain and cross-entropy are the row's at the horizon.
+A horizon group is a horizon search's tries (experiments/search.py): rows with warm-started tries among
+them. Per passage, its horizon is its longest exact try; a search still open (a campaign under way) or one
+that decoded the whole passage gives a lower bound, marked as such. Information gain and cross-entropy are
+the row's at the horizon.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 from matplotlib.figure import Figure as MplFigure
 
-from cramming.experiments.horizon import Search
+from cramming.experiments.search import Horizon
 
 # The findings hold "about" when the compared numbers are within this fraction of each other (stated in the text).
 ABOUT = 0.25
@@ -48,7 +49,7 @@ class Passage:
 
 
 def passage(tries: list[dict]) -> Passage:
-    """A passage's tries -> where its search stands, replayed as horizon.Search would: a failed warm-started try
+    """A passage's tries -> where its search stands, replayed as search.Horizon would: a failed warm-started try
     counts as a failure only once its retry from the recipe's own start failed too."""
     best = max((r for r in tries if r["exact"]), key=lambda r: r["length"], default=None)
     lo = best["length"] if best else 0
@@ -57,7 +58,7 @@ def passage(tries: list[dict]) -> Passage:
     hi = min((L for L in failed if L in scratch), default=None)
     pending = min((L for L in failed if L not in scratch), default=None)  # awaiting its retry from scratch
     first = tries[0]
-    search = Search(first["sample"], first["passage_tokens"], lo, hi, fresh=pending)
+    search = Horizon(first["sample"], first["passage_tokens"], lo, hi, fresh=pending)
     return Passage((first["text_seed"], first["sample"]), lo, hi, search.next_length(), len(tries),
                    best["information_gain_bits"] if best else None, best["ce_without_bits"] if best else None)
 
