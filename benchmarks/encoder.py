@@ -28,28 +28,26 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from cramming import api
 from cramming.core.errors import CrammingError
 from cramming.core.loop import starting_vectors
-from cramming.core.recipes import RECIPES, parse_setting, stored
+from cramming.core.recipes import RECIPES, parse_setting
 from cramming.experiments.encoder_plan import TEXT_SEED, Training
 from cramming.experiments.encoder_training import common_start, train_encoder
 from cramming.experiments.runner import Spec, run_local
-from cramming.files.database import Store, steps_to_exact
+from cramming.files.database import Store
 from cramming.files.vector_file import vectors_of
 from cramming.model.aliases import DEFAULT_MODEL
 from cramming.model.encoder import model_encoder
 from cramming.model.loading import load_model
 from cramming.model.texts import load_samples
+from cramming.reports.encoder_starts import STARTS, start_of, table
 
 HERE = Path(__file__).parent
-# Each start crams with the model computing in bf16, as the training passages were (half a float32 step on this
-# CPU); every sample still counts as exact only when float32 greedy decoding gives its text back.
-STARTS = {"encoder": {"base": "default", "encoder": True, "precision": "bf16"}, "default": {"precision": "bf16"},
-          "cold": {"precision": "bf16"}}
 
 
 def check_held_out(lm, training: Training, samples: int, lengths: list[int]) -> None:
@@ -74,44 +72,6 @@ def starts(name: str, lm, texts: list[str], n_vectors: int = 1) -> list[torch.Te
     return list(common + offsets)
 
 
-def start_of(label: str) -> str:
-    """A row's start, from its label: "encoder: ridge" -> "encoder"."""
-    return label.split(":")[0]
-
-
-def table(rows: list[dict], store: Store, lm=None) -> str:
-    """One line per (length, start as run). With the model, also the median cosine between each start and the
-    vectors its run ended with (which needs the encoder itself, not only the rows)."""
-    by: dict[tuple, list[dict]] = {}
-    for r in rows:
-        by.setdefault((r["length"], r["recipe"], r["recipe_digest"]), []).append(r)
-    labels = {key: f"{rs[0]['recipe']} ({stored(rs[0]['settings']).label()})" for key, rs in by.items()}
-    digests: dict[str, set] = {}
-    for key, label in labels.items():
-        digests.setdefault(label, set()).add(key[2])
-    head = ["tokens", "start", "budget", "exact", "median steps", "step-0 accuracy (median)", "exact at step 0"]
-    head += ["cosine start-final (median)"] if lm is not None else []
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for (length, name, digest), rs in sorted(by.items(), key=lambda kv: (
-            kv[0][0], list(STARTS).index(start_of(kv[0][1])), kv[0][1:])):
-        budget = rs[0]["budget"]
-        steps = [steps_to_exact(r) for r in rs]
-        first = [store.history(r)[0][2] for r in rs]
-        label = labels[(length, name, digest)]
-        label += f" ({digest[:6]})" if len(digests[label]) > 1 else ""  # one label, two runs: which is which
-        cells = [str(length), label, str(budget), f"{sum(r['exact'] for r in rs)}/{len(rs)}",
-                 f"{statistics.median(steps):g}", f"{statistics.median(first):.3f}",
-                 str(sum(r["exact"] and r["steps"] == 0 for r in rs))]
-        start = start_of(name)
-        if lm is not None and digest == spec(start, length, budget).digest(start, lm, 1):
-            begun = starts(start, lm, [store.text(r) for r in rs])
-            cells.append(f"{statistics.median(cosine(s, r, store) for s, r in zip(begun, rs)):.3f}")
-        elif lm is not None:  # another encoder's rows: today's encoder is not where they started
-            cells.append("–")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def spec(name: str, length: int, budget: int, samples: int = 1, label: str | None = None) -> Spec:
     """The grid of one start at one length: the held-out book passages (text seed 0), its rows labelled `label`
     (the start's name by default)."""
@@ -127,6 +87,16 @@ def spec(name: str, length: int, budget: int, samples: int = 1, label: str | Non
 def cosine(start: torch.Tensor, row: dict, store: Store) -> float:
     return torch.nn.functional.cosine_similarity(start.flatten(), vectors_of(store.vector_file(row)).flatten(),
                                                  dim=0).item()
+
+
+def cosines(lm, store: Store) -> Callable[[str, int, int, str, list[dict]], str]:
+    """The table's cosine cell: the median cosine between each start (today's encoder) and its final vectors."""
+    def cell(start: str, length: int, budget: int, digest: str, rows: list[dict]) -> str:
+        if digest != spec(start, length, budget).digest(start, lm, 1):
+            return "–"  # another encoder's rows: today's encoder is not where they started
+        begun = starts(start, lm, [store.text(r) for r in rows])
+        return f"{statistics.median(cosine(s, r, store) for s, r in zip(begun, rows)):.3f}"
+    return cell
 
 
 def run(lm, store: Store, training: Training, args: argparse.Namespace) -> None:
@@ -191,7 +161,7 @@ def main() -> None:
     print(f"Encoder: {encoder.about} (cramming_seconds: its training passages' batches, wall time).")
     print(f"Command: {shlex.join(['python', *sys.argv])}\n")
     print(table([r for r in store.rows() if start_of(r["recipe"]) in STARTS and r["length"] in args.lengths], store,
-                lm))
+                cosines(lm, store)))
 
 if __name__ == "__main__":
     main()

@@ -27,7 +27,6 @@ import argparse
 import json
 import shlex
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -37,45 +36,10 @@ from cramming import api
 from cramming.core.recipes import Recipe
 from cramming.files.database import IDENTITY, Store, steps_run
 from cramming.files.vector_file import vectors_of
+from cramming.reports.bf16_gaps import Gap, first_full, gaps, lost, rerun_table
 
 HERE = Path(__file__).parent
 DATABASES = [HERE.parent / "results" / "capacity.sqlite", HERE.parent / "results" / "long-texts.sqlite"]
-
-
-@dataclass
-class Gap:
-    row: dict
-    full_at: int  # the first stored step with full teacher-forced accuracy under bf16
-    full_after: tuple[int, int]  # (stored points at full accuracy, stored points) from full_at on
-
-    @property
-    def steps(self) -> int:
-        """Steps from full bf16 accuracy to the end: the exact round trip, or the budget where it never came."""
-        return steps_run(self.row) - self.full_at
-
-
-def first_full(history: list[list[float]]) -> int | None:
-    """The first stored step whose teacher-forced accuracy is 1, None if there is none."""
-    return next((int(step) for step, _, accuracy in history if accuracy == 1.0), None)
-
-
-def gaps(store: Store) -> tuple[list[dict], list[Gap]]:
-    """(the rows crammed in bf16, a Gap for each of them that reached full accuracy under bf16)."""
-    rows = [r for r in store.rows() if r["settings"].get("precision") == "bf16"]
-    out = []
-    for r in rows:
-        history = store.history(r)
-        at = first_full(history)
-        if at is not None:
-            after = [accuracy for step, _, accuracy in history if step >= at]
-            out.append(Gap(r, at, (sum(a == 1.0 for a in after), len(after))))
-    return rows, out
-
-
-def lost(rows: list[dict], found: list[Gap], over: int) -> tuple[list[Gap], float]:
-    """(the gaps of more than `over` steps, their steps' share of all steps the rows ran)."""
-    long = [g for g in found if g.steps > over]
-    return long, sum(g.steps for g in long) / max(sum(steps_run(r) for r in rows), 1)
 
 
 def warm_start(store: Store, row: dict) -> torch.Tensor | None:
@@ -166,19 +130,6 @@ def show_reruns(args: argparse.Namespace) -> None:
         Path(args.out).write_text(json.dumps({"command": shlex.join(["python", *sys.argv]), "rows": results},
                                              indent=1) + "\n")
     print(rerun_table(results))
-
-
-def rerun_table(results: list[dict]) -> str:
-    """The reruns as a table: per row its gap, steps run and outcome as stored, with the forced-token rule and
-    without it (a gap is "–" where the rerun never reached full bf16 accuracy)."""
-    lines = ["| row | tokens | stored: gap / steps run / exact | forced: gap / steps run / exact | "
-             "unforced: gap / steps run / exact |", "|---|---|---|---|---|"]
-    for x in results:
-        r = x["database_row"]
-        cells = [f"{'–' if a['gap'] is None else a['gap']} / {a['steps_run']} / {'yes' if a['exact'] else 'no'}"
-                 for a in (x["stored"], x["forced"], x["unforced"])]
-        lines.append(f"| {r['recipe']} {r['source']} {r['sample']} | {r['length']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

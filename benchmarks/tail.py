@@ -23,7 +23,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from long_texts import SETS  # noqa: E402
 
 from cramming import api  # noqa: E402
 from cramming.core.loop import target_lead, text_logits  # noqa: E402
@@ -32,6 +31,7 @@ from cramming.files.database import Store  # noqa: E402
 from cramming.files.vector_file import vectors_of  # noqa: E402
 from cramming.model.aliases import DEFAULT_MODEL  # noqa: E402
 from cramming.model.loading import load_model  # noqa: E402
+from cramming.reports.long_texts import SETS  # noqa: E402
 
 HERE = Path(__file__).parent
 

@@ -22,25 +22,23 @@ import sys
 import tempfile
 from pathlib import Path
 
+from cramming.core.errors import CrammingError
+from cramming.core.recipes import RECIPES, REGISTRY
+from cramming.experiments.encoder_plan import TEXT_SEED, Training
+from cramming.experiments.encoder_training import cramming_seconds
+from cramming.files.database import Store
+from cramming.model.aliases import DEFAULT_MODEL
+from cramming.reports import horizons as horizon_report
+from cramming.reports.bf16_gaps import gaps, lost, rerun_table
+from cramming.reports.bits import open_store as bits_store
+from cramming.reports.bits import table as bits_table
+from cramming.reports.encoder_starts import STARTS, start_of
+from cramming.reports.encoder_starts import table as encoder_table
+from cramming.reports.long_texts import SETS, by_source, long_text_rows, recipes_in, tally
+from cramming.reports.long_texts import table as long_text_table
+from cramming.reports.report import HORIZON_INTRO, TABLE_HEADERS, build_report, made_by, md_table, table_cells
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmarks' table functions
-
-from bits import open_store as bits_store  # noqa: E402
-from bits import table as bits_table  # noqa: E402
-from encoder import STARTS, start_of  # noqa: E402
-from encoder import table as encoder_table  # noqa: E402
-from long_texts import SETS, by_source, long_text_rows, recipes_in, tally  # noqa: E402
-from long_texts import table as long_text_table  # noqa: E402
-from precision_gap import gaps, lost, rerun_table  # noqa: E402
-
-from cramming.core.errors import CrammingError  # noqa: E402
-from cramming.core.recipes import RECIPES, REGISTRY  # noqa: E402
-from cramming.experiments.encoder_plan import TEXT_SEED, Training  # noqa: E402
-from cramming.experiments.encoder_training import cramming_seconds  # noqa: E402
-from cramming.files.database import Store  # noqa: E402
-from cramming.model.aliases import DEFAULT_MODEL  # noqa: E402
-from cramming.reports import horizons as horizon_report  # noqa: E402
-from cramming.reports.report import HORIZON_INTRO, TABLE_HEADERS, build_report, made_by, md_table, table_cells  # noqa: E402
 
 HEAD = """# Results
 

@@ -157,3 +157,12 @@ def test_every_committed_row_crammed_its_keys_length():
             assert wrong.fetchall() == [], path.name
         finally:
             db.close()
+
+
+def test_the_docs_build_from_the_package_alone():
+    # the tables and tallies the benchmarks print and the docs quote live in cramming.reports, one copy each:
+    # docs/build.py imports no benchmark script
+    source = (ROOT / "docs" / "build.py").read_text(encoding="utf-8")
+    imported = re.findall(r"^(?:from|import) (\S+)", source, re.M)
+    assert "sys.path" not in source and all(m.split(".")[0] in ("cramming", "__future__", "argparse", "json", "os",
+                                                                "re", "sys", "tempfile", "pathlib") for m in imported)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -24,6 +25,12 @@ from cramming.core.errors import CrammingError
 
 def cache_dir() -> Path:
     return Path(os.environ.get("CRAMMING_CACHE", Path.home() / ".cache" / "cramming"))
+
+
+def safe_name(text: str) -> str:
+    """A name as a file name takes it: every run of characters other than letters, digits, '.', '_' and '-' as
+    one '_' (the one sanitizer for the cache's and the command line's file names)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
 
 
 @dataclass(frozen=True)

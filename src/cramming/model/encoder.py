@@ -18,7 +18,6 @@ import hashlib
 import json
 import math
 import random
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -31,7 +30,7 @@ from safetensors.torch import save_file
 from cramming.core.atomic import atomic_output
 from cramming.core.errors import CrammingError
 from cramming.core.loop import text_logits
-from cramming.model.assets import cache_dir
+from cramming.model.assets import cache_dir, safe_name
 from cramming.model.loading import LoadedModel
 
 if TYPE_CHECKING:
@@ -128,7 +127,7 @@ class Encoder:
 
 def encoder_path(lm: LoadedModel | ModelId, n_vectors: int) -> Path:
     """Where the encoder of this model for n vectors is cached (the shipped one has the same name)."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(lm.name).name)
+    name = safe_name(Path(lm.name).name)
     return cache_dir() / "encoders" / f"{name}-{lm.fingerprint[:16]}-{n_vectors}v.safetensors"
 
 

