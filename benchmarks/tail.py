@@ -36,18 +36,6 @@ from cramming.reports.long_texts import SETS  # noqa: E402
 HERE = Path(__file__).parent
 
 
-def restarts(recipe: Recipe, budget: int) -> list[int]:
-    """The steps at which the recipe's cosine starts over, up to the budget."""
-    if recipe.schedule != "cosine" or not recipe.period:
-        return []
-    out, step, period = [], recipe.warmup_steps, recipe.period
-    while step + period < budget:
-        step += period
-        out.append(step)
-        period = max(1, round(period * recipe.period_mult))
-    return out
-
-
 def leads(lm, recipe: Recipe, vectors: torch.Tensor, text: str) -> tuple[list[int], torch.Tensor]:
     """(the text's token ids, each position's lead of the right token over the best other one)."""
     ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -84,7 +72,7 @@ def main() -> None:
         sys.exit(f"error: no rows of {args.recipe!r} at {args.length} tokens in the {args.set_name} set")
     recipe = Recipe.from_dict(store.settings(rows[0]))
     budget = rows[0]["budget"]
-    marks = restarts(recipe, budget)
+    marks = recipe.restarts(budget)
     lm = load_model(DEFAULT_MODEL, "cpu")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

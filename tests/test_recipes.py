@@ -150,3 +150,11 @@ def test_two_margins_batch_sizes_or_precisions_never_share_a_row(spec_file, tmp_
     assert all(r["conditions"]["device"] == "cpu" and r["conditions"]["decoding_precision"] == "fp32"
                and r["conditions"]["batch_size"] <= r["batch_size"] for r in rows)
     assert all(store.metadata(r)["recipe"]["precision"] == r["settings"]["precision"] != "auto" for r in rows)
+
+
+def test_restarts_are_the_schedule_s_period_starts_before_the_budget():
+    default = RECIPES["default"]  # periods of 1000, 2000, 4000, ...
+    assert default.restarts(5000) == [1000, 3000] and default.restarts(1000) == [] and default.restarts(1001) == [1000]
+    assert RECIPES["cold"].restarts(5000) == [600, 1800, 4200] and RECIPES["paper"].restarts(5000) == []
+    warm = RECIPES["cold"].override({"warmup_steps": 100})
+    assert warm.restarts(2000) == [700, 1900] and all(warm.lr_factor(s) == pytest.approx(1.0) for s in (700, 1900))

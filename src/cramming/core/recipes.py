@@ -174,6 +174,16 @@ class Recipe:
         floor = self.final_lr / self.lr
         return floor + (max(peak, floor) - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
+    def restarts(self, budget: int) -> list[int]:
+        """The steps before `budget` at which the schedule starts a new cosine period (none without periods); the
+        stall rule can start a sample's next period sooner."""
+        if self.schedule != "cosine" or not self.period:
+            return []
+        out = [self.next_restart(self.warmup_steps)]
+        while out[-1] < budget:
+            out.append(self.next_restart(out[-1]))
+        return out[:-1]
+
     def next_restart(self, step: int) -> int:
         """The step at which the cosine period holding `step` ends and the next one starts (periods only)."""
         start, period, _ = self._cycle(max(step, self.warmup_steps))

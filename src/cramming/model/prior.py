@@ -67,10 +67,10 @@ def prior_path(lm: LoadedModel, n_vectors: int) -> Path:
 
 
 def model_prior(lm: LoadedModel, n_vectors: int, prefix_id: int | None) -> torch.Tensor:
-    """The [n_vectors, d] prior of this model: shipped with the package, or read from the cache, else built
+    """The [n_vectors, d] prior of this model: read from the cache, or shipped with the package, else built
     (100-260 s on 2 CPU cores for the default model) and cached. prefix_id is the token before the vectors."""
     path = prior_path(lm, n_vectors)
-    for found in (SHIPPED / path.name, path):
+    for found in (path, SHIPPED / path.name):  # looked up as the encoder is (model_encoder); one name, one prior
         if found.exists():
             return load_file(str(found))["prior"]
     building = builder()
