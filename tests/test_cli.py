@@ -173,6 +173,7 @@ def test_recipes_are_selectable(run_cli, tiny_dir, tmp_path):
         row = json.loads(out)  # 3 steps: too few for any recipe on this text (the default needs 24)
         version = recipe if "@" in recipe else RECIPES[recipe].name  # a name runs its latest version
         assert code == 1 and row["exact"] is False and row["steps"] <= 3 and row["recipe"] == version, err
+        assert row["steps_run"] == 3  # what it cost; steps: the step of the vectors it kept
         meta = json.loads(run_cli("info", str(vec), "--json")[1])
         assert meta["recipe"]["name"] == meta["recipe"]["base"] == version and meta["recipe"]["max_steps"] == 3
         assert meta["exact"] is False

@@ -147,10 +147,10 @@ class Compressed(CramResult):
             "tokenizer_fingerprint": self.tokenizer_fingerprint,
             "n_tokens": len(self.token_ids), "n_vectors": self.vectors.shape[0], "d_model": self.vectors.shape[1],
             "tokens_sha256": sha256_ids(self.token_ids), "text_sha256": sha256_text(self.text),
-            "recipe": self.recipe.to_dict(), "seed": self.seed, "steps": self.steps, "exact": self.exact,
-            "diverged": self.diverged, "accuracy": self.accuracy, "first_mismatch": self.first_mismatch,
-            "cramming_version": __version__, "prefix_token_id": self.prefix_id, "margin": self.margin,
-            "run_conditions": self.conditions,
+            "recipe": self.recipe.to_dict(), "seed": self.seed, "steps": self.steps, "steps_run": self.steps_run,
+            "exact": self.exact, "diverged": self.diverged, "accuracy": self.accuracy,
+            "first_mismatch": self.first_mismatch, "cramming_version": __version__, "prefix_token_id": self.prefix_id,
+            "margin": self.margin, "run_conditions": self.conditions,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -159,10 +159,9 @@ class Compressed(CramResult):
 
     def summary(self) -> dict:
         return {"tokens": len(self.token_ids), "vectors": self.vectors.shape[0], "steps": self.steps,
-                "seconds": round(self.seconds, 3), "exact": self.exact, "status": self.status,
-                "accuracy": self.accuracy, "loss": self.loss, "margin": self.margin, "storage": self.storage,
-                "recipe": self.recipe.name,
-                "path": str(self.path) if self.path else None}
+                "steps_run": self.steps_run, "seconds": round(self.seconds, 3), "exact": self.exact,
+                "status": self.status, "accuracy": self.accuracy, "loss": self.loss, "margin": self.margin,
+                "storage": self.storage, "recipe": self.recipe.name, "path": str(self.path) if self.path else None}
 
 
 def compress(

@@ -35,7 +35,7 @@ class CramResult:
     vectors: torch.Tensor  # [n, d], float32, on the CPU
     exact: bool
     diverged: bool  # the loss turned NaN or infinite: the sample stopped there, `vectors` the best before it
-    steps: int  # optimizer steps applied to `vectors`
+    steps: int  # the step of `vectors`: optimizer steps applied to them (steps_run: all the sample ran)
     accuracy: float  # teacher-forced argmax accuracy of `vectors`
     loss: float  # mean cross-entropy (nats per token) of `vectors`
     seconds: float  # wall time from the start of the batch until this sample finished
@@ -43,6 +43,11 @@ class CramResult:
     decoded_ids: list[int] = field(default_factory=list)
     history: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, accuracy) per step
     restarts: list[int] = field(default_factory=list)  # steps at which the stall rule began its next period
+
+    @property
+    def steps_run(self) -> int:
+        """The steps the sample ran (its last evaluated step): what it cost; `steps` is the step of its vectors."""
+        return self.history[-1][0] if self.history else 0
 
 
 @dataclass
