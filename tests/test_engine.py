@@ -403,3 +403,25 @@ def test_a_failed_verification_puts_its_first_wrong_token_into_the_loss(tiny_lm,
     assert c.exact and calls["n"] >= 2
     first_check = next(i for i, f in enumerate(seen) if f) - 1  # the step whose check failed
     assert all(f == [] for f in seen[: first_check + 1]) and all(f == [2] for f in seen[first_check + 1:])
+
+
+def test_one_step_decoding_crams_and_reads_back_in_one_forward_pass(tiny_lm, tmp_path):
+    # the one-step layout: [prefix ; text vector ; T copies of the last vector], each copy's position predicting
+    # its own token; the file records the decoder, and decompress reads it back in one pass
+    from cramming import decompress
+    from cramming.core.decode import one_step_decode
+
+    recipe = RECIPES["cold"].override({"decoder": "one-step"})
+    [c] = compress([SHORT], tiny_lm, n_vectors=2, recipe=recipe, max_steps=600)
+    assert c.exact and c.recipe.decoder == "one-step"
+    calls = []
+    hook = tiny_lm.model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        ids = one_step_decode(tiny_lm.model, c.vectors[None], len(c.token_ids), c.prefix_id)
+    finally:
+        hook.remove()
+    assert ids[0].tolist() == c.token_ids and len(calls) == 1  # every token from one forward pass
+    assert greedy_decode(tiny_lm.model, c.vectors[None], len(c.token_ids), c.prefix_id)[0].tolist() != c.token_ids
+    assert decompress(c.save(tmp_path / "v.safetensors"), model=tiny_lm) == SHORT
+    with pytest.raises(CrammingError, match="one-step decoding needs at least 2 vectors"):
+        compress([SHORT], tiny_lm, n_vectors=1, recipe=recipe, max_steps=10)

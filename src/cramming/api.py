@@ -187,7 +187,8 @@ def compress(
     given here, they change the recipe as run, which rows and files record. threads: torch's CPU threads for this call
     (None: as set; on a busy machine 1 can be many times faster than the default). progress: plain progress
     lines on stderr (on_step is the callback for your own)."""
-    check_options(texts, n_vectors=n_vectors, max_tokens=max_tokens)
+    check_options(texts, n_vectors=n_vectors, max_tokens=max_tokens,
+                  decoder=recipe.decoder if isinstance(recipe, Recipe) else get_recipe(recipe).decoder)
     if progress:
         shown, theirs = PlainProgress(), on_step
         on_step = shown if theirs is None else lambda s: (shown(s), theirs(s))  # noqa: E731
@@ -228,7 +229,7 @@ def _compress(texts: Sequence[str], model: str | LoadedModel, *, n_vectors: int,
     out = []
     for (text, ids), result in zip(prepared, results):
         check = verify(lm.model, storage.stored(result.vectors, recipe.storage), Expected.of(ids, text), prefix,
-                       lm.tokenizer)
+                       lm.tokenizer, decoder=recipe.decoder)
         result.decoded_ids, result.exact = check.decoded_ids, result.exact and check.exact
         out.append(Compressed(**vars(result), text=text, recipe=recipe, seed=seed, model=lm.name,
                               model_fingerprint=lm.fingerprint, tokenizer_fingerprint=lm.tokenizer_fingerprint,
@@ -260,7 +261,8 @@ def _read(path: str | Path, model: str | LoadedModel | None, device: str
     lm = file_model(meta, model, device, path)
     check_compatible(meta, lm.fingerprint, lm.tokenizer_fingerprint, lm.name, path)
     bf16 = meta.get("run_conditions", {}).get("decoding_precision") == "bf16"  # the precision it was verified in
-    check = verify(lm.model, vectors, Expected.of_file(meta), meta.get("prefix_token_id"), lm.tokenizer, bf16=bf16)
+    check = verify(lm.model, vectors, Expected.of_file(meta), meta.get("prefix_token_id"), lm.tokenizer, bf16=bf16,
+                   decoder=meta.get("recipe", {}).get("decoder", "greedy"))
     return vectors, meta, lm, Decoded(check.decoded_text, check.exact, len(check.decoded_ids),
                                       meta.get("first_mismatch"), check.decoded_ids)
 
@@ -280,7 +282,8 @@ def measure_file(path: str | Path, *, model: str | LoadedModel | None = None, de
                             "from the text instead")
     return Measurement(tokens=len(decoded.ids), vectors=vectors.shape[0], exact=True, diverged=False,
                        steps=meta["steps"], seconds=None,
-                       **gains(decoded.ids, vectors, meta.get("prefix_token_id"), lm))
+                       **gains(decoded.ids, vectors, meta.get("prefix_token_id"), lm,
+                               meta.get("recipe", {}).get("decoder", "greedy")))
 
 
 def decompress(path: str | Path, *, model: str | LoadedModel | None = None, device: str = "auto") -> str:

@@ -202,12 +202,15 @@ def compress(
                                            "path leads the runner-up by at least this many logits (default 0)."),
     storage_form: Optional[str] = typer.Option(None, "--storage", help="fp32 (default), fp16, bf16, int8, int4, or "
                                                "a bit count (2-16); the round trip is checked as stored."),
+    decoder: Optional[str] = typer.Option(None, "--decoder", help="greedy (default: token by token) or one-step "
+                                          "(every token from one forward pass; needs --vectors 2 or more)."),
 ) -> None:
     """Cram text(s) into memory vectors and verify the round trip. Exit 0 only when every text is exact."""
     sources, texts = gather_texts(text or [], files)
     paths = output_paths(sources, out)
-    check_options(texts, n_vectors=vectors, max_tokens=tokens)
-    chosen = get_recipe(recipe, settings + ([f"precision={precision}"] if precision else []))
+    chosen = get_recipe(recipe, settings + ([f"precision={precision}"] if precision else [])
+                        + ([f"decoder={decoder}"] if decoder else []))
+    check_options(texts, n_vectors=vectors, max_tokens=tokens, decoder=chosen.decoder)
     storage_form = parse_form(storage_form) if storage_form is not None else None
     from cramming.core.threads import use_threads  # torch: once the input is known to be good
 

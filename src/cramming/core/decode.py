@@ -1,4 +1,4 @@
-"""Greedy decoding from memory vectors alone, and the one test of exactness (verify)."""
+"""Decoding from memory vectors alone, greedy or in one step, and the one test of exactness (verify)."""
 
 from __future__ import annotations
 
@@ -61,6 +61,34 @@ def greedy_decode(model: torch.nn.Module, vectors: torch.Tensor, n_tokens: int,
     return (tokens, torch.stack(leads, dim=1)) if margins else tokens
 
 
+def one_step_logits(model: torch.nn.Module, vectors: torch.Tensor, n_tokens: int,
+                    prefix_id: int | None = None) -> torch.Tensor:
+    """The one-step layout: [prefix ; vectors[:, :-1] ; n_tokens copies of vectors[:, -1]] -> the logits at the
+    copies' positions [B, n_tokens, V], the k-th copy predicting the text's k-th token. All tokens come from one
+    forward pass; no token is fed back."""
+    head = with_prefix(model, vectors[:, :-1], prefix_id)
+    copies = vectors[:, -1:].to(head.dtype).expand(-1, n_tokens, -1)
+    x = torch.cat([head, copies], dim=1)
+    return model(inputs_embeds=x, use_cache=False, logits_to_keep=n_tokens).logits
+
+
+@torch.no_grad()
+def one_step_decode(model: torch.nn.Module, vectors: torch.Tensor, n_tokens: int, prefix_id: int | None = None,
+                    bf16: bool | None = None, margins: bool = False
+                    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """greedy_decode's counterpart for the one-step layout: each position's argmax, from one forward pass."""
+    with autocast(model.get_input_embeddings().weight.device, bf16):
+        logits = one_step_logits(model, vectors, n_tokens, prefix_id).float()
+    tokens = logits.argmax(-1)
+    if not margins:
+        return tokens
+    top = logits.topk(2, dim=-1).values
+    return tokens, top[..., 0] - top[..., 1]
+
+
+DECODERS = {"greedy": greedy_decode, "one-step": one_step_decode}
+
+
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -98,13 +126,14 @@ class RoundTrip:
 
 
 def verify(model: torch.nn.Module, vectors: torch.Tensor, expected: Expected, prefix_id: int | None = None,
-           tokenizer=None, *, bf16: bool = False) -> RoundTrip:
-    """The one test of exactness, which the engine, compress, decompress, certify and the grids all apply: greedy
-    decoding from [n, d] vectors as stored, alone (batch size 1, as a file is read), in float32 on every device
-    unless bf16 is asked for, compared with the expected token ids and, through the tokenizer, the text's bytes."""
+           tokenizer=None, *, bf16: bool = False, decoder: str = "greedy") -> RoundTrip:
+    """The one test of exactness, which the engine, compress, decompress, certify and the grids all apply: decoding
+    from [n, d] vectors as stored (greedy, or one-step: DECODERS), alone (batch size 1, as a file is read), in
+    float32 on every device unless bf16 is asked for, compared with the expected token ids and, through the
+    tokenizer, the text's bytes."""
     if expected.text_sha256 is not None and tokenizer is None:
         raise ValueError("checking the text's bytes needs the tokenizer")
-    tokens, leads = greedy_decode(model, vectors[None], expected.n_tokens, prefix_id, bf16=bf16, margins=True)
+    tokens, leads = DECODERS[decoder](model, vectors[None], expected.n_tokens, prefix_id, bf16=bf16, margins=True)
     ids = tokens[0].tolist()
     text = tokenizer.decode(ids) if tokenizer is not None else None
     exact = sha256_ids(ids) == expected.tokens_sha256 and (expected.text_sha256 is None

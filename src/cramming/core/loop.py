@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from cramming.core import storage
-from cramming.core.decode import Expected, verify, with_prefix
+from cramming.core.decode import Expected, one_step_logits, verify, with_prefix
 from cramming.core.errors import CrammingError
+from cramming.core.inputs import check_vectors
 from cramming.core.precision import autocast, autocast_model
 from cramming.core.recipes import Recipe
 
@@ -170,7 +171,7 @@ class _Sample:
                recipe: Recipe, prefix_id: int | None, t0: float) -> None:
         """The real check, greedy decoding from the vectors alone as stored: exact ends the sample; a first
         wrong token joins the loss from the next step (token_weights)."""
-        check = verify(model, stored, Expected.of(self.ids), prefix_id)
+        check = verify(model, stored, Expected.of(self.ids), prefix_id, decoder=recipe.decoder)
         if check.exact and check.margin >= recipe.required_margin:
             self.best = (1.0, self.history[-1][1], vectors.clone(), step)
             self.finish(t0, exact=True, decoded=check.decoded_ids, margin=check.margin)
@@ -204,7 +205,7 @@ def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor
     path leads the runner-up by at least that many logits (vectors that survive rounding, quantization, another
     dtype). recipe.storage: the model sees the vectors as a file of that form will hold them (storage.py), the
     gradient passing straight through to the float32 vectors, so a sample is done when its stored form is exact."""
-    check_inputs(token_ids, recipe, prefix_id)
+    check_inputs(token_ids, recipe, prefix_id, start.shape[1])
     device = model.get_input_embeddings().weight.device
     lengths, targets, valid, text_embeds = batch_targets(model, token_ids)
     stepper = autocast_model(model, device, recipe.bf16)  # model itself, or its bf16 twin under bf16
@@ -252,9 +253,10 @@ def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor
     return [s.result for s in samples]
 
 
-def check_inputs(token_ids: list[list[int]], recipe: Recipe, prefix_id: int | None) -> None:
+def check_inputs(token_ids: list[list[int]], recipe: Recipe, prefix_id: int | None, n_vectors: int) -> None:
     if not token_ids or any(len(t) == 0 for t in token_ids):
         raise CrammingError("cannot cram an empty text")
+    check_vectors(n_vectors, recipe.decoder)
     if recipe.prefix_token and prefix_id is None:
         raise CrammingError(f"recipe {recipe.name!r} puts a prefix token before the vectors, but none was given "
                             "(the tokenizer has neither a BOS nor an EOS token)")
@@ -282,7 +284,8 @@ def score(model: torch.nn.Module, vectors: torch.Tensor, text_embeds: torch.Tens
     per token its lead over the runner-up (target_lead, inf at padding), and per sample the objective the step
     descends (the cross-entropy weighted by token_weights). Per-sample means, so samples do not weigh on each other."""
     with autocast(vectors.device, recipe.bf16):
-        logits = text_logits(model, vectors, text_embeds, prefix_id)
+        logits = (text_logits(model, vectors, text_embeds, prefix_id) if recipe.decoder == "greedy"
+                  else one_step_logits(model, vectors, text_embeds.shape[1], prefix_id))
     ce = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none") * ok
     with torch.no_grad():
         accuracies = ((logits.argmax(-1) == targets) & ok).sum(1) / lengths

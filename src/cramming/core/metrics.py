@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from cramming.core.decode import one_step_logits
 from cramming.core.loop import text_logits
 from cramming.core.precision import autocast
 
@@ -51,8 +52,10 @@ def utilization(gain_in_tokens: float, capacity: float) -> float:
 
 @torch.no_grad()
 def teacher_forced(model: torch.nn.Module, token_ids: list[int], vectors: torch.Tensor | None = None,
-                   bos_id: int | None = None, prefix_id: int | None = None) -> tuple[list[float], list[bool]]:
-    """Per-token cross-entropy (nats) and argmax hits of a text, with [n, d] vectors or without.
+                   bos_id: int | None = None, prefix_id: int | None = None, decoder: str = "greedy"
+                   ) -> tuple[list[float], list[bool]]:
+    """Per-token cross-entropy (nats) and argmax hits of a text, with [n, d] vectors (read as `decoder` reads
+    them: the text fed in, or the one-step layout) or without.
 
     Without vectors the first token is scored from BOS when the tokenizer has one, else it is not scored:
     the lists then hold T - 1 entries, for tokens 1 .. T-1.
@@ -62,7 +65,8 @@ def teacher_forced(model: torch.nn.Module, token_ids: list[int], vectors: torch.
     ids = torch.tensor([token_ids], device=device)
     if vectors is not None:
         with autocast(device):
-            logits = text_logits(model, vectors[None].to(device), embedding(ids), prefix_id)
+            logits = (text_logits(model, vectors[None].to(device), embedding(ids), prefix_id) if decoder == "greedy"
+                      else one_step_logits(model, vectors[None].to(device), len(token_ids), prefix_id))
         targets = ids
     else:
         inputs = torch.cat([torch.tensor([[bos_id]], device=device), ids], 1) if bos_id is not None else ids
@@ -110,7 +114,8 @@ def baseline_bos(tokenizer) -> int | None:
     return bos if bos is not None and tokenizer("a")["input_ids"][:1] == [bos] else None
 
 
-def gains(token_ids: list[int], vectors: torch.Tensor, prefix_id: int | None, lm: LoadedModel) -> dict:
+def gains(token_ids: list[int], vectors: torch.Tensor, prefix_id: int | None, lm: LoadedModel,
+          decoder: str = "greedy") -> dict:
     """The metrics of a text and its [n, d] vectors that come from scoring it with and without them.
 
     Both cross-entropies and both hit counts cover the same tokens, the ones the no-vector baseline can
@@ -119,7 +124,7 @@ def gains(token_ids: list[int], vectors: torch.Tensor, prefix_id: int | None, lm
     """
     ids = token_ids
     nats_without, hits_without = teacher_forced(lm.model, ids, None, baseline_bos(lm.tokenizer))
-    nats_with, hits_with = teacher_forced(lm.model, ids, vectors, None, prefix_id)
+    nats_with, hits_with = teacher_forced(lm.model, ids, vectors, None, prefix_id, decoder)
     skip = len(ids) - len(nats_without)  # 1 when the first token has no baseline score
     ce_without = summed_cross_entropy(nats_without)
     ce_with = summed_cross_entropy(nats_with[skip:])
@@ -138,4 +143,5 @@ def measure(compressed: Compressed, lm: LoadedModel) -> Measurement:
     """Score a crammed text with and without its vectors (gains), beside how its cramming went."""
     r = compressed
     return Measurement(tokens=len(r.token_ids), vectors=r.vectors.shape[0], exact=r.exact, diverged=r.diverged,
-                       steps=r.steps, seconds=r.seconds, **gains(r.token_ids, r.vectors, r.prefix_id, lm))
+                       steps=r.steps, seconds=r.seconds,
+                       **gains(r.token_ids, r.vectors, r.prefix_id, lm, r.recipe.decoder))

@@ -59,6 +59,10 @@ class Recipe:
     # that survive rounding, quantization, another dtype): cram compress --margin.
     required_margin: float = 0.0
     storage: str = "fp32"  # the form the vectors are crammed through and stored in (storage.py): --storage
+    # How the text comes back: greedy decoding, token by token (the paper's), or one-step, one forward pass over
+    # [text vectors ; T copies of the last vector], each copy's position predicting its own token (Mezentsev and
+    # Oseledets, 2025): decode.py.
+    decoder: Literal["greedy", "one-step"] = "greedy"
     base: str | None = None  # the registry entry (name@version) this recipe is or was changed from; a label
 
     def __post_init__(self) -> None:
@@ -86,6 +90,7 @@ class Recipe:
             (self.precision not in ("auto", "fp32", "bf16"),
              f"precision must be auto, fp32 or bf16, got {self.precision!r}"),
             (not self.required_margin >= 0, f"required_margin must be >= 0, got {self.required_margin}"),
+            (self.decoder not in ("greedy", "one-step"), f"decoder must be greedy or one-step, got {self.decoder!r}"),
             (self.base is not None and self.base not in REGISTRY,
              f"base must be a registry entry (name@version), got {self.base!r}"),
         ]
@@ -201,7 +206,8 @@ class Recipe:
 
 _HINTS = typing.get_type_hints(Recipe)
 _ADDED_LATER = {"precision": ("auto", "fp32"), "restart_decay": (1.0,), "encoder": (False,), "stall": (None,),
-                "wrong_weight": (1.0,), "required_margin": (0.0,), "storage": ("fp32",), "base": (None,)}
+                "wrong_weight": (1.0,), "required_margin": (0.0,), "storage": ("fp32",), "base": (None,),
+                "decoder": ("greedy",)}
 
 
 def _checked(recipe: str, key: str, value: Any) -> Any:

@@ -15,7 +15,7 @@ import torch
 
 from cramming.api import file_model
 from cramming.core import forms, storage
-from cramming.core.decode import Expected, greedy_decode, verify
+from cramming.core.decode import DECODERS, Expected, verify
 from cramming.files.vector_file import check_compatible, load_vectors
 from cramming.model.loading import LoadedModel
 
@@ -54,13 +54,14 @@ def certify(path: str | Path, *, model: str | LoadedModel | None = None, device:
     check_compatible(meta, lm.fingerprint, lm.tokenizer_fingerprint, lm.name, path)
     tell(1, "decoding the greedy path")
     prefix, n_tokens = meta.get("prefix_token_id"), meta["n_tokens"]
+    decoder = meta.get("recipe", {}).get("decoder", "greedy")  # greedy, or one-step: the file's own way back
 
     expected = Expected.of_file(meta)
 
     def exact(batch: torch.Tensor, bf16: bool = False) -> list[bool]:
-        return [verify(lm.model, v, expected, prefix, lm.tokenizer, bf16=bf16).exact for v in batch]
+        return [verify(lm.model, v, expected, prefix, lm.tokenizer, bf16=bf16, decoder=decoder).exact for v in batch]
 
-    ids, leads = greedy_decode(lm.model, vectors[None], n_tokens, prefix, bf16=False, margins=True)
+    ids, leads = DECODERS[decoder](lm.model, vectors[None], n_tokens, prefix, bf16=False, margins=True)
     margins = leads[0].tolist()  # top-1 minus top-2 at each token of the greedy path
 
     tell(2, f"decoding {3 + len(BITS)} storage forms")

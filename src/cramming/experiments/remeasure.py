@@ -36,7 +36,9 @@ def remeasure(store: Store, lm: LoadedModel) -> Remeasured:
     for r in rows:
         data = store.vector_file(r)
         ids = lm.tokenizer(store.text(r), add_special_tokens=False)["input_ids"]  # the ids it was crammed as
-        found = gains(ids, vectors_of(data), vector_metadata(data).get("prefix_token_id"), lm)
+        meta = vector_metadata(data)
+        decoder = meta.get("recipe", {}).get("decoder", "greedy")
+        found = gains(ids, vectors_of(data), meta.get("prefix_token_id"), lm, decoder)
         updates.append((r, {m: found[m] for m in MEASURED}))
         moves.append(found["information_gain_bits"] - r["information_gain_bits"])
     store.update_metrics(updates)
