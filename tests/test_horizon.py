@@ -107,3 +107,17 @@ def test_capacity_horizon_command(run_cli, tiny_dir, tmp_path):
     accuracy = {int(L): a for L, a in found["accuracy_by_length"].items()}  # JSON keys are strings
     assert found["decoding_capacity"] == max(L for L, a in accuracy.items() if a >= 0.99)
     assert run_cli(*args)[1] == out  # a rerun replays the stored tries: the same answer, nothing crammed
+
+
+def test_a_horizon_search_runs_with_the_one_step_decoder(run_cli, tiny_dir, tmp_path):
+    # the search is the decoder's as much as greedy's: every try crammed and verified one-step, warm starts included
+    (tmp_path / "long.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in LONG) + "\n")
+    code, out, err = run_cli("capacity", "--source", f"file:{tmp_path / 'long.jsonl'}", "--samples", "1",
+                             "--vectors", "2", "--strategy", "horizon", "--max-tokens", "24", "--max-steps", "150",
+                             "--recipe", "cold", "--set", "decoder=one-step", "--model", str(tiny_dir),
+                             "--db", str(tmp_path / "c.sqlite"), "--json", "--quiet")
+    assert code == 0, err
+    rows = Store(tmp_path / "c.sqlite").rows()
+    assert rows and all(r["settings"]["decoder"] == "one-step" for r in rows)
+    assert json.loads(out)["per_sample"] == [max((r["length"] for r in rows if r["exact"]), default=0)]
+    assert any(r["warm_from"] > 0 for r in rows) and json.loads(out)["per_sample"][0] > 0
