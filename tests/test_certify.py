@@ -61,7 +61,7 @@ def test_compress_checks_the_round_trip_as_stored(run_cli, tiny_dir, tmp_path, f
     if row["exact"]:
         assert run_cli("decompress", str(vec))[1] == TEXT.encode()
     else:  # exact in float32, lost as stored: said so, and the file records it
-        assert row["margin"] is not None and "not as stored" in err and meta["exact"] is False
+        assert row["path_margin"] is not None and "not as stored" in err and meta["exact"] is False
 
 
 def test_a_payload_that_does_not_match_its_form_is_refused(tiny_lm, tmp_path):
@@ -78,7 +78,7 @@ def test_a_payload_that_does_not_match_its_form_is_refused(tiny_lm, tmp_path):
 def test_margin_keeps_cramming_until_every_token_leads_by_it(tiny_lm):
     [plain] = compress([TEXT], tiny_lm, n_vectors=2, max_steps=600)
     [wide] = compress([TEXT], tiny_lm, n_vectors=2, max_steps=600, min_margin=4.0)
-    assert plain.exact and wide.exact and wide.margin >= 4.0 > plain.margin
+    assert plain.exact and wide.exact and wide.path_margin >= 4.0 > plain.path_margin
     assert wide.steps > plain.steps
 
 
@@ -87,7 +87,7 @@ def test_a_certificate(tiny_lm, tmp_path):
     [wide] = compress([TEXT], tiny_lm, n_vectors=2, max_steps=600, min_margin=4.0)
     thin, thick = certify(plain.save(tmp_path / "p.safetensors"), model=tiny_lm), certify(
         wide.save(tmp_path / "w.safetensors"), model=tiny_lm)
-    assert thin.min_margin == pytest.approx(plain.margin, abs=1e-3) and thick.min_margin >= 4.0 - 1e-3
+    assert thin.min_margin == pytest.approx(plain.path_margin, abs=1e-3) and thick.min_margin >= 4.0 - 1e-3
     assert len(thin.margins) == len(plain.token_ids) and thin.exact["stored"] and thin.text_bytes == len(TEXT)
     assert not thin.exact["int2"]  # a small margin does not survive two bits per coordinate
     assert thin.exact[f"int{thin.effective_bits}"]

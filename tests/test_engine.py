@@ -37,7 +37,7 @@ def test_round_trip_exact_from_vectors_alone(tiny_lm):
     assert c.prefix_id == tiny_lm.tokenizer.bos_token_id  # the default recipe puts BOS before the vectors
     rt = verify(tiny_lm.model, c.vectors, Expected.of(c.token_ids, SHORT), c.prefix_id, tiny_lm.tokenizer)
     assert rt.exact and rt.decoded_text == SHORT and rt.first_mismatch is None
-    assert rt.margin == pytest.approx(c.margin) and rt.margin > 0  # the engine's margin is this decode's
+    assert rt.path_margin == pytest.approx(c.path_margin) and rt.path_margin > 0  # the engine's is this decode's
     wrong = verify(tiny_lm.model, c.vectors, Expected.of(c.token_ids, SHORT), None, tiny_lm.tokenizer)
     assert not wrong.exact and wrong.first_mismatch is not None  # the prefix token is part of the decoder's input
     other = verify(tiny_lm.model, c.vectors, Expected.of(c.token_ids, SHORT + "!"), c.prefix_id, tiny_lm.tokenizer)

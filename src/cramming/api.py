@@ -150,7 +150,7 @@ class Compressed(CramResult):
             "recipe": self.recipe.to_dict(), "seed": self.seed, "steps": self.steps, "steps_run": self.steps_run,
             "exact": self.exact, "diverged": self.diverged, "accuracy": self.accuracy,
             "first_mismatch": self.first_mismatch, "cramming_version": __version__, "prefix_token_id": self.prefix_id,
-            "margin": self.margin, "run_conditions": self.conditions,
+            "path_margin": self.path_margin, "run_conditions": self.conditions,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -160,7 +160,7 @@ class Compressed(CramResult):
     def summary(self) -> dict:
         return {"tokens": len(self.token_ids), "vectors": self.vectors.shape[0], "steps": self.steps,
                 "steps_run": self.steps_run, "seconds": round(self.seconds, 3), "exact": self.exact,
-                "status": self.status, "accuracy": self.accuracy, "loss": self.loss, "margin": self.margin,
+                "status": self.status, "accuracy": self.accuracy, "loss": self.loss, "path_margin": self.path_margin,
                 "storage": self.storage, "recipe": self.recipe.name, "path": str(self.path) if self.path else None}
 
 

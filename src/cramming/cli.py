@@ -236,12 +236,12 @@ def compress(
     if diverged:
         print(f"{diverged} text(s) diverged (the loss turned NaN or infinite); their best vectors before that are "
               "saved (try a recipe with a lower learning rate)", file=sys.stderr)
-    lost = sum(r.status == "not_exact" and r.margin is not None for r in results)  # exact until stored
+    lost = sum(r.status == "not_exact" and r.path_margin is not None for r in results)  # exact until stored
     if lost:
         print(f"{lost} text(s) exact in float32 but not as stored in {results[0].storage}: try --margin or more "
               "bits", file=sys.stderr)
-    if any(r.status == "not_exact" and r.margin is None for r in results):
-        print(f"{sum(r.status == 'not_exact' and r.margin is None for r in results)} text(s) not exact within "
+    if any(r.status == "not_exact" and r.path_margin is None for r in results):
+        print(f"{sum(r.status == 'not_exact' and r.path_margin is None for r in results)} text(s) not exact within "
               f"{results[0].recipe.max_steps} steps; best vectors saved (try --max-steps or more --vectors)",
               file=sys.stderr)
     if not all(r.exact for r in results):

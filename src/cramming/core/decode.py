@@ -122,7 +122,7 @@ class RoundTrip:
     decoded_ids: list[int]
     decoded_text: str | None  # None where no tokenizer was given
     first_mismatch: int | None  # the first wrong token where the ids are at hand; None when none is (or unknown)
-    margin: float  # the smallest top-1 minus top-2 logit along the greedy path
+    path_margin: float  # the smallest top-1 minus top-2 logit along the decoded path
 
 
 def verify(model: torch.nn.Module, vectors: torch.Tensor, expected: Expected, prefix_id: int | None = None,

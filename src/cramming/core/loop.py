@@ -40,7 +40,7 @@ class CramResult:
     accuracy: float  # teacher-forced argmax accuracy of `vectors`
     loss: float  # mean cross-entropy (nats per token) of `vectors`
     seconds: float  # wall time from the start of the batch until this sample finished
-    margin: float | None = None  # exact: the smallest top-1 minus top-2 logit along its greedy path (verify)
+    path_margin: float | None = None  # exact: the smallest top-1 minus top-2 logit along its decoded path (verify)
     decoded_ids: list[int] = field(default_factory=list)
     history: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, accuracy) per step
     restarts: list[int] = field(default_factory=list)  # steps at which the stall rule began its next period
@@ -172,9 +172,9 @@ class _Sample:
         """The real check, greedy decoding from the vectors alone as stored: exact ends the sample; a first
         wrong token joins the loss from the next step (token_weights)."""
         check = verify(model, stored, Expected.of(self.ids), prefix_id, decoder=recipe.decoder)
-        if check.exact and check.margin >= recipe.required_margin:
+        if check.exact and check.path_margin >= recipe.required_margin:
             self.best = (1.0, self.history[-1][1], vectors.clone(), step)
-            self.finish(t0, exact=True, decoded=check.decoded_ids, margin=check.margin)
+            self.finish(t0, exact=True, decoded=check.decoded_ids, path_margin=check.path_margin)
         elif check.first_mismatch is not None and check.first_mismatch not in self.forced:
             self.forced.append(check.first_mismatch)
 
@@ -191,10 +191,10 @@ class _Sample:
             self.restarts.append(step)
 
     def finish(self, t0: float, exact: bool = False, decoded: list[int] | None = None, diverged: bool = False,
-               margin: float | None = None):
+               path_margin: float | None = None):
         accuracy, loss, vectors, step = self.best
         self.result = CramResult(self.ids, vectors, exact, diverged, step, accuracy, loss, time.perf_counter() - t0,
-                                 margin, decoded or [], list(self.history), list(self.restarts))  # copies: it is done
+                                 path_margin, decoded or [], list(self.history), list(self.restarts))  # copies: done
 
 
 def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor, recipe: Recipe, *,
