@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from cramming.core.errors import CrammingError
-from cramming.core.recipes import RECIPES, REGISTRY
+from cramming.core.recipes import REGISTRY, superseded
 from cramming.experiments.encoder_plan import TEXT_SEED, Training
 from cramming.experiments.encoder_training import cramming_seconds
 from cramming.files.database import Store
@@ -235,7 +235,7 @@ def table_after(text: str, marker: str, keep=lambda line: True) -> list[str]:
 
 def current(line: str) -> bool:
     """Whether a table line names no retired recipe version (one that is not its name's latest)."""
-    retired = [key for key in REGISTRY if RECIPES[key.split("@")[0]].name != key]
+    retired = [key for key in REGISTRY if superseded(key)]
     return not any(re.search(rf"{re.escape(key)}\b", line) for key in retired)
 
 

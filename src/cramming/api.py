@@ -187,8 +187,8 @@ def compress(
     given here, they change the recipe as run, which rows and files record. threads: torch's CPU threads for this call
     (None: as set; on a busy machine 1 can be many times faster than the default). progress: plain progress
     lines on stderr (on_step is the callback for your own)."""
-    check_options(texts, n_vectors=n_vectors, max_tokens=max_tokens,
-                  decoder=recipe.decoder if isinstance(recipe, Recipe) else get_recipe(recipe).decoder)
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    check_options(texts, n_vectors=n_vectors, max_tokens=max_tokens, decoder=recipe.decoder)
     if progress:
         shown, theirs = PlainProgress(), on_step
         on_step = shown if theirs is None else lambda s: (shown(s), theirs(s))  # noqa: E731
@@ -198,11 +198,10 @@ def compress(
                          min_margin=min_margin, storage_form=storage_form)
 
 
-def _compress(texts: Sequence[str], model: str | LoadedModel, *, n_vectors: int, recipe: str | Recipe,
+def _compress(texts: Sequence[str], model: str | LoadedModel, *, n_vectors: int, recipe: Recipe,
               max_steps: int | None, max_tokens: int | None, seed: int, device: str,
               on_step: Callable[[StepInfo], None] | None, warm_start: list[torch.Tensor | None] | None,
               min_margin: float | None, storage_form: str | None) -> list[Compressed]:
-    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     given = {"max_steps": max_steps, "required_margin": min_margin, "storage": storage_form}
     # the vector file then records the budget, margin and storage form the vectors were crammed with
     recipe = recipe.override({k: v for k, v in given.items() if v is not None}, name=recipe.name)

@@ -101,6 +101,15 @@ def text_logits(model: torch.nn.Module, vectors: torch.Tensor, text_embeds: torc
     return model(inputs_embeds=x, use_cache=False, logits_to_keep=T + 1).logits[:, :-1]
 
 
+def decoder_logits(model: torch.nn.Module, vectors: torch.Tensor, text_embeds: torch.Tensor,
+                   prefix_id: int | None, decoder: str) -> torch.Tensor:
+    """[B, T, V] the logits that predict the text as `decoder` reads it back: the text fed in after the vectors
+    (greedy, text_logits) or the one-step layout (decode.one_step_logits)."""
+    if decoder == "greedy":
+        return text_logits(model, vectors, text_embeds, prefix_id)
+    return one_step_logits(model, vectors, text_embeds.shape[1], prefix_id)
+
+
 def target_lead(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """[..., V] logits, [...] target ids -> [...] each target's lead over the best other token, in float32
     (negative where it is not the argmax). From the top two: a fifth of the time of masking the target out
@@ -284,8 +293,7 @@ def score(model: torch.nn.Module, vectors: torch.Tensor, text_embeds: torch.Tens
     per token its lead over the runner-up (target_lead, inf at padding), and per sample the objective the step
     descends (the cross-entropy weighted by token_weights). Per-sample means, so samples do not weigh on each other."""
     with autocast(vectors.device, recipe.bf16):
-        logits = (text_logits(model, vectors, text_embeds, prefix_id) if recipe.decoder == "greedy"
-                  else one_step_logits(model, vectors, text_embeds.shape[1], prefix_id))
+        logits = decoder_logits(model, vectors, text_embeds, prefix_id, recipe.decoder)
     ce = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none") * ok
     with torch.no_grad():
         accuracies = ((logits.argmax(-1) == targets) & ok).sum(1) / lengths

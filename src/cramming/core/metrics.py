@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from cramming.core.decode import one_step_logits
-from cramming.core.loop import text_logits
+from cramming.core.loop import decoder_logits
 from cramming.core.precision import autocast
 
 if TYPE_CHECKING:
@@ -65,8 +64,7 @@ def teacher_forced(model: torch.nn.Module, token_ids: list[int], vectors: torch.
     ids = torch.tensor([token_ids], device=device)
     if vectors is not None:
         with autocast(device):
-            logits = (text_logits(model, vectors[None].to(device), embedding(ids), prefix_id) if decoder == "greedy"
-                      else one_step_logits(model, vectors[None].to(device), len(token_ids), prefix_id))
+            logits = decoder_logits(model, vectors[None].to(device), embedding(ids), prefix_id, decoder)
         targets = ids
     else:
         inputs = torch.cat([torch.tensor([[bos_id]], device=device), ids], 1) if bos_id is not None else ids

@@ -335,13 +335,14 @@ def stored(settings: dict[str, Any]) -> Recipe:
         return recipe
     name = settings.get("name", "").split("+")[0]
     candidates = [k for k in REGISTRY if k.split("@")[0] == name] or list(REGISTRY)
-    mine = recipe.to_dict()
+    changes = {key: replace(recipe, base=key).overrides() for key in candidates}
+    unresolved = lambda key: len([k for k in changes[key] if k != "precision"])  # noqa: E731
+    return replace(recipe, base=min(reversed(candidates), key=unresolved))
 
-    def changes(key: str) -> int:
-        entry = replace(REGISTRY[key], max_steps=recipe.max_steps).to_dict()
-        return sum(mine[k] != entry[k] for k in entry if k not in ("name", "base", "precision"))
 
-    return replace(recipe, base=min(reversed(candidates), key=changes))
+def superseded(key: str) -> bool:
+    """Whether a registry entry (name@version) is no longer its name's latest version."""
+    return RECIPES[key.split("@")[0]].name != key
 
 
 def get_recipe(name: str, settings: list[str] | None = None) -> Recipe:

@@ -25,7 +25,7 @@ from matplotlib.patches import Patch
 
 from cramming.core.atomic import atomic_output
 from cramming.core.errors import CrammingError
-from cramming.core.recipes import RECIPES, stored
+from cramming.core.recipes import stored, superseded
 from cramming.experiments.capacity import PAPER_CRITERION, decoding_capacity
 from cramming.files.database import Store
 from cramming.reports import horizons as horizon_report
@@ -84,11 +84,7 @@ def retired_recipes(rows: list[dict]) -> set[str]:
     """The recipe digests of rows whose registry entry is no longer its name's latest version (an earlier
     default, say): their rows stay in the tables, under their version, and out of the figures and findings of
     what the recipes do today."""
-    def retired(settings: dict) -> bool:
-        base = stored(settings).base
-        return base is not None and RECIPES[base.split("@")[0]].name != base
-
-    return {r["recipe_digest"] for r in rows if retired(r["settings"])}
+    return {r["recipe_digest"] for r in rows if (base := stored(r["settings"]).base) is not None and superseded(base)}
 
 
 def group_rows(rows: list[dict]) -> dict[tuple, list[dict]]:
