@@ -39,7 +39,7 @@ import torch
 from cramming import compress, load_model
 from cramming.core.forms import payload_bytes
 from cramming.core.metrics import measure
-from cramming.core.recipes import RECIPES
+from cramming.core.recipes import RECIPES, Recipe
 from cramming.experiments.certify import certify
 from cramming.files.database import Store
 from cramming.model.aliases import DEFAULT_MODEL
@@ -104,9 +104,11 @@ def settings(recipe) -> str:
 
 
 def stored(store: Store, length: int, margin: float, precision: str, form: str, recipe) -> int:
-    return store.db.execute("SELECT count(*) FROM certificates WHERE length = ? AND margin = ? AND precision = ? AND "
-                            "storage = ? AND recipe_settings = ?", (length, margin, precision, form, settings(recipe))
-                            ).fetchone()[0]
+    """The certificates already stored for a group, its recipe known by digest (settings stored before a field was
+    added or renamed spell it otherwise)."""
+    found = store.db.execute("SELECT recipe_settings FROM certificates WHERE length = ? AND margin = ? AND "
+                             "precision = ? AND storage = ?", (length, margin, precision, form)).fetchall()
+    return sum(Recipe.from_dict(json.loads(s)).digest() == recipe.digest() for (s,) in found)
 
 
 def save(store: Store, lm, tmp: Path, length: int, margin: float, precision: str, form: str, recipe,

@@ -34,10 +34,9 @@ import torch
 
 from cramming import api
 from cramming.core.errors import CrammingError
-from cramming.core.loop import starting_vectors
-from cramming.core.recipes import RECIPES, parse_setting
+from cramming.core.recipes import parse_setting
 from cramming.experiments.encoder_plan import TEXT_SEED, Training
-from cramming.experiments.encoder_training import common_start, train_encoder
+from cramming.experiments.encoder_training import train_encoder
 from cramming.experiments.runner import Spec, run_local
 from cramming.files.database import Store
 from cramming.files.vector_file import vectors_of
@@ -57,19 +56,6 @@ def check_held_out(lm, training: Training, samples: int, lengths: list[int]) -> 
     for length in lengths:
         if any(s.shares_text(t) for s in load_samples("books", samples, length, lm.tokenizer, seed=0) for t in trained):
             sys.exit(f"error: a measured {length}-token passage overlaps a training passage")
-
-
-def starts(name: str, lm, texts: list[str], n_vectors: int = 1) -> list[torch.Tensor]:
-    """The [n, d] vectors a start gives these texts with seed 0 (the encoder read only for its own start)."""
-    if name == "cold":
-        return [starting_vectors(RECIPES["cold"], n_vectors, lm.model.get_input_embeddings().weight, 0, 1)[0]] * len(
-            texts)
-    common = common_start(lm, n_vectors)
-    if name == "default":
-        return [common] * len(texts)
-    ids = [lm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    offsets = model_encoder(lm, n_vectors).offsets(lm, ids, api.prefix_token(lm.tokenizer, RECIPES["default"]))
-    return list(common + offsets)
 
 
 def spec(name: str, length: int, budget: int, samples: int = 1, label: str | None = None) -> Spec:
@@ -94,7 +80,8 @@ def cosines(lm, store: Store) -> Callable[[str, int, int, str, list[dict]], str]
     def cell(start: str, length: int, budget: int, digest: str, rows: list[dict]) -> str:
         if digest != spec(start, length, budget).digest(start, lm, 1):
             return "–"  # another encoder's rows: today's encoder is not where they started
-        begun = starts(start, lm, [store.text(r) for r in rows])
+        recipe = spec(start, length, budget).recipe(start)
+        begun = api.starts(lm, recipe, [api.tokenize(lm, store.text(r))[1] for r in rows], 1)
         return f"{statistics.median(cosine(s, r, store) for s, r in zip(begun, rows)):.3f}"
     return cell
 

@@ -28,27 +28,17 @@ import shlex
 import sys
 from pathlib import Path
 
-from recipes import recipe_tables
-
 from cramming.core.errors import CrammingError
 from cramming.core.recipes import RECIPES
-from cramming.experiments.runner import Spec, run_local
+from cramming.experiments.long_texts import PASSAGES, SETS, SOURCES, check_apart, set_spec
+from cramming.experiments.runner import recipe_tables, run_local
 from cramming.files.database import Store
 from cramming.model.aliases import DEFAULT_MODEL
 from cramming.model.loading import load_model
 from cramming.model.texts import load_samples
-from cramming.reports.long_texts import PASSAGES, SETS, SOURCES, long_text_rows, recipes_in, table
+from cramming.reports.long_texts import long_text_rows, recipes_in, table
 
 HERE = Path(__file__).parent
-
-
-def check_apart(lengths: list[int], tokenizer) -> None:
-    """Stop unless the test set's passages share no text with the tuning set's, at every length."""
-    for source in SOURCES:
-        for length in lengths:
-            tuning, test = (load_samples(source, PASSAGES, length, tokenizer, seed=SETS[name]) for name in SETS)
-            if any(t.shares_text(u) for t in test for u in tuning):
-                sys.exit(f"error: a test passage of {source} at {length} tokens overlaps a tuning passage")
 
 
 def only(choices: list[str]) -> dict[str, list[int]]:
@@ -112,10 +102,8 @@ def main() -> None:
             for length in args.lengths:
                 for name in names:
                     for source, passages in chosen.items():
-                        spec = Spec(models=[DEFAULT_MODEL], sources=[source], lengths=[length],
-                                    recipes={name: tables.get(name, {})}, samples=passages,
-                                    text_seed=SETS[args.set_name], max_steps=args.budget)
-                        spec.check()
+                        spec = set_spec(args.set_name, source, passages, length, name, tables.get(name, {}),
+                                        args.budget)
                         run_local(spec, store, device="cpu", batch_size=args.batch_size, on_task=lambda k, m: print(
                             f"{k.recipe:>12} {k.source} {k.length} tokens passage {k.sample}: exact={m['exact']} "
                             f"steps={m['steps']}", file=sys.stderr, flush=True))

@@ -24,68 +24,23 @@ from __future__ import annotations
 import argparse
 import platform
 import shlex
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 
 from cramming.core.errors import CrammingError
-from cramming.core.recipes import RECIPES, parse_setting
-from cramming.experiments.runner import Spec, run_local, run_ray
-from cramming.files.database import Store, steps_to_exact
+from cramming.core.recipes import RECIPES
+from cramming.experiments.runner import Spec, recipe_tables, run_local, run_ray
+from cramming.files.database import Store
 from cramming.model.aliases import DEFAULT_MODEL
+from cramming.reports.recipes import table
 
 HERE = Path(__file__).parent
 MODES = {  # lengths, samples, step budget
     "quick": ([16, 32], 2, 600),
     "full": ([16, 32, 64], 5, 5000),
 }
-
-
-def table(rows: list[dict], mine: str, anchors: tuple[str, ...]) -> str:
-    """Markdown table: one line per (length, recipe), ratios of `mine` to each anchor on its lines.
-    Each row carries the step budget it ran with; a sample that failed counts at that budget."""
-    by = {}
-    for r in rows:
-        by.setdefault((r["length"], r["recipe"]), []).append(r)
-    lines = ["| tokens | recipe | budget | exact | median steps | max steps | accuracy | median s/sample | s/step | "
-             + " | ".join(f"steps {mine}/{a}" for a in anchors) + " |",
-             "|" + "---|" * (9 + len(anchors))]
-    for length in sorted({k[0] for k in by}):
-        medians = {}
-        for recipe in sorted({k[1] for k in by if k[0] == length}, key=lambda r: (r == mine, r)):
-            rs = by[(length, recipe)]
-            steps = [steps_to_exact(r) for r in rs]
-            medians[recipe] = statistics.median(steps)
-            ratios = [f"{medians[recipe] / medians[a]:.2f}" if recipe == mine and a in medians else ""
-                      for a in anchors]
-            per_step = sum(r["seconds"] for r in rs) / max(1, sum(r["steps"] for r in rs))
-            accuracies = "/".join(f"{r['accuracy_with']:.2f}" for r in sorted(rs, key=lambda r: r["sample"]))
-            budgets = "/".join(str(b) for b in sorted({r["budget"] for r in rs}))
-            lines.append(f"| {length} | {recipe} | {budgets} | {sum(r['exact'] for r in rs)}/{len(rs)} | "
-                         f"{medians[recipe]:g} | {max(steps)} | {accuracies} | "
-                         f"{statistics.median(r['seconds'] for r in rs):.1f} | "
-                         f"{per_step:.3f} | " + " | ".join(ratios) + " |")
-    return "\n".join(lines)
-
-
-def recipe_tables(variants: list[str], settings: list[str]) -> dict[str, dict]:
-    """--variant NAME=BASE and --set NAME.FIELD=VALUE -> a spec's [recipes.NAME] tables (runner.Spec checks them,
-    and a spec carries them to Ray workers too)."""
-    tables: dict[str, dict] = {}
-    for text in variants:
-        name, sep, base = text.partition("=")
-        if not sep:
-            raise CrammingError(f"--variant takes NAME=BASE, got {text!r}")
-        tables[name] = {"base": base}
-    for text in settings:
-        target, sep, setting = text.partition(".")
-        if not sep or target not in tables:
-            raise CrammingError(f"--set takes NAME.FIELD=VALUE for a --variant NAME, got {text!r}")
-        field, value = parse_setting(setting)
-        tables[target][field] = value
-    return tables
 
 
 def main() -> None:

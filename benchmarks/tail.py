@@ -1,10 +1,11 @@
 """The failure tail: where the passages that fail or finish late stall, from the rows long_texts.py stored.
 
-    python benchmarks/tail.py --recipe "default, bf16" --length 64            # the tuning set's rows
-    python benchmarks/tail.py --recipe "default, bf16" --length 64 --late 1000 --out docs/long-texts
+    python benchmarks/tail.py --recipe ww4 --length 64                        # the tuning set's rows
+    python benchmarks/tail.py --recipe ww4 --length 128 --set-name test --late 2500 --out docs/long-texts
 
 For every passage of one recipe, set and length: its history (teacher-forced accuracy and loss per step,
-thinned to at most 200 points) against the recipe's cosine restarts, and, for the passages that failed or took
+thinned to at most 200 points) against its cosine restarts (the recipe's schedule, moved by the stall rule's early
+restarts its vector file records), and, for the passages that failed or took
 more than --late steps, the stored best vectors read again: which positions stay wrong, each position's lead
 (the right token's logit minus the best other one), and what each restart did to the accuracy (before it, the
 lowest within 200 steps after it, and the best before the next one). Prints a table per passage and draws two
@@ -27,11 +28,11 @@ import torch  # noqa: E402
 from cramming import api  # noqa: E402
 from cramming.core.loop import target_lead, text_logits  # noqa: E402
 from cramming.core.recipes import Recipe  # noqa: E402
+from cramming.experiments.long_texts import SETS  # noqa: E402
 from cramming.files.database import Store  # noqa: E402
 from cramming.files.vector_file import vectors_of  # noqa: E402
 from cramming.model.aliases import DEFAULT_MODEL  # noqa: E402
 from cramming.model.loading import load_model  # noqa: E402
-from cramming.reports.long_texts import SETS  # noqa: E402
 
 HERE = Path(__file__).parent
 
@@ -72,21 +73,22 @@ def main() -> None:
         sys.exit(f"error: no rows of {args.recipe!r} at {args.length} tokens in the {args.set_name} set")
     recipe = Recipe.from_dict(store.settings(rows[0]))
     budget = rows[0]["budget"]
-    marks = recipe.restarts(budget)
     lm = load_model(DEFAULT_MODEL, "cpu")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{args.set_name}-{args.length}-{args.recipe.replace(', ', '-').replace(' ', '-')}"
 
-    print(f"{args.recipe} at {args.length} tokens, {args.set_name} set, budget {budget}; restarts at {marks}")
+    print(f"{args.recipe} at {args.length} tokens, {args.set_name} set, budget {budget}; the schedule restarts at "
+          f"{recipe.restarts(budget)}")
     print(f"Command: {shlex.join(['python', *sys.argv])}\n")
     print("| passage | exact | steps | best accuracy | wrong positions (token) | smallest lead | "
-          + " | ".join(f"at restart {m}: before / low / best after" for m in marks) + " |")
-    print("|" + "---|" * (6 + len(marks)))
+          "at each restart: accuracy before / lowest after / best after |")
+    print("|" + "---|" * 7)
     tail = []
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
     for r in rows:
         history = store.history(r)
+        marks = recipe.restarts(budget, store.metadata(r).get("restarts") or [])  # none recorded: the schedule's
         steps = [h[0] for h in history]
         late = not r["exact"] or r["steps"] > args.late
         ax = axes[int(r["source"] != "alice")]
@@ -104,9 +106,9 @@ def main() -> None:
                                                                                               else "")
         print(f"| {r['source']} {r['sample']} | {'yes' if r['exact'] else 'no'} | {r['steps']} | "
               f"{r['accuracy_with']:.3f} | {shown or '–'} | {lead.min().item():.2f} | "
-              + " | ".join(f"{b:.3f} / {lo:.3f} / {hi:.3f}" for b, lo, hi in changes) + " |")
+              + "; ".join(f"{m}: {b:.3f} / {lo:.3f} / {hi:.3f}" for m, (b, lo, hi) in zip(marks, changes)) + " |")
     for ax, title in zip(axes, ("alice (book prose)", "recent")):
-        for m in marks:
+        for m in recipe.restarts(budget):
             ax.axvline(m, color="0.5", ls="--", lw=0.8)
         ax.set_title(f"{title}: failed red, late (> {args.late} steps) orange")
         ax.set_xlabel("step")

@@ -26,6 +26,7 @@ from cramming.core.errors import CrammingError
 from cramming.core.recipes import REGISTRY, superseded
 from cramming.experiments.encoder_plan import TEXT_SEED, Training
 from cramming.experiments.encoder_training import cramming_seconds
+from cramming.experiments.long_texts import SETS
 from cramming.files.database import Store
 from cramming.model.aliases import DEFAULT_MODEL
 from cramming.reports import horizons as horizon_report
@@ -34,7 +35,7 @@ from cramming.reports.bits import open_store as bits_store
 from cramming.reports.bits import table as bits_table
 from cramming.reports.encoder_starts import STARTS, start_of
 from cramming.reports.encoder_starts import table as encoder_table
-from cramming.reports.long_texts import SETS, by_source, long_text_rows, recipes_in, tally
+from cramming.reports.long_texts import by_source, long_text_rows, recipes_in, tally
 from cramming.reports.long_texts import table as long_text_table
 from cramming.reports.report import HORIZON_INTRO, TABLE_HEADERS, build_report, made_by, md_table, table_cells
 

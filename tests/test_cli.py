@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import save_file
 
-from cramming import RECIPES, CrammingError, api, load_model
+from cramming import RECIPES, CrammingError, Recipe, api, load_model
 from cramming.core.threads import free_cores, use_threads
 from cramming.files.vector_file import load_vectors
 
@@ -177,6 +177,16 @@ def test_recipes_are_selectable(run_cli, tiny_dir, tmp_path):
         meta = json.loads(run_cli("info", str(vec), "--json")[1])
         assert meta["recipe"]["name"] == meta["recipe"]["base"] == version and meta["recipe"]["max_steps"] == 3
         assert meta["exact"] is False
+
+
+def test_a_file_records_the_stall_rule_s_restarts(run_cli, tiny_dir, tmp_path):
+    # A step too small to move any argmax: the stall rule starts a new period every 3 flat steps, and the file says
+    # when, so a study of the schedule reads each sample's periods (Recipe.restarts) from what it stored.
+    vec = tmp_path / "flat.safetensors"
+    compress(run_cli, tiny_dir, TEXT, "-o", str(vec), "--recipe", "cold", "--set", "lr=1e-7", "--set", "stall=3",
+             "--max-steps", "8", "--json")
+    meta = json.loads(run_cli("info", str(vec), "--json")[1])
+    assert meta["restarts"] == [3, 7] and Recipe.from_dict(meta["recipe"]).restarts(8, meta["restarts"]) == [3, 7]
 
 
 # Bad input: one line on stderr, exit 2, no traceback, nothing written.

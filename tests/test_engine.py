@@ -155,6 +155,8 @@ def test_a_stalled_sample_starts_its_next_period_on_its_own(tiny_lm64):
     flat = Recipe(name="flat", lr=1e-7, weight_decay=0.0, schedule="cosine", period=100, period_mult=2.0, stall=3)
     [r] = run(tiny_lm64, ids, 1, flat, 20)
     assert len({h[2] for h in r.history}) == 1 and r.restarts == [3, 7, 11, 15, 19]
+    # Each skipped to its next period, of 3200 steps from 3100 by step 19: the next one starts at 3100+3200-3081.
+    assert flat.restarts(20, r.restarts) == r.restarts and flat.restarts(4000, r.restarts)[-1] == 3219
     with pytest.raises(CrammingError, match="stall must be >= 1 and needs a cosine schedule with a period"):
         replace(RECIPES["paper"], stall=10)  # a constant step has no next period
     # Restarts are per sample: in a batch beside a sample that learns, each follows its path alone.
@@ -267,7 +269,7 @@ def test_schedules():
 
 def test_margin_loss_trains_only_the_tokens_not_yet_safely_right(tiny_lm):
     ids = [tokenize(tiny_lm, LONGER)[1]]
-    margined = lambda margin: run(tiny_lm, ids, 2, Recipe(name="m", lr=0.05, weight_decay=0.0, margin=margin),  # noqa: E731
+    margined = lambda margin: run(tiny_lm, ids, 2, Recipe(name="m", lr=0.05, weight_decay=0.0, loss_margin=margin),  # noqa: E731
                                   20)[0]
     start = init_vectors(Recipe(name="m", lr=0.05), 2, tiny_lm.model.get_input_embeddings().weight, seed=0)
     closed = margined(-math.inf)  # every token already leads by more than -inf: nothing left to train
@@ -276,7 +278,7 @@ def test_margin_loss_trains_only_the_tokens_not_yet_safely_right(tiny_lm):
     [plain] = run(tiny_lm, ids, 2, Recipe(name="p", lr=0.05, weight_decay=0.0), 20)
     assert torch.equal(wide.vectors, plain.vectors)  # every token open: plain cross-entropy
     assert not torch.equal(wide.vectors, start)
-    [c] = compress([SHORT], tiny_lm, n_vectors=2, recipe=Recipe(name="m", lr=0.05, margin=1.0), max_steps=300)
+    [c] = compress([SHORT], tiny_lm, n_vectors=2, recipe=Recipe(name="m", lr=0.05, loss_margin=1.0), max_steps=300)
     assert c.exact
 
 
@@ -370,7 +372,7 @@ def test_target_lead_is_the_targets_margin_over_every_other_token():
 def test_token_weights_keep_a_token_float32_decodes_wrong_in_the_loss():
     lead = torch.tensor([[3.0, 2.5, -1.0, 0.5, math.inf]])  # the last position is padding
     ok = torch.tensor([[True, True, True, True, False]])
-    recipe = Recipe(name="w", lr=0.1, margin=2.0, wrong_weight=4.0)
+    recipe = Recipe(name="w", lr=0.1, loss_margin=2.0, wrong_weight=4.0)
     none = torch.zeros_like(ok)
     assert token_weights(lead, ok, none, recipe).tolist() == [[0.0, 0.0, 4.0, 1.0, 0.0]]
     forced = none.clone()

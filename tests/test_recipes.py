@@ -20,7 +20,8 @@ def test_an_override_is_checked_and_labelled():
     assert fast.label() == f"{default} with lr 0.1, betas (0.9, 0.99), period 800"  # in field order
     assert fast.digest() != RECIPES["default"].digest()
     assert RECIPES["default"].override({}, name="default").digest() == RECIPES["default"].digest()
-    assert RECIPES["cold"].override({"margin": None}).margin is None and RECIPES["cold"].override({"lr": 1}).lr == 1.0
+    assert RECIPES["cold"].override({"loss_margin": None}).loss_margin is None
+    assert RECIPES["cold"].override({"lr": 1}).lr == 1.0
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -111,6 +112,8 @@ def test_a_row_stored_before_versions_reads_as_the_version_it_ran():
     for label in ("base", "required_margin", "storage", "wrong_weight"):  # stored before these fields existed
         del old[label]
     old["name"] = "default"
+    old["margin"] = old.pop("loss_margin")  # the loss margin's first name, as rows before the rename hold it
+    assert stored(old).loss_margin == 2.0 and stored(old).digest() == REGISTRY["default@6"].digest()
     assert stored(old).base == "default@6" and stored(old).label() == "default@6"  # wrong_weight 1 then
     today = dict(RECIPES["default"].to_dict(), name="default", max_steps=1000)  # another budget is not a change
     del today["base"]
@@ -156,5 +159,8 @@ def test_restarts_are_the_schedule_s_period_starts_before_the_budget():
     default = RECIPES["default"]  # periods of 1000, 2000, 4000, ...
     assert default.restarts(5000) == [1000, 3000] and default.restarts(1000) == [] and default.restarts(1001) == [1000]
     assert RECIPES["cold"].restarts(5000) == [600, 1800, 4200] and RECIPES["paper"].restarts(5000) == []
+    # An early restart (the stall rule's) starts the next period then and moves the rest of the schedule with it.
+    assert RECIPES["cold"].restarts(5000, early=[300]) == [300, 1500, 3900]  # periods of 1200 and 2400 follow
+    assert RECIPES["cold"].restarts(5000, early=[300, 400]) == [300, 400, 2800]  # the 1200-step period skipped
     warm = RECIPES["cold"].override({"warmup_steps": 100})
     assert warm.restarts(2000) == [700, 1900] and all(warm.lr_factor(s) == pytest.approx(1.0) for s in (700, 1900))

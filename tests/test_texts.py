@@ -144,3 +144,21 @@ def test_every_source_cuts_passages_that_encode_back_to_their_count(source, tmp_
         for length in (7, 33, 64, 101):
             for sample in load_samples(source, 4, length, tokenizer, seed):
                 assert ntok(tokenizer, sample.text) == length, (source, seed, length, sample.index, sample.text[-20:])
+
+
+@pytest.mark.real
+def test_the_long_text_sets_stay_apart_and_their_grids_are_checked():
+    """The tuning and test sets share no text at the lengths they are run at; a grid names a set's passages."""
+    from cramming import load_model
+    from cramming.experiments.long_texts import PASSAGES, SETS, check_apart, set_spec
+    from cramming.experiments.runner import recipe_tables
+
+    check_apart([64, 96, 128], load_model("smollm2-135m-instruct-q4_1").tokenizer)
+    tables = recipe_tables(["d7=default@7"], ["d7.precision=bf16"])
+    assert tables == {"d7": {"base": "default@7", "precision": "bf16"}}
+    spec = set_spec("test", "alice", [0, 3], 96, "d7", tables["d7"], 5000)
+    assert (spec.text_seed, spec.samples, spec.lengths, spec.max_steps) == (SETS["test"], [0, 3], [96], 5000)
+    with pytest.raises(CrammingError, match="passages 0-9"):
+        set_spec("test", "alice", [PASSAGES], 96, "d7", tables["d7"], 5000)
+    with pytest.raises(CrammingError, match="--set takes NAME.FIELD=VALUE"):
+        recipe_tables([], ["x.lr=1"])

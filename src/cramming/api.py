@@ -150,7 +150,7 @@ class Compressed(CramResult):
             "recipe": self.recipe.to_dict(), "seed": self.seed, "steps": self.steps, "steps_run": self.steps_run,
             "exact": self.exact, "diverged": self.diverged, "accuracy": self.accuracy,
             "first_mismatch": self.first_mismatch, "cramming_version": __version__, "prefix_token_id": self.prefix_id,
-            "path_margin": self.path_margin, "run_conditions": self.conditions,
+            "path_margin": self.path_margin, "run_conditions": self.conditions, "restarts": self.restarts,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -214,13 +214,7 @@ def _compress(texts: Sequence[str], model: str | LoadedModel, *, n_vectors: int,
     warn_past_horizon(lm, longest, n_vectors)
     log.info(f"cramming {len(texts)} text(s) of up to {longest} tokens into {n_vectors} vector(s) each, "
              f"{recipe.name} at most {recipe.max_steps} steps, {torch.get_num_threads()} thread(s)")
-    prior = model_prior(lm, n_vectors, prefix) if recipe.prior else None
-    start = starting_vectors(recipe, n_vectors, lm.model.get_input_embeddings().weight, seed, len(texts), prior,
-                             warm_start)
-    if recipe.encoder:  # each text's own start: the common one plus what the encoder predicts from the text
-        offsets = model_encoder(lm, n_vectors).offsets(lm, [ids for _, ids in prepared], prefix)
-        fresh = [i for i, w in enumerate(warm_start or [None] * len(texts)) if w is None]
-        start[fresh] += offsets[fresh]
+    start = starts(lm, recipe, [ids for _, ids in prepared], n_vectors, seed, warm_start)
     results = cram(lm.model, [ids for _, ids in prepared], start, recipe, prefix_id=prefix, on_step=on_step)
     conditions = {"device": lm.device.type, "batch_size": len(texts), "decoding_precision": "fp32"}
     # The round trip that counts is from what the file will hold: each text's vectors as stored, decoded alone (a
@@ -234,6 +228,22 @@ def _compress(texts: Sequence[str], model: str | LoadedModel, *, n_vectors: int,
                               model_fingerprint=lm.fingerprint, tokenizer_fingerprint=lm.tokenizer_fingerprint,
                               prefix_id=prefix, conditions=conditions))
     return out
+
+
+def starts(lm: LoadedModel, recipe: Recipe, token_ids: list[list[int]], n_vectors: int, seed: int = 0,
+           warm_start: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+    """[B, n, d] where the recipe starts cramming each text: a warm start where one is given, else the recipe's
+    seeded init, plus the model's prior (recipe.prior), plus what the model's encoder predicts from the text
+    (recipe.encoder)."""
+    prefix = prefix_token(lm.tokenizer, recipe)
+    prior = model_prior(lm, n_vectors, prefix) if recipe.prior else None
+    start = starting_vectors(recipe, n_vectors, lm.model.get_input_embeddings().weight, seed, len(token_ids), prior,
+                             warm_start)
+    if recipe.encoder:  # each text's own start: the common one plus what the encoder predicts from the text
+        offsets = model_encoder(lm, n_vectors).offsets(lm, token_ids, prefix)
+        fresh = [i for i, w in enumerate(warm_start or [None] * len(token_ids)) if w is None]
+        start[fresh] += offsets[fresh]
+    return start
 
 
 def info(path: str | Path) -> dict:

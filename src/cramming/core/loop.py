@@ -126,7 +126,7 @@ def token_weights(lead: torch.Tensor, ok: torch.Tensor, forced: torch.Tensor, re
     wrong_weight times a right one. `forced` marks tokens the float32 verification found wrong: they stay in the
     loss as wrong ones, since under bf16 such a token's lead can look safe while float32 decodes another token."""
     trained = ok
-    wanted = [m for m in (recipe.margin, recipe.required_margin or None) if m is not None]
+    wanted = [m for m in (recipe.loss_margin, recipe.required_margin or None) if m is not None]
     if wanted:
         trained = ok & (lead < max(wanted))
     wrong = (lead < 0) | forced

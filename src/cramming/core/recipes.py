@@ -17,7 +17,7 @@ import math
 import types
 import typing
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from cramming.core.errors import CrammingError
 from cramming.core.forms import parse_form
@@ -43,7 +43,7 @@ class Recipe:
     # its next period now, on its own (the schedule runs per sample), instead of idling to the period's end
     stall: int | None = None
     grad_clip: float | None = None  # per-sample gradient-norm clip
-    margin: float | None = None  # a token whose logit leads every other by more than this leaves the loss
+    loss_margin: float | None = None  # a token whose logit leads every other by more than this leaves the loss
     wrong_weight: float = 1.0  # a token whose argmax is wrong weighs this many times a right one in the loss
     prefix_token: bool = False  # a fixed token (BOS, else EOS) before the vectors takes the attention sink's seat
     prior: bool = False  # add the model's prior (prior.py: the mean of the vectors crammed for a few passages)
@@ -109,7 +109,7 @@ class Recipe:
     def from_dict(cls, settings: dict[str, Any]) -> Recipe:
         """A recipe from plain values (JSON, TOML), each checked against its field's type."""
         name = settings.get("name", "recipe")
-        return cls(**{key: _checked(name, key, value) for key, value in settings.items()})
+        return cls(**{_RENAMED.get(key, key): _checked(name, key, value) for key, value in settings.items()})
 
     def override(self, changes: dict[str, Any], name: str | None = None) -> Recipe:
         """This recipe with some fields changed, each checked against its type and the validity rules; named
@@ -117,7 +117,7 @@ class Recipe:
         its base, so what it is stays "a registry entry plus these changes"."""
         if "name" in changes or "base" in changes:
             raise CrammingError(f"recipe {self.name!r}: name and base are its labels, not settings")
-        checked = {key: _checked(self.name, key, value) for key, value in changes.items()}
+        checked = {_RENAMED.get(key, key): _checked(self.name, key, value) for key, value in changes.items()}
         label = name or "+".join([self.name] + [f"{k}={json.dumps(v)}" for k, v in changes.items()])
         return replace(self, name=label, **checked)
 
@@ -126,8 +126,10 @@ class Recipe:
         the compute precision included, but not the name or the base, which are labels. Two recipes with the same
         settings are the same run whatever they are called. A field added after rows were stored counts only when
         it differs from its default, so those rows keep their keys; precision fp32 hashes as the "auto" of the rows
-        stored before it was resolved, which all ran on CPUs, in float32."""
-        settings = {k: v for k, v in self.to_dict().items()
+        stored before it was resolved, which all ran on CPUs, in float32. A renamed field hashes under its first
+        name."""
+        first_names = {new: old for old, new in _RENAMED.items()}
+        settings = {first_names.get(k, k): v for k, v in self.to_dict().items()
                     if k not in ("name", "base") and not (k in _ADDED_LATER and v in _ADDED_LATER[k])}
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -179,15 +181,23 @@ class Recipe:
         floor = self.final_lr / self.lr
         return floor + (max(peak, floor) - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
-    def restarts(self, budget: int) -> list[int]:
-        """The steps before `budget` at which the schedule starts a new cosine period (none without periods); the
-        stall rule can start a sample's next period sooner."""
+    def restarts(self, budget: int, early: Sequence[int] = ()) -> list[int]:
+        """The steps before `budget` at which a sample's cosine periods began (none without periods): the
+        schedule's, moved by the stall rule's `early` restarts (CramResult.restarts, a vector file's "restarts"),
+        each of which starts the next period then and shifts the rest of the schedule, as the loop does."""
         if self.schedule != "cosine" or not self.period:
             return []
-        out = [self.next_restart(self.warmup_steps)]
-        while out[-1] < budget:
-            out.append(self.next_restart(out[-1]))
-        return out[:-1]
+        out, shift, pending = [], 0, sorted(early)
+        while True:
+            scheduled = self.next_restart((out[-1] if out else 0) + shift) - shift  # in the loop's steps
+            if pending and pending[0] <= scheduled:
+                step = pending.pop(0)
+                shift = self.next_restart(step + shift) - step
+            else:
+                step = scheduled
+            if step >= budget:
+                return out
+            out.append(step)
 
     def next_restart(self, step: int) -> int:
         """The step at which the cosine period holding `step` ends and the next one starts (periods only)."""
@@ -210,8 +220,13 @@ _ADDED_LATER = {"precision": ("auto", "fp32"), "restart_decay": (1.0,), "encoder
                 "decoder": ("greedy",)}
 
 
+# Fields renamed since rows were stored: stored settings, specs and --set still read the first name.
+_RENAMED = {"margin": "loss_margin"}  # three margins, three names: loss_margin, required_margin, path_margin
+
+
 def _checked(recipe: str, key: str, value: Any) -> Any:
-    """value as field `key` of a Recipe takes it, or a one-line error naming the field."""
+    """value as field `key` (or its first name) of a Recipe takes it, or a one-line error naming the field."""
+    key = _RENAMED.get(key, key)
     if key not in _HINTS:
         raise CrammingError(f"recipe {recipe!r}: no field {key!r}; the fields are: {', '.join(_HINTS)}")
     converted = _convert(value, _HINTS[key])
@@ -300,7 +315,7 @@ _version("default", "a prefix token, lr 0.3 cosine-decaying over periods of 600 
 # Periods twice as long each time (600, 1200, 2400, ...: a short text finishes in the first, a long one gets the
 # time to settle), and a loss that leaves out the tokens already right by 2 logits, spending the one vector on
 # those still wrong.
-_COLD = dict(_COSINE, period_mult=2.0, margin=2.0)
+_COLD = dict(_COSINE, period_mult=2.0, loss_margin=2.0)
 _version("default", "a prefix token, lr 0.3 in cosine periods of 600, 1200, ... steps, and a loss without the "
          "tokens already right by 2 logits", **_COLD)
 # From a random start, it needs no prior: for another model when the prior's one-time build costs too much.

@@ -15,9 +15,8 @@ from typing import Callable
 
 import torch
 
-from cramming.api import prefix_token
+from cramming.api import prefix_token, starts
 from cramming.core.errors import CrammingError
-from cramming.core.loop import starting_vectors
 from cramming.core.recipes import RECIPES
 from cramming.experiments.encoder_plan import TEXT_SEED, Training
 from cramming.experiments.runner import run_local
@@ -25,7 +24,6 @@ from cramming.files.database import Store
 from cramming.files.vector_file import vectors_of
 from cramming.model.encoder import Encoder, encoder_path, features, fit_end_to_end, fit_ridge
 from cramming.model.loading import LoadedModel
-from cramming.model.prior import model_prior
 
 
 def training_store(lm: LoadedModel, n_vectors: int) -> Path:
@@ -35,9 +33,7 @@ def training_store(lm: LoadedModel, n_vectors: int) -> Path:
 
 def common_start(lm: LoadedModel, n_vectors: int) -> torch.Tensor:
     """[n, d] where `default` starts every text with seed 0: the prior plus the seed's noise."""
-    recipe = RECIPES["default"]
-    prior = model_prior(lm, n_vectors, prefix_token(lm.tokenizer, recipe))
-    return starting_vectors(recipe, n_vectors, lm.model.get_input_embeddings().weight, 0, 1, prior)[0]
+    return starts(lm, RECIPES["default"], [[]], n_vectors)[0]  # one text: the default reads none of it
 
 
 def solutions(lm: LoadedModel, store: Store, n_vectors: int) -> tuple[list[list[int]], torch.Tensor]:

@@ -297,6 +297,24 @@ class Worker:
         return out
 
 
+def recipe_tables(variants: list[str], settings: list[str]) -> dict[str, dict]:
+    """Variants from a command line, --variant NAME=BASE and --set NAME.FIELD=VALUE -> a spec's [recipes.NAME]
+    tables (Spec checks them, and a spec carries them to Ray workers too)."""
+    tables: dict[str, dict] = {}
+    for text in variants:
+        name, sep, base = text.partition("=")
+        if not sep:
+            raise CrammingError(f"--variant takes NAME=BASE, got {text!r}")
+        tables[name] = {"base": base}
+    for text in settings:
+        target, sep, setting = text.partition(".")
+        if not sep or target not in tables:
+            raise CrammingError(f"--set takes NAME.FIELD=VALUE for a --variant NAME, got {text!r}")
+        key, value = parse_setting(setting)
+        tables[target][key] = value
+    return tables
+
+
 def batches(keys: list[TaskKey], batch_size: int | None) -> list[list[TaskKey]]:
     """Tasks that differ only in their sample share a batch: at most batch_size of them, or the whole group
     when batch_size is None (the worker then splits it to fit its device)."""

@@ -1,25 +1,13 @@
-"""The long-text sets (benchmarks/long_texts.py crams them): their tables, tallies and labels, from stored rows.
-
-The sets: 10 passages of Alice's Adventures in Wonderland (`alice`) and 10 Wikipedia leads of 2025-2026
-(`recent`) per length, one vector of the default model; the tuning set is text seed 1, the test set text seed 10.
-"""
+"""The long-text sets (cramming.experiments.long_texts): their tables, tallies and labels, from stored rows."""
 
 from __future__ import annotations
 
 import statistics
 
 from cramming.core.recipes import RECIPES, stored
+from cramming.experiments.long_texts import SETS, SOURCES
 from cramming.files.database import Store, steps_to_exact
 from cramming.model.aliases import DEFAULT_MODEL
-
-SETS = {"tuning": 1, "test": 10}  # text seed of each set
-
-
-SOURCES = ("alice", "recent")
-
-
-PASSAGES = 10
-
 
 WITHIN = (1500, 3000, 5000)
 
