@@ -34,23 +34,12 @@ import torch
 import cramming.core.loop as engine
 from cramming import api
 from cramming.core.recipes import Recipe
-from cramming.files.database import IDENTITY, Store, steps_run
+from cramming.files.database import Store, steps_run
 from cramming.files.vector_file import vectors_of
 from cramming.reports.bf16_gaps import Gap, first_full, gaps, lost, rerun_table
 
 HERE = Path(__file__).parent
 DATABASES = [HERE.parent / "results" / "capacity.sqlite", HERE.parent / "results" / "long-texts.sqlite"]
-
-
-def warm_start(store: Store, row: dict) -> torch.Tensor | None:
-    """The vectors a horizon try started from: the same passage's row at its warm_from length, None for none."""
-    if not row["warm_from"]:
-        return None
-    for r in store.rows():
-        if (r["exact"] and r["length"] == row["warm_from"]
-                and all(r[k] == row[k] for k in IDENTITY if k not in ("length", "warm_from"))):
-            return vectors_of(store.vector_file(r))
-    raise SystemExit(f"error: the warm start of {row['source']} passage {row['sample']} at {row['length']} is missing")
 
 
 def unforced(lead, ok, forced, recipe):
@@ -64,14 +53,14 @@ FORCED = engine.token_weights
 def rerun(store: Store, g: Gap, lm: api.LoadedModel) -> dict:
     """One plateau row crammed again with and without the forced tokens -> both outcomes and gaps."""
     r = g.row
-    text, warm = store.text(r), warm_start(store, r)
+    text, warm = store.text(r), store.warm_start(r)
     out = {"database_row": {k: r[k] for k in ("recipe", "source", "sample", "length", "text_seed", "seed")},
            "stored": {"gap": g.steps, "steps_run": steps_run(r), "exact": r["exact"]}}
     for arm, weights in (("forced", FORCED), ("unforced", unforced)):
         engine.token_weights = weights
         try:
             [c] = api.compress([text], lm, n_vectors=r["vectors"], recipe=Recipe.from_dict(r["settings"]),
-                               seed=r["seed"], warm_start=[warm])
+                               seed=r["seed"], warm_start=[vectors_of(warm) if warm else None])
         finally:
             engine.token_weights = FORCED
         full = first_full(c.history)

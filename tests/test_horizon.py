@@ -71,6 +71,12 @@ def test_a_horizon_search_stores_every_try_and_resumes(horizon_spec, tmp_path):
         assert 8 in [r["length"] for r in tries] and (lo == 0 or lo in exact)
     # on this model both passages grow (8, then 16 from 8's solution), fail at 32 and are bisected below it
     assert any(r["exact"] and r["warm_from"] >= 8 for r in rows)
+    for r in rows:  # each try's start is found again: the vector file of its passage's exact row at warm_from
+        start = store.warm_start(r)
+        assert (start is None) == (r["warm_from"] == 0)
+        if start is not None:
+            assert start in [store.vector_file(q) for q in rows if q["exact"] and q["sample"] == r["sample"]
+                             and q["length"] == r["warm_from"]]
     assert any(r["length"] not in GROWTH for r in rows)
     for r in rows:  # every warm-started failure was tried again from scratch
         if not r["exact"] and r["warm_from"] > 0:

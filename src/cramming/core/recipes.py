@@ -304,7 +304,7 @@ _version("progressive", "Tarasov et al.'s Progressive Cramming optimizer, init a
          max_steps=5000)
 
 # Ours, in the order the default changed (docs/notebook.md says why each step): each version's settings as it
-# ran. One version of 2026-11-28 put a token after the vectors, which today's loop has no field for; it is not
+# ran. One short-lived version put a token after the vectors, which today's loop has no field for; it is not
 # kept (no stored row ran with it).
 _DEFAULT_1 = dict(lr=5e-2, init="embedding_std", max_steps=5000)
 _version("default", "ours, first: the paper's init and optimizer with a 5x larger step", **_DEFAULT_1)

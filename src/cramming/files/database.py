@@ -290,6 +290,20 @@ class Store:
         """The vector file (safetensors bytes) of the row with this key."""
         return self._column(key, "vector_file")
 
+    def warm_start(self, key: dict) -> bytes | None:
+        """The vector file the try of this key started from: the same passage's exact row at its warm_from length
+        (that row's own start aside); None for a try from the recipe's own start."""
+        if not key["warm_from"]:
+            return None
+        same = [k for k in IDENTITY if k not in ("length", "warm_from")]
+        row = self.db.execute(f"SELECT vector_file FROM results WHERE exact = 1 AND length = ? AND "
+                              f"{' AND '.join(f'{k} = ?' for k in same)}",
+                              (key["warm_from"], *(key[k] for k in same))).fetchone()
+        if row is None:
+            raise CrammingError(f"{self.path}: the warm start of {key['source']} passage {key['sample']} at "
+                                f"{key['length']} tokens (its exact row at {key['warm_from']}) is not stored")
+        return row[0]
+
     def metadata(self, key: dict) -> dict[str, str]:
         """The vector file metadata of the row with this key (recipe as run, seed, ...); {} when absent."""
         data = self.vector_file(key)
