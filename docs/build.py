@@ -37,6 +37,9 @@ from cramming.reports.encoder_starts import STARTS, start_of
 from cramming.reports.encoder_starts import table as encoder_table
 from cramming.reports.long_texts import by_source, long_text_rows, recipes_in, tally
 from cramming.reports.long_texts import table as long_text_table
+from cramming.reports.one_step import comparison_rows as one_step_rows
+from cramming.reports.one_step import horizons as one_step_horizons
+from cramming.reports.one_step import table as one_step_table
 from cramming.reports.report import HORIZON_INTRO, TABLE_HEADERS, build_report, made_by, md_table, table_cells
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,6 +180,30 @@ def bits(db: Path) -> list[str]:
         store.close()
 
 
+def one_step(db: Path, capacity_db: Path, figures: dict[str, str]) -> list[str]:
+    """Back in one forward pass: the one-step horizons in two vectors beside greedy decoding's."""
+    store, greedy = Store(db), Store(capacity_db)
+    try:
+        rows = one_step_rows(store, greedy)
+        made = made_by(store)
+    finally:
+        store.close()
+        greedy.close()
+    found = one_step_horizons(rows)
+    books = [found[k]["exact"] for k in found if k[0] == "books" and k[2] == "one-step"]
+    figures["one-step-books"] = f"{min(books)}-{max(books)}" if min(books) != max(books) else f"{books[0]}"
+    return ["## Back in one forward pass", "",
+            f"`{db}` and, for the greedy book horizons, `{capacity_db}`: two vectors of the default model, "
+            "default@7 with the model computing in bf16 (every try verified in float32 as stored), 1000 steps a "
+            "try, each try warm-started from the last exact length's vectors (so the steps at 32 and 64 tokens "
+            "are a warm try's). Greedy reads the text back token by token; one-step (`--decoder one-step`) in one "
+            "forward pass over [prefix ; e ; m x T], each copy of m predicting its own token (Mezentsev and "
+            "Oseledets, 2025), m trained per text. The text's cross-entropy is under the model without vectors "
+            "(autoregressive): the least the vectors must carry for greedy decoding. \"not yet\": the search "
+            "has not failed at any length so far. Where the copies look: docs/findings.md#back-in-one-forward-pass.",
+            ""] + written_by(made) + ["", one_step_table(rows)]
+
+
 def bf16_gaps(results: Path, figures: dict[str, str]) -> None:
     """README's Limits on the steps bf16 cramming loses at the finish (benchmarks/precision_gap.py, gaps of
     more than 20 steps): their share per database, and the longest."""
@@ -217,6 +244,8 @@ def build(results: Path, out: Path) -> tuple[str, dict[str, str]]:
         sections.append(bits(results / "bits.sqlite"))
     if all((results / f"{name}.sqlite").exists() for name in ("capacity", "long-texts")):
         bf16_gaps(results, figures)
+    if all((results / f"{name}.sqlite").exists() for name in ("one-step", "capacity")):
+        sections.append(one_step(results / "one-step.sqlite", results / "capacity.sqlite", figures))
     if (results / "paper-shape.sqlite").exists():
         sections.append(example(results / "paper-shape.sqlite", out))
     if (results / "encoder.sqlite").exists():
