@@ -4,11 +4,12 @@
     python benchmarks/one_step.py --out docs/one-step
 
 The rows are the horizon searches of examples/capacity/smollm2-2v-one-step.toml (book passages, one-step),
-smollm2-2v-random.toml (random words, greedy and one-step) and smollm2-2v-default.toml (book passages, greedy):
-two vectors of the default model, default@7 with the model computing in bf16 (verified in float32), 1000 steps a
-try, each try warm-started from the last exact length's vectors. Per passage: each decoder's horizon (its longest
-exact length, its shortest failed one), the text's cross-entropy under the model at that length (the bits the
-vectors must carry at least), and the steps of the tries at 32 and 64 tokens.
+smollm2-2v-random.toml (random words, greedy and one-step), smollm2-1v-shared-copy.toml (both, one-step with the
+model's shared copy) and, from results/capacity.sqlite, smollm2-2v-default.toml and smollm2-1v-default.toml (greedy):
+the default model, default@7 with the model computing in bf16 (verified in float32), 1000 steps a try, each try
+warm-started from the last exact length's vectors. Per passage and way back: its horizon (the longest exact length,
+the shortest failed one), the text's cross-entropy under the model at that length (the bits the vectors must carry
+at least for greedy decoding), and the steps of the tries at 32 and 64 tokens.
 
 Then, for each book passage's longest exact one-step vectors, the model in float32 with eager attention reads
 [prefix ; e ; m x T] once: per layer, the share of the copies' attention (over heads and copy positions) on the
@@ -35,7 +36,7 @@ from cramming.core.recipes import stored  # noqa: E402
 from cramming.files.database import Store  # noqa: E402
 from cramming.files.vector_file import vectors_of  # noqa: E402
 from cramming.model.loading import load_model  # noqa: E402
-from cramming.reports.one_step import attention_shares, comparison_rows, table  # noqa: E402
+from cramming.reports.one_step import attention_shares, comparison_rows, table, way  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,7 +52,7 @@ def main() -> None:
         if not Path(path).is_file():
             sys.exit(f"error: no database at {path}")
     rows = comparison_rows(Store(args.db), Store(args.greedy_books))
-    one_step = [r for r in rows if stored(r["settings"]).decoder == "one-step"]
+    one_step = [r for r in rows if way(r) == "one-step, 2 vectors"]  # each file's own copied vector, its last
     print(f"Two vectors of the default model, default@7 in bf16 (verified in float32), 1000 steps a try; "
           f"{platform.machine()} CPU.")
     print(f"Command: {shlex.join(['python', *sys.argv])}\n")

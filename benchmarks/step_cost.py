@@ -1,7 +1,8 @@
 """What one optimizer step costs, against the floor, and how batching changes throughput.
 
-    python benchmarks/step_cost.py                        # all three tables (~10 min on 2 cores)
+    python benchmarks/step_cost.py                        # all four tables (~25 min on 2 cores)
     python benchmarks/step_cost.py --tables precision --threads 1
+    python benchmarks/step_cost.py --tables parts         # the step by length and its parts (issue 46)
 
 Table 1, per-step cost: the floor is one forward pass (logits only where the text is predicted) plus one
 backward pass to the input, on the same [prefix ; vector ; text] sequence; a cram step is the real loop
@@ -16,6 +17,13 @@ on the twin whose Linear weights are bf16 once (what cramming runs), and with al
 batch x tokens shapes cramming runs; and a real cram step under the recipe's
 `precision = "bf16"` against float32. Whether bf16 pays depends on the CPU's bf16 units (the header names them):
 oneDNN's ONEDNN_VERBOSE=1 log shows the kernel each matmul ran (e.g. brg_matmul:avx512_core_bf16).
+
+Table 4, parts: one step of one 1-vector sample by text length (32-256 tokens) in its parts: the forward pass of
+the transformer body, the vocabulary projection and cross-entropy (forward and backward, on the body's output),
+the body's backward pass to the input (the whole step's forward and backward less those two), and AdamW's update;
+for float32 and bf16 (the twin cramming runs), sdpa and eager attention, the body compiled by torch.compile or not,
+and 1 and 2 threads; each total beside the float32, sdpa, uncompiled one of the same length and threads. Compiled
+only at 128 tokens: each shape compiles anew, in about two minutes.
 """
 
 from __future__ import annotations
@@ -90,8 +98,8 @@ def recipe_median_steps(tokens: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--tables", default="cost,batch,precision",
-                        help="which tables, comma-separated: cost, batch, precision")
+    parser.add_argument("--tables", default="cost,batch,precision,parts",
+                        help="which tables, comma-separated: cost, batch, precision, parts")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--steps", type=float, default=None,
                         help="median steps to exact for samples/hour (default: the default recipe's at 32 tokens "
@@ -126,6 +134,8 @@ def main() -> None:
         batch_table(ids, cram_step, median_steps)
     if "precision" in tables:
         precision_table(model, recipe, prefix, lm.tokenizer, cram_step)
+    if "parts" in tables:
+        parts_table(model, recipe, prefix, lm.tokenizer, args.threads)
 
 
 def cost_table(model, recipe, prefix, ids, cram_step) -> None:
@@ -179,6 +189,74 @@ def precision_table(model, recipe, prefix, tokenizer, cram_step) -> None:
         step32, step16 = cram_step(batch, "fp32"), cram_step(batch, "bf16")
         print(f"| {B} x {T} | {fp32:.3f} | {autocast / fp32:.2f} | {twinned / fp32:.2f} | {weights / fp32:.2f} | "
               f"{step32:.3f} | {step16 / step32:.2f} |", flush=True)
+
+
+def parts(model, ids: torch.Tensor, mem: torch.Tensor, prefix: int, bf16: bool, body=None) -> dict[str, float]:
+    """One step's parts (seconds, medians): body forward, head forward + backward, body backward, AdamW."""
+    stepper = autocast_model(model, torch.device("cpu"), bf16)
+    body = stepper.model if body is None else body  # a compiled module has no truth value
+    T = ids.shape[1]
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(ids)
+
+    def forward() -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            x = torch.cat([with_prefix(model, mem.to(embeds.dtype), prefix), embeds], 1)
+            return body(inputs_embeds=x, use_cache=False).last_hidden_state[:, -T - 1:-1]
+
+    def head(hidden: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = stepper.lm_head(hidden)
+        return F.cross_entropy(logits.float().transpose(1, 2), ids)
+
+    hidden = forward().detach().requires_grad_(True)
+    optimizer = torch.optim.AdamW([mem], lr=0.1, betas=(0.9, 0.9), weight_decay=0.0)
+    mem.grad = torch.zeros_like(mem)
+    out = {"body forward": timed(forward), "head fwd + bwd": timed(lambda: head(hidden).backward()),
+           "step": timed(lambda: head(forward()).backward()), "AdamW": timed(optimizer.step)}
+    out["body backward"] = out["step"] - out["body forward"] - out["head fwd + bwd"]
+    out["step"] += out["AdamW"]
+    return out
+
+
+def parts_table(model, recipe, prefix, tokenizer, threads: int | None) -> None:
+    print("\nParts of one step, one sample, 1 vector (seconds, medians); ratio: the step against float32, sdpa, "
+          "uncompiled at the same length and threads.\n")
+    print("| tokens | threads | precision | attention | compiled | step (s) | ratio | body forward | head fwd + bwd "
+          "| body backward | AdamW |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    start = starting_vectors(dataclasses.replace(recipe, prior=False), 1, model.get_input_embeddings().weight, 0, 1)
+    text = tokenizer(load_samples("books", 1, 256, tokenizer, seed=0)[0].text, add_special_tokens=False)["input_ids"]
+    compiled: dict[tuple, object] = {}
+    for n_threads in ([threads] if threads else [1, 2]):
+        torch.set_num_threads(n_threads)
+        for T in (32, 64, 128, 256):
+            ids = torch.tensor([text[:T]])
+            base = None
+            for precision, attention, compile_it in (("fp32", "sdpa", False), ("fp32", "eager", False),
+                                                      ("bf16", "sdpa", False), ("bf16", "eager", False),
+                                                      ("fp32", "sdpa", True), ("bf16", "sdpa", True)):
+                if compile_it and T != 128:  # a compile is minutes a shape: at the length issue 46 aims at only
+                    continue
+                bf16 = precision == "bf16"
+                for m in (model, autocast_model(model, torch.device("cpu"), True)):  # the twin has its own config
+                    m.set_attn_implementation(attention)
+                body = None
+                if compile_it:
+                    twin = autocast_model(model, torch.device("cpu"), bf16).model
+                    body = compiled.setdefault((precision,), torch.compile(twin, dynamic=False))
+                mem = start.clone().requires_grad_(True)
+                try:
+                    got = parts(model, ids, mem, prefix, bf16, body)
+                except Exception as err:  # torch.compile needs a working C++ toolchain: say so, go on
+                    print(f"| {T} | {n_threads} | {precision} | {attention} | yes | failed: "
+                          f"{type(err).__name__} | | | | | |", flush=True)
+                    continue
+                base = base or got["step"]
+                print(f"| {T} | {n_threads} | {precision} | {attention} | {'yes' if compile_it else 'no'} | "
+                      f"{got['step']:.3f} | {got['step'] / base:.2f} | {got['body forward']:.3f} | "
+                      f"{got['head fwd + bwd']:.3f} | {got['body backward']:.3f} | {got['AdamW']:.5f} |", flush=True)
+    for m in (model, autocast_model(model, torch.device("cpu"), True)):
+        m.set_attn_implementation("sdpa")
 
 
 if __name__ == "__main__":

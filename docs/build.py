@@ -190,17 +190,19 @@ def one_step(db: Path, capacity_db: Path, figures: dict[str, str]) -> list[str]:
         store.close()
         greedy.close()
     found = one_step_horizons(rows)
-    books = [found[k]["exact"] for k in found if k[0] == "books" and k[2] == "one-step"]
+    books = [found[k]["exact"] for k in found if k[0] == "books" and k[2] == "one-step, 2 vectors"]
     figures["one-step-books"] = f"{min(books)}-{max(books)}" if min(books) != max(books) else f"{books[0]}"
     return ["## Back in one forward pass", "",
-            f"`{db}` and, for the greedy book horizons, `{capacity_db}`: two vectors of the default model, "
+            f"`{db}` and, for greedy decoding's horizons of the same passages, `{capacity_db}`: the default model, "
             "default@7 with the model computing in bf16 (every try verified in float32 as stored), 1000 steps a "
             "try, each try warm-started from the last exact length's vectors (so the steps at 32 and 64 tokens "
             "are a warm try's). Greedy reads the text back token by token; one-step (`--decoder one-step`) in one "
             "forward pass over [prefix ; e ; m x T], each copy of m predicting its own token (Mezentsev and "
-            "Oseledets, 2025), m trained per text. The text's cross-entropy is under the model without vectors "
-            "(autoregressive): the least the vectors must carry for greedy decoding. \"not yet\": the search "
-            "has not failed at any length so far. Where the copies look: docs/findings.md#back-in-one-forward-pass.",
+            "Oseledets, 2025): m trained per text and stored as the second vector, or the model's shared copy "
+            "(`--shared-copy`: the file stores e alone). The text's cross-entropy is under the model without "
+            "vectors (autoregressive): the least the vectors must carry for greedy decoding. \"not yet\": the "
+            "search has not failed at any length so far. Where the copies look: "
+            "docs/findings.md#back-in-one-forward-pass.",
             ""] + written_by(made) + ["", one_step_table(rows)]
 
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save
 
 from cramming import CrammingError, compress, greedy_decode
@@ -58,6 +59,8 @@ def test_compress_checks_the_round_trip_as_stored(run_cli, tiny_dir, tmp_path, f
     assert code == (0 if row["exact"] else 1), err
     meta = json.loads(run_cli("info", str(vec), "--json")[1])
     assert meta["storage"] == parse_form(form) and meta["shape"] == [2, 128]
+    with safe_open(str(vec), framework="pt") as f:  # payload_bytes: what the stored tensors take in the file
+        assert meta["payload_bytes"] == sum(f.get_tensor(k).numel() * f.get_tensor(k).element_size() for k in f.keys())
     if row["exact"]:
         assert run_cli("decompress", str(vec))[1] == TEXT.encode()
     else:  # exact in float32, lost as stored: said so, and the file records it

@@ -140,18 +140,24 @@ def test_the_gain_has_the_horizons_denominator(tmp_path):
 
 
 def test_one_step_horizons_beside_greedy_ones():
-    """A decoder's horizon is its longest exact length and the shortest length no try got back: a warm start's
+    """A way back's horizon is its longest exact length and the shortest length no try got back: a warm start's
     failure that a fresh try then got back is not where the search stopped."""
     from cramming.reports.one_step import horizons, table
 
     greedy = RECIPES["default"].to_dict()
     one_step = dict(greedy, decoder="one-step")
-    row = lambda settings, length, exact, steps=100: {  # noqa: E731
+    row = lambda settings, length, exact, steps=100, vectors=2: {  # noqa: E731
         "source": "books", "sample": 0, "settings": settings, "length": length, "exact": exact, "steps": steps,
-        "ce_without_bits": 7.0 * length}
+        "ce_without_bits": 7.0 * length, "vectors": vectors}
     rows = [row(greedy, 32, True, 60), row(greedy, 64, True, 90), row(greedy, 96, False), row(one_step, 32, True),
-            row(one_step, 48, False), row(one_step, 48, True), row(one_step, 64, False)]
+            row(one_step, 48, False), row(one_step, 48, True), row(one_step, 64, False),
+            row(dict(one_step, shared_copy=True), 16, False, vectors=1)]
     found = horizons(rows)
-    assert found[("books", 0, "greedy")] == {"exact": 64, "failed": 96, "ce_bits": 448.0, "steps": {32: 60, 64: 90}}
-    assert found[("books", 0, "one-step")]["exact"] == 48 and found[("books", 0, "one-step")]["failed"] == 64
-    assert "| books | 0 | 64 / 96 | 48 / 64 | 0.75 | 448 / 336 | 60, 90 / 100, – |" in table(rows)
+    assert found[("books", 0, "greedy, 2 vectors")] == {"exact": 64, "failed": 96, "ce_bits": 448.0,
+                                                       "steps": {32: 60, 64: 90}}
+    assert (found[("books", 0, "one-step, 2 vectors")]["exact"], found[("books", 0, "one-step, 2 vectors")]["failed"]
+            ) == (48, 64)
+    lines = table(rows).splitlines()
+    assert lines[0].count("|") == 6  # three ways with rows: no column for greedy in one vector
+    assert "| books | 0 | none exact | 64 / 96 (448 bits) | 48 / 64 (336 bits) |" in lines
+    assert "| books | 0 | –, – | 60, 90 | 100, – |" in lines

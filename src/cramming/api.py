@@ -17,8 +17,8 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from cramming.core import storage
-from cramming.core.decode import Expected, sha256_ids, sha256_text, verify
+from cramming.core import forms, storage
+from cramming.core.decode import Expected, sha256_ids, sha256_text, verify, with_copy
 from cramming.core.errors import CrammingError, NotExact
 from cramming.core.inputs import check_options
 from cramming.core.loop import CramResult, StepInfo, cram, starting_vectors
@@ -29,6 +29,7 @@ from cramming.core.threads import use_threads
 from cramming.core.version import __version__
 from cramming.files.vector_file import check_compatible, load_vectors, save_vectors
 from cramming.model.aliases import DEFAULT_MODEL, measured_horizon
+from cramming.model.copy_vector import copy_digest, shared_copy
 from cramming.model.encoder import model_encoder
 from cramming.model.loading import LoadedModel, load_model, resolve_device
 from cramming.model.prior import model_prior
@@ -123,6 +124,7 @@ class Compressed(CramResult):
     # What else decided the outcome beside the recipe as run: the device kind, the batch size and the decoding
     # precision of the verification.
     conditions: dict = field(default_factory=dict)
+    copy: torch.Tensor | None = None  # the model's shared copied vector, read after these (recipe.shared_copy)
     path: Path | None = None
 
     @property
@@ -151,6 +153,7 @@ class Compressed(CramResult):
             "exact": self.exact, "diverged": self.diverged, "accuracy": self.accuracy,
             "first_mismatch": self.first_mismatch, "cramming_version": __version__, "prefix_token_id": self.prefix_id,
             "path_margin": self.path_margin, "run_conditions": self.conditions, "restarts": self.restarts,
+            **({"shared_copy": copy_digest()} if self.copy is not None else {}),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -188,7 +191,8 @@ def compress(
     (None: as set; on a busy machine 1 can be many times faster than the default). progress: plain progress
     lines on stderr (on_step is the callback for your own)."""
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
-    check_options(texts, n_vectors=n_vectors, max_tokens=max_tokens, decoder=recipe.decoder)
+    check_options(texts, n_vectors=n_vectors, max_tokens=max_tokens, decoder=recipe.decoder,
+                  shared_copy=recipe.shared_copy)
     if progress:
         shown, theirs = PlainProgress(), on_step
         on_step = shown if theirs is None else lambda s: (shown(s), theirs(s))  # noqa: E731
@@ -215,18 +219,20 @@ def _compress(texts: Sequence[str], model: str | LoadedModel, *, n_vectors: int,
     log.info(f"cramming {len(texts)} text(s) of up to {longest} tokens into {n_vectors} vector(s) each, "
              f"{recipe.name} at most {recipe.max_steps} steps, {torch.get_num_threads()} thread(s)")
     start = starts(lm, recipe, [ids for _, ids in prepared], n_vectors, seed, warm_start)
-    results = cram(lm.model, [ids for _, ids in prepared], start, recipe, prefix_id=prefix, on_step=on_step)
+    copy = shared_copy(lm, prefix) if recipe.shared_copy else None
+    results = cram(lm.model, [ids for _, ids in prepared], start, recipe, prefix_id=prefix, on_step=on_step,
+                   copy=copy)
     conditions = {"device": lm.device.type, "batch_size": len(texts), "decoding_precision": "fp32"}
     # The round trip that counts is from what the file will hold: each text's vectors as stored, decoded alone (a
     # file that is not exact then also says where its decode first goes wrong), ids and bytes compared.
     out = []
     for (text, ids), result in zip(prepared, results):
-        check = verify(lm.model, storage.stored(result.vectors, recipe.storage), Expected.of(ids, text), prefix,
-                       lm.tokenizer, decoder=recipe.decoder)
+        check = verify(lm.model, with_copy(storage.stored(result.vectors, recipe.storage), copy),
+                       Expected.of(ids, text), prefix, lm.tokenizer, decoder=recipe.decoder)
         result.decoded_ids, result.exact = check.decoded_ids, result.exact and check.exact
         out.append(Compressed(**vars(result), text=text, recipe=recipe, seed=seed, model=lm.name,
                               model_fingerprint=lm.fingerprint, tokenizer_fingerprint=lm.tokenizer_fingerprint,
-                              prefix_id=prefix, conditions=conditions))
+                              prefix_id=prefix, conditions=conditions, copy=copy))
     return out
 
 
@@ -247,9 +253,11 @@ def starts(lm: LoadedModel, recipe: Recipe, token_ids: list[list[int]], n_vector
 
 
 def info(path: str | Path) -> dict:
-    """The metadata of a vector file, and its tensor's shape."""
+    """The metadata of a vector file, its vectors' shape, and payload_bytes: what its stored tensors take (the
+    vectors in their storage form; a shared copy, which the model holds, is not in the file)."""
     vectors, meta = load_vectors(path)
-    return {**meta, "shape": list(vectors.shape)}
+    n, d = vectors.shape
+    return {**meta, "shape": [n, d], "payload_bytes": forms.payload_bytes(n, d, meta["storage"])}
 
 
 @dataclass
@@ -263,6 +271,14 @@ class Decoded:
     ids: list[int]  # the decoded token ids
 
 
+def file_copy(meta: dict, lm: LoadedModel) -> torch.Tensor | None:
+    """The shared copied vector a vector file is read with (None for a file that stores its own or reads greedily):
+    the model's, of the build the file records."""
+    if "shared_copy" not in meta:
+        return None
+    return shared_copy(lm, meta.get("prefix_token_id"), meta["shared_copy"])
+
+
 def _read(path: str | Path, model: str | LoadedModel | None, device: str
           ) -> tuple[torch.Tensor, dict, LoadedModel, Decoded]:
     """A vector file's vectors, metadata and model, and its greedy decode checked against its hashes."""
@@ -270,7 +286,8 @@ def _read(path: str | Path, model: str | LoadedModel | None, device: str
     lm = file_model(meta, model, device, path)
     check_compatible(meta, lm.fingerprint, lm.tokenizer_fingerprint, lm.name, path)
     bf16 = meta.get("run_conditions", {}).get("decoding_precision") == "bf16"  # the precision it was verified in
-    check = verify(lm.model, vectors, Expected.of_file(meta), meta.get("prefix_token_id"), lm.tokenizer, bf16=bf16,
+    check = verify(lm.model, with_copy(vectors, file_copy(meta, lm)), Expected.of_file(meta),
+                   meta.get("prefix_token_id"), lm.tokenizer, bf16=bf16,
                    decoder=meta.get("recipe", {}).get("decoder", "greedy"))
     return vectors, meta, lm, Decoded(check.decoded_text, check.exact, len(check.decoded_ids),
                                       meta.get("first_mismatch"), check.decoded_ids)
@@ -292,7 +309,7 @@ def measure_file(path: str | Path, *, model: str | LoadedModel | None = None, de
     return Measurement(tokens=len(decoded.ids), vectors=vectors.shape[0], exact=True, diverged=False,
                        steps=meta["steps"], seconds=None,
                        **gains(decoded.ids, vectors, meta.get("prefix_token_id"), lm,
-                               meta.get("recipe", {}).get("decoder", "greedy")))
+                               meta.get("recipe", {}).get("decoder", "greedy"), file_copy(meta, lm)))
 
 
 def decompress(path: str | Path, *, model: str | LoadedModel | None = None, device: str = "auto") -> str:

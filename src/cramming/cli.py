@@ -204,13 +204,16 @@ def compress(
                                                "a bit count (2-16); the round trip is checked as stored."),
     decoder: Optional[str] = typer.Option(None, "--decoder", help="greedy (default: token by token) or one-step "
                                           "(every token from one forward pass; needs --vectors 2 or more)."),
+    shared: bool = typer.Option(False, "--shared-copy", help="one-step with the model's shared copied vector: the "
+                                "file holds only the text's own vectors (--vectors 1 will do)."),
 ) -> None:
     """Cram text(s) into memory vectors and verify the round trip. Exit 0 only when every text is exact."""
     sources, texts = gather_texts(text or [], files)
     paths = output_paths(sources, out)
     chosen = get_recipe(recipe, settings + ([f"precision={precision}"] if precision else [])
-                        + ([f"decoder={decoder}"] if decoder else []))
-    check_options(texts, n_vectors=vectors, max_tokens=tokens, decoder=chosen.decoder)
+                        + ([f"decoder={decoder}"] if decoder else [])
+                        + (["decoder=one-step", "shared_copy=true"] if shared else []))
+    check_options(texts, n_vectors=vectors, max_tokens=tokens, decoder=chosen.decoder, shared_copy=chosen.shared_copy)
     storage_form = parse_form(storage_form) if storage_form is not None else None
     from cramming.core.threads import use_threads  # torch: once the input is known to be good
 

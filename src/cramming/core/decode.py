@@ -72,6 +72,14 @@ def one_step_logits(model: torch.nn.Module, vectors: torch.Tensor, n_tokens: int
     return model(inputs_embeds=x, use_cache=False, logits_to_keep=n_tokens).logits
 
 
+def with_copy(vectors: torch.Tensor, copy: torch.Tensor | None) -> torch.Tensor:
+    """[..., n, d] text vectors and a shared copied vector [d] -> [..., n + 1, d], the one-step layout's input (the
+    last vector is the one copied); the vectors themselves where there is no shared copy."""
+    if copy is None:
+        return vectors
+    return torch.cat([vectors, copy.to(vectors).expand(*vectors.shape[:-2], 1, -1)], dim=-2)
+
+
 @torch.no_grad()
 def one_step_decode(model: torch.nn.Module, vectors: torch.Tensor, n_tokens: int, prefix_id: int | None = None,
                     bf16: bool | None = None, margins: bool = False

@@ -8,18 +8,20 @@ from collections.abc import Sequence
 from cramming.core.errors import CrammingError
 
 
-def check_vectors(n_vectors: int, decoder: str = "greedy") -> None:
-    """Enough vectors for the way back: one at least; two for one-step decoding (the text's, then the copied one)."""
+def check_vectors(n_vectors: int, decoder: str = "greedy", shared_copy: bool = False) -> None:
+    """Enough vectors for the way back: one at least; two for one-step decoding (the text's, then the copied one),
+    unless the copied one is the model's shared vector."""
     if n_vectors < 1:
         raise CrammingError(f"the number of vectors must be at least 1, got {n_vectors}")
-    if decoder == "one-step" and n_vectors < 2:
+    if decoder == "one-step" and not shared_copy and n_vectors < 2:
         raise CrammingError("one-step decoding needs at least 2 vectors: the text's, then the one copied at every "
-                            "position (--vectors 2)")
+                            "position (--vectors 2), or the model's shared copy (--set shared_copy=true)")
 
 
-def check_options(texts: Sequence[str], *, n_vectors: int, max_tokens: int | None, decoder: str = "greedy") -> None:
+def check_options(texts: Sequence[str], *, n_vectors: int, max_tokens: int | None, decoder: str = "greedy",
+                  shared_copy: bool = False) -> None:
     """What can be checked without a model, checked before one loads (which takes seconds)."""
-    check_vectors(n_vectors, decoder)
+    check_vectors(n_vectors, decoder, shared_copy)
     if not texts:
         raise CrammingError("no text given")
     if any(not text for text in texts):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from cramming.core.decode import with_copy
 from cramming.core.loop import decoder_logits
 from cramming.core.precision import autocast
 
@@ -113,8 +114,9 @@ def baseline_bos(tokenizer) -> int | None:
 
 
 def gains(token_ids: list[int], vectors: torch.Tensor, prefix_id: int | None, lm: LoadedModel,
-          decoder: str = "greedy") -> dict:
-    """The metrics of a text and its [n, d] vectors that come from scoring it with and without them.
+          decoder: str = "greedy", copy: torch.Tensor | None = None) -> dict:
+    """The metrics of a text and its [n, d] vectors that come from scoring it with and without them (with a shared
+    copied vector after them where the file reads one; capacity counts the text's own vectors).
 
     Both cross-entropies and both hit counts cover the same tokens, the ones the no-vector baseline can
     score, so that information gain and token gain compare like with like. accuracy_with covers every
@@ -122,7 +124,7 @@ def gains(token_ids: list[int], vectors: torch.Tensor, prefix_id: int | None, lm
     """
     ids = token_ids
     nats_without, hits_without = teacher_forced(lm.model, ids, None, baseline_bos(lm.tokenizer))
-    nats_with, hits_with = teacher_forced(lm.model, ids, vectors, None, prefix_id, decoder)
+    nats_with, hits_with = teacher_forced(lm.model, ids, with_copy(vectors, copy), None, prefix_id, decoder)
     skip = len(ids) - len(nats_without)  # 1 when the first token has no baseline score
     ce_without = summed_cross_entropy(nats_without)
     ce_with = summed_cross_entropy(nats_with[skip:])
@@ -142,4 +144,4 @@ def measure(compressed: Compressed, lm: LoadedModel) -> Measurement:
     r = compressed
     return Measurement(tokens=len(r.token_ids), vectors=r.vectors.shape[0], exact=r.exact, diverged=r.diverged,
                        steps=r.steps, seconds=r.seconds,
-                       **gains(r.token_ids, r.vectors, r.prefix_id, lm, r.recipe.decoder))
+                       **gains(r.token_ids, r.vectors, r.prefix_id, lm, r.recipe.decoder, r.copy))

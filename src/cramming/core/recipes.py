@@ -63,6 +63,9 @@ class Recipe:
     # [text vectors ; T copies of the last vector], each copy's position predicting its own token (Mezentsev and
     # Oseledets, 2025): decode.py.
     decoder: Literal["greedy", "one-step"] = "greedy"
+    # one-step only: the copied vector is the model's shared one (model/copy_vector.py: trained once on other texts,
+    # frozen), so only the text's own vectors are crammed and stored: a file holds e alone.
+    shared_copy: bool = False
     base: str | None = None  # the registry entry (name@version) this recipe is or was changed from; a label
 
     def __post_init__(self) -> None:
@@ -91,6 +94,7 @@ class Recipe:
              f"precision must be auto, fp32 or bf16, got {self.precision!r}"),
             (not self.required_margin >= 0, f"required_margin must be >= 0, got {self.required_margin}"),
             (self.decoder not in ("greedy", "one-step"), f"decoder must be greedy or one-step, got {self.decoder!r}"),
+            (self.shared_copy and self.decoder != "one-step", "shared_copy needs decoder one-step"),
             (self.base is not None and self.base not in REGISTRY,
              f"base must be a registry entry (name@version), got {self.base!r}"),
         ]
@@ -217,7 +221,7 @@ class Recipe:
 _HINTS = typing.get_type_hints(Recipe)
 _ADDED_LATER = {"precision": ("auto", "fp32"), "restart_decay": (1.0,), "encoder": (False,), "stall": (None,),
                 "wrong_weight": (1.0,), "required_margin": (0.0,), "storage": ("fp32",), "base": (None,),
-                "decoder": ("greedy",)}
+                "decoder": ("greedy",), "shared_copy": (False,)}
 
 
 # Fields renamed since rows were stored: stored settings, specs and --set still read the first name.

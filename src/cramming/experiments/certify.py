@@ -13,9 +13,9 @@ from typing import Callable
 
 import torch
 
-from cramming.api import file_model
+from cramming.api import file_copy, file_model
 from cramming.core import forms, storage
-from cramming.core.decode import DECODERS, Expected, verify
+from cramming.core.decode import DECODERS, Expected, verify, with_copy
 from cramming.files.vector_file import check_compatible, load_vectors
 from cramming.model.loading import LoadedModel
 
@@ -58,10 +58,14 @@ def certify(path: str | Path, *, model: str | LoadedModel | None = None, device:
 
     expected = Expected.of_file(meta)
 
-    def exact(batch: torch.Tensor, bf16: bool = False) -> list[bool]:
-        return [verify(lm.model, v, expected, prefix, lm.tokenizer, bf16=bf16, decoder=decoder).exact for v in batch]
+    copy = file_copy(meta, lm)  # a shared copied vector is the model's: only the file's own vectors are changed
 
-    ids, leads = DECODERS[decoder](lm.model, vectors[None], n_tokens, prefix, bf16=False, margins=True)
+    def exact(batch: torch.Tensor, bf16: bool = False) -> list[bool]:
+        return [verify(lm.model, with_copy(v, copy), expected, prefix, lm.tokenizer, bf16=bf16, decoder=decoder).exact
+                for v in batch]
+
+    ids, leads = DECODERS[decoder](lm.model, with_copy(vectors, copy)[None], n_tokens, prefix, bf16=False,
+                                   margins=True)
     margins = leads[0].tolist()  # top-1 minus top-2 at each token of the greedy path
 
     tell(2, f"decoding {3 + len(BITS)} storage forms")
