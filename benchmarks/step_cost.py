@@ -21,7 +21,8 @@ oneDNN's ONEDNN_VERBOSE=1 log shows the kernel each matmul ran (e.g. brg_matmul:
 Table 4, parts: one step of one 1-vector sample by text length (32-256 tokens) in its parts: the forward pass of
 the transformer body, the vocabulary projection and cross-entropy (forward and backward, on the body's output),
 the body's backward pass to the input (the whole step's forward and backward less those two), and AdamW's update;
-for float32 and bf16 (the twin cramming runs), sdpa and eager attention, the body compiled by torch.compile or not,
+for float32 and bf16 (the twin cramming runs; and bf16 with the vocabulary projection in float32), sdpa and eager
+attention, the body compiled by torch.compile or not,
 and 1 and 2 threads; each total beside the float32, sdpa, uncompiled one of the same length and threads. Compiled
 only at 128 tokens: each shape compiles anew, in about two minutes.
 """
@@ -191,10 +192,14 @@ def precision_table(model, recipe, prefix, tokenizer, cram_step) -> None:
               f"{step32:.3f} | {step16 / step32:.2f} |", flush=True)
 
 
-def parts(model, ids: torch.Tensor, mem: torch.Tensor, prefix: int, bf16: bool, body=None) -> dict[str, float]:
-    """One step's parts (seconds, medians): body forward, head forward + backward, body backward, AdamW."""
+def parts(model, ids: torch.Tensor, mem: torch.Tensor, prefix: int, bf16: bool, body=None,
+          float32_head: bool = True) -> dict[str, float]:
+    """One step's parts (seconds, medians): body forward, head forward + backward, body backward, AdamW. With bf16:
+    the twin's body (core.precision.autocast_model), and the vocabulary projection in float32 outside autocast
+    (float32_head, as the twin runs it on a CPU) or in bf16 under autocast (as it ran before)."""
     stepper = autocast_model(model, torch.device("cpu"), bf16)
     body = stepper.model if body is None else body  # a compiled module has no truth value
+    head_bf16 = model.get_output_embeddings().weight.detach().to(torch.bfloat16)
     T = ids.shape[1]
     with torch.no_grad():
         embeds = model.get_input_embeddings()(ids)
@@ -205,8 +210,11 @@ def parts(model, ids: torch.Tensor, mem: torch.Tensor, prefix: int, bf16: bool, 
             return body(inputs_embeds=x, use_cache=False).last_hidden_state[:, -T - 1:-1]
 
     def head(hidden: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = stepper.lm_head(hidden)
+        if bf16 and not float32_head:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = F.linear(hidden, head_bf16)
+        else:
+            logits = model.get_output_embeddings()(hidden.float())
         return F.cross_entropy(logits.float().transpose(1, 2), ids)
 
     hidden = forward().detach().requires_grad_(True)
@@ -224,6 +232,10 @@ def parts_table(model, recipe, prefix, tokenizer, threads: int | None) -> None:
           "uncompiled at the same length and threads.\n")
     print("| tokens | threads | precision | attention | compiled | step (s) | ratio | body forward | head fwd + bwd "
           "| body backward | AdamW |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    # bf16 as it ran before (bf16 head, sdpa), each change alone, and as the twin runs on a CPU now (both)
+    configs = (("fp32", "sdpa", False), ("fp32", "eager", False), ("bf16, bf16 head", "sdpa", False),
+               ("bf16, bf16 head", "eager", False), ("bf16, fp32 head", "sdpa", False),
+               ("bf16, fp32 head", "eager", False), ("fp32", "sdpa", True), ("bf16, fp32 head", "eager", True))
     start = starting_vectors(dataclasses.replace(recipe, prior=False), 1, model.get_input_embeddings().weight, 0, 1)
     text = tokenizer(load_samples("books", 1, 256, tokenizer, seed=0)[0].text, add_special_tokens=False)["input_ids"]
     compiled: dict[tuple, object] = {}
@@ -232,12 +244,10 @@ def parts_table(model, recipe, prefix, tokenizer, threads: int | None) -> None:
         for T in (32, 64, 128, 256):
             ids = torch.tensor([text[:T]])
             base = None
-            for precision, attention, compile_it in (("fp32", "sdpa", False), ("fp32", "eager", False),
-                                                      ("bf16", "sdpa", False), ("bf16", "eager", False),
-                                                      ("fp32", "sdpa", True), ("bf16", "sdpa", True)):
+            for precision, attention, compile_it in configs:
                 if compile_it and T != 128:  # a compile is minutes a shape: at the length issue 46 aims at only
                     continue
-                bf16 = precision == "bf16"
+                bf16 = precision.startswith("bf16")
                 for m in (model, autocast_model(model, torch.device("cpu"), True)):  # the twin has its own config
                     m.set_attn_implementation(attention)
                 body = None
@@ -246,7 +256,7 @@ def parts_table(model, recipe, prefix, tokenizer, threads: int | None) -> None:
                     body = compiled.setdefault((precision,), torch.compile(twin, dynamic=False))
                 mem = start.clone().requires_grad_(True)
                 try:
-                    got = parts(model, ids, mem, prefix, bf16, body)
+                    got = parts(model, ids, mem, prefix, bf16, body, float32_head=not precision.endswith("bf16 head"))
                 except Exception as err:  # torch.compile needs a working C++ toolchain: say so, go on
                     print(f"| {T} | {n_threads} | {precision} | {attention} | yes | failed: "
                           f"{type(err).__name__} | | | | | |", flush=True)
@@ -255,8 +265,8 @@ def parts_table(model, recipe, prefix, tokenizer, threads: int | None) -> None:
                 print(f"| {T} | {n_threads} | {precision} | {attention} | {'yes' if compile_it else 'no'} | "
                       f"{got['step']:.3f} | {got['step'] / base:.2f} | {got['body forward']:.3f} | "
                       f"{got['head fwd + bwd']:.3f} | {got['body backward']:.3f} | {got['AdamW']:.5f} |", flush=True)
-    for m in (model, autocast_model(model, torch.device("cpu"), True)):
-        m.set_attn_implementation("sdpa")
+    model.set_attn_implementation("sdpa")  # each as cramming runs it
+    autocast_model(model, torch.device("cpu"), True).set_attn_implementation("eager")
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def test_metadata(run_cli, tiny_dir, tiny_lm, tmp_path):
     # else decided the outcome: the decoding's precision, the batch, the device
     assert meta["recipe"]["precision"] == "fp32" and meta["recipe"]["required_margin"] == 0.0
     assert meta["recipe"]["storage"] == "fp32" and meta["run_conditions"] == {
-        "device": "cpu", "batch_size": 1, "decoding_precision": "fp32"}
+        "device": "cpu", "batch_size": 1, "decoding_precision": "fp32", "compute": "fp32"}
 
 
 def test_several_files_are_one_batch_one_vector_file_each(run_cli, tiny_dir, tmp_path):

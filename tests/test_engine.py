@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cramming import CrammingError, Expected, compress, cram, greedy_decode, tokenize, verify
+from cramming.core.decode import with_prefix
 from cramming.core.loop import starting_vectors, target_lead, text_logits, token_weights
 from cramming.core.precision import autocast, autocast_model
 from cramming.core.recipes import RECIPES, Recipe
@@ -320,30 +321,48 @@ def test_a_prior_recipe_starts_from_the_random_start_plus_the_prior(tiny_lm):
     assert torch.allclose(r.vectors, start + prior)
 
 
-def test_bf16_twin_gives_autocasts_logits_and_gradients_bit_for_bit(tiny_lm):
+def test_bf16_twin_runs_autocasts_body_bit_for_bit_and_projects_in_float32_on_a_cpu(tiny_lm):
+    # The twin holds the body's Linear weights in bf16 once (autocast casts them on every call): the same numbers.
+    # On a CPU it projects onto the vocabulary in float32 and attends eagerly, each cheaper there (step_cost.py).
     model, cpu = tiny_lm.model, torch.device("cpu")
     twin = autocast_model(model, cpu, True)
     assert autocast_model(model, cpu, False) is model and autocast_model(model, cpu, True) is twin  # built once
-    assert twin.lm_head.weight.dtype == torch.bfloat16 and model.lm_head.weight.dtype == torch.float32
+    assert twin.model.layers[0].mlp.down_proj.weight.dtype == torch.bfloat16
+    assert twin.lm_head.head.weight is model.lm_head.weight and model.lm_head.weight.dtype == torch.float32
     assert twin.get_input_embeddings().weight is model.get_input_embeddings().weight  # shared, float32
+    assert twin.config._attn_implementation == "eager" and model.config._attn_implementation == "sdpa"
     ids = torch.tensor([tokenize(tiny_lm, LONGER)[1]])
     embeds = model.get_input_embeddings()(ids)
+    T = ids.shape[1]
+
+    def reference(vectors: torch.Tensor) -> torch.Tensor:
+        """autocast on the model itself, attending eagerly, then the float32 projection."""
+        model.set_attn_implementation("eager")
+        try:
+            with autocast(cpu, True):
+                x = torch.cat([with_prefix(model, vectors, 0).to(embeds.dtype), embeds], dim=1)
+                hidden = model.model(inputs_embeds=x, use_cache=False).last_hidden_state[:, -T - 1:-1]
+            with torch.autocast("cpu", enabled=False):
+                return model.lm_head(hidden.float())
+        finally:
+            model.set_attn_implementation("sdpa")
+
     outputs = []
-    for module in (model, twin):
+    for run_it in (reference, lambda v: text_logits(twin, v, embeds, prefix_id=0)):
         vectors = torch.randn(1, 2, embeds.shape[-1], generator=torch.Generator().manual_seed(0)).requires_grad_()
         with autocast(cpu, True):
-            logits = text_logits(module, vectors, embeds, prefix_id=0)
+            logits = run_it(vectors)
         logits.float().logsumexp(-1).sum().backward()
         outputs.append((logits.detach(), vectors.grad))
-    assert outputs[0][0].dtype == torch.bfloat16
+    assert outputs[1][0].dtype == torch.float32
     assert torch.equal(outputs[0][0], outputs[1][0]) and torch.equal(outputs[0][1], outputs[1][1])
 
 
 def test_bf16_precision_crams_in_bf16_and_verifies_in_float32(tiny_lm):
     twin = autocast_model(tiny_lm.model, torch.device("cpu"), True)
     seen = []
-    hooks = [module.lm_head.register_forward_hook(lambda _, args, out, module=module: seen.append((module, out.dtype)))
-             for module in (tiny_lm.model, twin)]
+    hooks = [module.model.layers[0].mlp.down_proj.register_forward_hook(
+        lambda _, args, out, module=module: seen.append((module, out.dtype))) for module in (tiny_lm.model, twin)]
     try:
         [c] = compress([SHORT], tiny_lm, n_vectors=2, max_steps=300,
                        recipe=RECIPES["default"].override({"precision": "bf16"}))

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
+from cramming.experiments.runner import Spec, run_local
 from cramming.experiments.search import GROWTH, close_enough
 from cramming.experiments.search import Horizon as Search
-from cramming.experiments.runner import Spec, run_local
 from cramming.files.database import Store
 
 from .conftest import GRID_TEXTS

@@ -153,6 +153,8 @@ def test_two_margins_batch_sizes_or_precisions_never_share_a_row(spec_file, tmp_
     assert all(r["conditions"]["device"] == "cpu" and r["conditions"]["decoding_precision"] == "fp32"
                and r["conditions"]["batch_size"] <= r["batch_size"] for r in rows)
     assert all(store.metadata(r)["recipe"]["precision"] == r["settings"]["precision"] != "auto" for r in rows)
+    assert {r["settings"]["precision"]: r["conditions"]["compute"] for r in rows} == {
+        "fp32": "fp32", "bf16": "bf16 body, eager attention, fp32 vocabulary projection"}  # how bf16 ran here
 
 
 def test_restarts_are_the_schedule_s_period_starts_before_the_budget():

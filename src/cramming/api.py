@@ -23,6 +23,7 @@ from cramming.core.errors import CrammingError, NotExact
 from cramming.core.inputs import check_options
 from cramming.core.loop import CramResult, StepInfo, cram, starting_vectors
 from cramming.core.metrics import Measurement, gains
+from cramming.core.precision import compute
 from cramming.core.progress import PlainProgress
 from cramming.core.recipes import Recipe, get_recipe
 from cramming.core.threads import use_threads
@@ -222,7 +223,8 @@ def _compress(texts: Sequence[str], model: str | LoadedModel, *, n_vectors: int,
     copy = shared_copy(lm, prefix) if recipe.shared_copy else None
     results = cram(lm.model, [ids for _, ids in prepared], start, recipe, prefix_id=prefix, on_step=on_step,
                    copy=copy)
-    conditions = {"device": lm.device.type, "batch_size": len(texts), "decoding_precision": "fp32"}
+    conditions = {"device": lm.device.type, "batch_size": len(texts), "decoding_precision": "fp32",
+                  "compute": compute(lm.device, recipe.bf16)}
     # The round trip that counts is from what the file will hold: each text's vectors as stored, decoded alone (a
     # file that is not exact then also says where its decode first goes wrong), ids and bytes compared.
     out = []

@@ -11,7 +11,6 @@ from cramming.core.decode import with_prefix
 from cramming.core.recipes import stored
 from cramming.files.database import Store
 
-
 WAYS = ("greedy, 1 vector", "one-step, shared copy, 1 vector", "greedy, 2 vectors", "one-step, 2 vectors")
 
 
