@@ -15,7 +15,7 @@ def check_vectors(n_vectors: int, decoder: str = "greedy", shared_copy: bool = F
         raise CrammingError(f"the number of vectors must be at least 1, got {n_vectors}")
     if decoder == "one-step" and not shared_copy and n_vectors < 2:
         raise CrammingError("one-step decoding needs at least 2 vectors: the text's, then the one copied at every "
-                            "position (--vectors 2), or the model's shared copy (--set shared_copy=true)")
+                            "position (--vectors 2), or the model's shared copy (--shared-copy)")
 
 
 def check_options(texts: Sequence[str], *, n_vectors: int, max_tokens: int | None, decoder: str = "greedy",
