@@ -454,13 +454,13 @@ def test_one_step_with_the_model_s_shared_copy_stores_only_the_text_s_vectors(ti
     from cramming import decompress
     from cramming.core.decode import one_step_decode, with_copy
     from cramming.files.vector_file import load_vectors
-    from cramming.model.copy_vector import copy_digest, copy_path, shared_copy
+    from cramming.model.copy_vector import copy_hash, copy_path, shared_copy
 
     recipe = RECIPES["cold"].override({"decoder": "one-step", "shared_copy": True})
     [c] = compress([SHORT], tiny_lm, n_vectors=1, recipe=recipe, max_steps=600)
     assert c.exact and c.vectors.shape == (1, tiny_lm.d_model) and copy_path(tiny_lm).exists()  # built, cached
     vectors, meta = load_vectors(c.save(tmp_path / "v.safetensors"))
-    assert vectors.shape[0] == 1 and meta["shared_copy"] == copy_digest()
+    assert vectors.shape[0] == 1 and meta["shared_copy"] == copy_hash(c.copy)  # m itself, not how it was built
     assert decompress(tmp_path / "v.safetensors", model=tiny_lm) == SHORT
     m = shared_copy(tiny_lm, c.prefix_id)
     assert torch.equal(c.copy, m)  # read from the cache: the copy it was crammed with
@@ -468,7 +468,7 @@ def test_one_step_with_the_model_s_shared_copy_stores_only_the_text_s_vectors(ti
     assert one_step_decode(tiny_lm.model, with_copy(c.vectors, m)[None], T, c.prefix_id)[0].tolist() == c.token_ids
     other = with_copy(c.vectors, torch.zeros_like(m))[None]
     assert one_step_decode(tiny_lm.model, other, T, c.prefix_id)[0].tolist() != c.token_ids
-    with pytest.raises(CrammingError, match="another build of the shared copy"):
-        shared_copy(tiny_lm, c.prefix_id, digest="0" * 16)
+    with pytest.raises(CrammingError, match="cannot be read back with another one"):
+        shared_copy(tiny_lm, c.prefix_id, expected="0" * 16)
     with pytest.raises(CrammingError, match="shared_copy needs decoder one-step"):
         RECIPES["cold"].override({"shared_copy": True})

@@ -30,7 +30,7 @@ from cramming.core.threads import use_threads
 from cramming.core.version import __version__
 from cramming.files.vector_file import check_compatible, load_vectors, save_vectors
 from cramming.model.aliases import DEFAULT_MODEL, measured_horizon
-from cramming.model.copy_vector import copy_digest, shared_copy
+from cramming.model.copy_vector import copy_hash, shared_copy
 from cramming.model.encoder import model_encoder
 from cramming.model.loading import LoadedModel, load_model, resolve_device
 from cramming.model.prior import model_prior
@@ -154,7 +154,7 @@ class Compressed(CramResult):
             "exact": self.exact, "diverged": self.diverged, "accuracy": self.accuracy,
             "first_mismatch": self.first_mismatch, "cramming_version": __version__, "prefix_token_id": self.prefix_id,
             "path_margin": self.path_margin, "run_conditions": self.conditions, "restarts": self.restarts,
-            **({"shared_copy": copy_digest()} if self.copy is not None else {}),
+            **({"shared_copy": copy_hash(self.copy)} if self.copy is not None else {}),
         }
 
     def save(self, path: str | Path) -> Path:

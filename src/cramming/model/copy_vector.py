@@ -9,8 +9,9 @@ start where the default's two-vector runs start, the model's two-vector prior (e
 AdamW at LR in one cosine over STEPS steps, the model computing in bf16.
 
 Built once per model and kept in the cache as safetensors, its file named by the model's fingerprint and a digest of
-how it was built, so a file crammed with it names that digest and is read back with the same m or refused. The
-default model's ships with the package (copies/), so a first `--set shared_copy=true` does not wait for the build.
+how it was built. A file crammed with it records a hash of m itself (copy_hash), and is read back with that very m or
+refused: a build on another machine is another m. The default model's ships with the package (copies/), so a first
+`--shared-copy` does not wait for the build.
 """
 
 from __future__ import annotations
@@ -45,21 +46,42 @@ def copy_digest() -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def copy_hash(copy: torch.Tensor) -> str:
+    """The shared copy a file was crammed with, as a short hash of its float32 bytes."""
+    return hashlib.sha256(copy.float().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
 def copy_path(lm: LoadedModel) -> Path:
     """Where this model's shared copy is cached (the same name as the shipped file)."""
     return cache_dir() / "copies" / f"{safe_name(Path(lm.name).name)}-{lm.fingerprint[:16]}-{copy_digest()}.safetensors"
 
 
-def shared_copy(lm: LoadedModel, prefix_id: int | None, digest: str | None = None) -> torch.Tensor:
+def shared_copy(lm: LoadedModel, prefix_id: int | None, expected: str | None = None) -> torch.Tensor:
     """The [d] shared copied vector of this model: from the cache, or shipped with the package, else built (minutes
-    on a CPU, with a progress line) and cached. digest: the one a file recorded; another build is refused."""
-    if digest is not None and digest != copy_digest():
-        raise CrammingError(f"the file was crammed with another build of the shared copy ({digest}, this cramming "
-                            f"builds {copy_digest()}): it cannot be read back with this one")
+    on a CPU, with a progress line) and cached. expected: the copy_hash a file recorded; reading it, nothing is built
+    (a build would be another m) and another copy is refused."""
+    copy = found_copy(lm)
+    if copy is None and expected is None:
+        copy = _built(lm, prefix_id)
+    if expected is not None and (copy is None or copy_hash(copy) != expected):
+        raise CrammingError(f"the file was crammed with a shared copy ({expected}) that this cramming does not have "
+                            f"for {lm.name} ({copy_hash(copy) if copy is not None else 'none built'}): it cannot be "
+                            "read back with another one")
+    return copy
+
+
+def found_copy(lm: LoadedModel) -> torch.Tensor | None:
+    """This model's shared copy from the cache, else shipped with the package (looked up as the prior and the encoder
+    are); None when neither has it."""
     path = copy_path(lm)
-    for found in (path, SHIPPED / path.name):  # looked up as the prior and the encoder are
+    for found in (path, SHIPPED / path.name):
         if found.exists():
             return load_file(str(found))["copy"]
+    return None
+
+
+def _built(lm: LoadedModel, prefix_id: int | None) -> torch.Tensor:
+    path = copy_path(lm)
     copy, loss = build(lm, prefix_id)
     with atomic_output(path) as tmp:
         save_file({"copy": copy}, str(tmp), metadata={
