@@ -194,8 +194,8 @@ def one_step(db: Path, capacity_db: Path, figures: dict[str, str]) -> list[str]:
         for way, name in (("one-step, 2 vectors", "one-step"), ("one-step, shared copy, 1 vector", "shared-copy"),
                           ("greedy, 2 vectors", "greedy-2v"), ("greedy, 1 vector", "greedy-1v")):
             exact = sorted(found[k]["exact"] for k in found if k[0] == source and k[2] == way)
-            if exact:
-                figures[f"{name}-{source}"] = f"{exact[0]}-{exact[-1]}" if exact[0] != exact[-1] else f"{exact[0]}"
+            figures[f"{name}-{source}"] = ("not run yet" if not exact else f"{exact[0]}-{exact[-1]}"
+                                           if exact[0] != exact[-1] else f"{exact[0]}")
     return ["## Back in one forward pass", "",
             f"`{db}` and, for greedy decoding's horizons of the same passages, `{capacity_db}`: the default model, "
             "default@7 with the model computing in bf16 (every try verified in float32 as stored), 1000 steps a "
