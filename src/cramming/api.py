@@ -273,9 +273,14 @@ class Decoded:
     ids: list[int]  # the decoded token ids
 
 
+def file_decoder(meta: dict) -> str:
+    """How a vector file's text comes back: its recipe's decoder (greedy for files from before there were two)."""
+    return meta.get("recipe", {}).get("decoder", "greedy")
+
+
 def file_copy(meta: dict, lm: LoadedModel) -> torch.Tensor | None:
     """The shared copied vector a vector file is read with (None for a file that stores its own or reads greedily):
-    the model's, of the build the file records."""
+    the model's, the very one whose hash the file records."""
     if "shared_copy" not in meta:
         return None
     return shared_copy(lm, meta.get("prefix_token_id"), meta["shared_copy"])
@@ -289,8 +294,7 @@ def _read(path: str | Path, model: str | LoadedModel | None, device: str
     check_compatible(meta, lm.fingerprint, lm.tokenizer_fingerprint, lm.name, path)
     bf16 = meta.get("run_conditions", {}).get("decoding_precision") == "bf16"  # the precision it was verified in
     check = verify(lm.model, with_copy(vectors, file_copy(meta, lm)), Expected.of_file(meta),
-                   meta.get("prefix_token_id"), lm.tokenizer, bf16=bf16,
-                   decoder=meta.get("recipe", {}).get("decoder", "greedy"))
+                   meta.get("prefix_token_id"), lm.tokenizer, bf16=bf16, decoder=file_decoder(meta))
     return vectors, meta, lm, Decoded(check.decoded_text, check.exact, len(check.decoded_ids),
                                       meta.get("first_mismatch"), check.decoded_ids)
 
@@ -310,8 +314,8 @@ def measure_file(path: str | Path, *, model: str | LoadedModel | None = None, de
                             "from the text instead")
     return Measurement(tokens=len(decoded.ids), vectors=vectors.shape[0], exact=True, diverged=False,
                        steps=meta["steps"], seconds=None,
-                       **gains(decoded.ids, vectors, meta.get("prefix_token_id"), lm,
-                               meta.get("recipe", {}).get("decoder", "greedy"), file_copy(meta, lm)))
+                       **gains(decoded.ids, vectors, meta.get("prefix_token_id"), lm, file_decoder(meta),
+                               file_copy(meta, lm)))
 
 
 def decompress(path: str | Path, *, model: str | LoadedModel | None = None, device: str = "auto") -> str:

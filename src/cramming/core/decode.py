@@ -61,14 +61,18 @@ def greedy_decode(model: torch.nn.Module, vectors: torch.Tensor, n_tokens: int,
     return (tokens, torch.stack(leads, dim=1)) if margins else tokens
 
 
+def one_step_inputs(model: torch.nn.Module, vectors: torch.Tensor, n_tokens: int,
+                    prefix_id: int | None = None) -> torch.Tensor:
+    """The one-step layout: [prefix ; vectors[:, :-1] ; n_tokens copies of vectors[:, -1]], the model's input."""
+    head = with_prefix(model, vectors[:, :-1], prefix_id)
+    return torch.cat([head, vectors[:, -1:].to(head.dtype).expand(-1, n_tokens, -1)], dim=1)
+
+
 def one_step_logits(model: torch.nn.Module, vectors: torch.Tensor, n_tokens: int,
                     prefix_id: int | None = None) -> torch.Tensor:
-    """The one-step layout: [prefix ; vectors[:, :-1] ; n_tokens copies of vectors[:, -1]] -> the logits at the
-    copies' positions [B, n_tokens, V], the k-th copy predicting the text's k-th token. All tokens come from one
-    forward pass; no token is fed back."""
-    head = with_prefix(model, vectors[:, :-1], prefix_id)
-    copies = vectors[:, -1:].to(head.dtype).expand(-1, n_tokens, -1)
-    x = torch.cat([head, copies], dim=1)
+    """The logits at the copies' positions of the one-step layout (one_step_inputs) [B, n_tokens, V], the k-th copy
+    predicting the text's k-th token. All tokens come from one forward pass; no token is fed back."""
+    x = one_step_inputs(model, vectors, n_tokens, prefix_id)
     return model(inputs_embeds=x, use_cache=False, logits_to_keep=n_tokens).logits
 
 

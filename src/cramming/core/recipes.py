@@ -113,7 +113,7 @@ class Recipe:
     def from_dict(cls, settings: dict[str, Any]) -> Recipe:
         """A recipe from plain values (JSON, TOML), each checked against its field's type."""
         name = settings.get("name", "recipe")
-        return cls(**{_RENAMED.get(key, key): _checked(name, key, value) for key, value in settings.items()})
+        return cls(**_checked_fields(name, settings))
 
     def override(self, changes: dict[str, Any], name: str | None = None) -> Recipe:
         """This recipe with some fields changed, each checked against its type and the validity rules; named
@@ -121,7 +121,7 @@ class Recipe:
         its base, so what it is stays "a registry entry plus these changes"."""
         if "name" in changes or "base" in changes:
             raise CrammingError(f"recipe {self.name!r}: name and base are its labels, not settings")
-        checked = {_RENAMED.get(key, key): _checked(self.name, key, value) for key, value in changes.items()}
+        checked = _checked_fields(self.name, changes)
         label = name or "+".join([self.name] + [f"{k}={json.dumps(v)}" for k, v in changes.items()])
         return replace(self, name=label, **checked)
 
@@ -228,9 +228,17 @@ _ADDED_LATER = {"precision": ("auto", "fp32"), "restart_decay": (1.0,), "encoder
 _RENAMED = {"margin": "loss_margin"}  # three margins, three names: loss_margin, required_margin, path_margin
 
 
+def _checked_fields(recipe: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings by field name (a renamed field's first name read as today's), each value as its field takes it."""
+    fields = {}
+    for key, value in settings.items():
+        key = _RENAMED.get(key, key)
+        fields[key] = _checked(recipe, key, value)
+    return fields
+
+
 def _checked(recipe: str, key: str, value: Any) -> Any:
-    """value as field `key` (or its first name) of a Recipe takes it, or a one-line error naming the field."""
-    key = _RENAMED.get(key, key)
+    """value as field `key` of a Recipe takes it, or a one-line error naming the field."""
     if key not in _HINTS:
         raise CrammingError(f"recipe {recipe!r}: no field {key!r}; the fields are: {', '.join(_HINTS)}")
     converted = _convert(value, _HINTS[key])

@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from cramming.api import file_copy, file_model
+from cramming.api import file_copy, file_decoder, file_model
 from cramming.core import forms, storage
 from cramming.core.decode import DECODERS, Expected, verify, with_copy
 from cramming.files.vector_file import check_compatible, load_vectors
@@ -54,7 +54,7 @@ def certify(path: str | Path, *, model: str | LoadedModel | None = None, device:
     check_compatible(meta, lm.fingerprint, lm.tokenizer_fingerprint, lm.name, path)
     tell(1, "decoding the greedy path")
     prefix, n_tokens = meta.get("prefix_token_id"), meta["n_tokens"]
-    decoder = meta.get("recipe", {}).get("decoder", "greedy")  # greedy, or one-step: the file's own way back
+    decoder = file_decoder(meta)  # greedy, or one-step: the file's own way back
 
     expected = Expected.of_file(meta)
 

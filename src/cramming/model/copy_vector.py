@@ -41,7 +41,8 @@ SHIPPED = Path(__file__).parents[1] / "copies"
 
 
 def copy_digest() -> str:
-    """How the shared copy is built, as a short hash: a file crammed with it records this."""
+    """How the shared copy is built, as a short hash: the cached and shipped file's name holds it (a vector file
+    records the copy itself, copy_hash)."""
     key = json.dumps([VERSION, source(), PASSAGES, TOKENS, TEXT_SEED, STEPS, LR])
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 

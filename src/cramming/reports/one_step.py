@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from cramming.core.decode import with_prefix
+from cramming.core.decode import one_step_inputs
 from cramming.core.recipes import stored
 from cramming.files.database import Store
 
@@ -80,8 +80,7 @@ def table(rows: list[dict]) -> str:
 def attention_shares(lm, vectors: torch.Tensor, n_tokens: int, prefix_id: int | None) -> torch.Tensor:
     """[layers, 3, T]: per layer and copy position, the attention share (mean over heads) on the prefix, on the text
     vectors and on the copies."""
-    head = with_prefix(lm.model, vectors[None, :-1].float(), prefix_id)
-    x = torch.cat([head, vectors[None, -1:].float().expand(-1, n_tokens, -1)], dim=1)
+    x = one_step_inputs(lm.model, vectors[None].float(), n_tokens, prefix_id)
     with torch.no_grad():
         attentions = lm.model(inputs_embeds=x, use_cache=False, output_attentions=True).attentions
     p, n = (1 if prefix_id is not None else 0), vectors.shape[0] - 1
