@@ -1,6 +1,8 @@
 """A pilot for issue 47: cram a text's coefficients inside a fixed basis of other texts' solutions.
 
     python benchmarks/basis_pilot.py --rank 110 --steps 200        # and --rank 32, 16
+    python benchmarks/basis_pilot.py --rank 110 --steps 200 --basis random             # K random directions
+    python benchmarks/basis_pilot.py --rank 110 --steps 400 --tokens 64 --basis random # 64-token book passages
 
 The basis: the exact one-vector solutions of the encoder's training passages (results/encoder-training.sqlite: text
 seed 3, book and recent passages of 16 and 32 tokens, the default in bf16), 16 held out at random (seed 0), their
@@ -28,6 +30,7 @@ from cramming.core.precision import autocast, autocast_model
 from cramming.core.recipes import RECIPES
 from cramming.files.database import Store
 from cramming.files.vector_file import vectors_of
+from cramming.model.texts import load_samples
 
 
 def main() -> None:
@@ -36,6 +39,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--lr", type=float, default=2.0)
     parser.add_argument("--db", default="results/encoder-training.sqlite")
+    parser.add_argument("--basis", choices=("pca", "random"), default="pca",
+                        help="the solutions' top K directions, or K seeded random orthonormal ones")
+    parser.add_argument("--tokens", type=int, default=16,
+                        help="16: four held-out passages; otherwise four book passages of that many tokens (seed 5)")
     args = parser.parse_args()
     store = Store(args.db)
     rows = [r for r in store.rows() if r["exact"] and r["vectors"] == 1]
@@ -43,10 +50,16 @@ def main() -> None:
     order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0)).tolist()
     test, train = [i for i in order[:16] if rows[i]["length"] == 16][:4], order[16:]
     mean = V[train].mean(0)
-    basis = torch.linalg.svd(V[train] - mean, full_matrices=False)[2][: args.rank]
+    if args.basis == "pca":
+        basis = torch.linalg.svd(V[train] - mean, full_matrices=False)[2][: args.rank]
+    else:
+        drawn = torch.randn(V.shape[1], args.rank, generator=torch.Generator().manual_seed(0))
+        basis = torch.linalg.qr(drawn)[0].T
     lm = load_model(rows[0]["model"])
     prefix = api.prefix_token(lm.tokenizer, RECIPES["default"])
-    ids = [lm.tokenizer(store.text(rows[i]), add_special_tokens=False)["input_ids"] for i in test]
+    texts = ([store.text(rows[i]) for i in test] if args.tokens == 16 else
+             [p.text for p in load_samples("books", 4, args.tokens, lm.tokenizer, seed=5)])
+    ids = [lm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     _, targets, _, embeds = batch_targets(lm.model, ids)
     twin = autocast_model(lm.model, torch.device("cpu"), True)
     z = torch.nn.Parameter(torch.zeros(len(ids), args.rank))

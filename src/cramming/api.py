@@ -18,7 +18,8 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from cramming.core import forms, storage
-from cramming.core.decode import Expected, sha256_ids, sha256_text, verify, with_copy
+from cramming.core.basis import Basis
+from cramming.core.decode import Expected, Reading, sha256_ids, sha256_text, verify
 from cramming.core.errors import CrammingError, NotExact
 from cramming.core.inputs import check_options
 from cramming.core.loop import CramResult, StepInfo, cram, starting_vectors
@@ -30,6 +31,7 @@ from cramming.core.threads import use_threads
 from cramming.core.version import __version__
 from cramming.files.vector_file import check_compatible, load_vectors, save_vectors
 from cramming.model.aliases import DEFAULT_MODEL, measured_horizon
+from cramming.model.basis import model_basis
 from cramming.model.copy_vector import copy_hash, shared_copy
 from cramming.model.encoder import model_encoder
 from cramming.model.loading import LoadedModel, load_model, resolve_device
@@ -125,7 +127,8 @@ class Compressed(CramResult):
     # What else decided the outcome beside the recipe as run: the device kind, the batch size and the decoding
     # precision of the verification.
     conditions: dict = field(default_factory=dict)
-    copy: torch.Tensor | None = None  # the model's shared copied vector, read after these (recipe.shared_copy)
+    # What the model adds to the stored vectors: its basis (recipe.rank), its shared copied vector (shared_copy).
+    reading: Reading = field(default_factory=Reading)
     path: Path | None = None
 
     @property
@@ -144,17 +147,25 @@ class Compressed(CramResult):
         """exact, diverged (the loss turned non-finite) or not_exact (the budget or the patience ran out)."""
         return "exact" if self.exact else "diverged" if self.diverged else "not_exact"
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        """[n, d]: the text's own vectors as the model reads them (a basis' coefficients expanded)."""
+        n, d = self.reading.vectors(self.vectors).shape
+        return n, d
+
     def metadata(self) -> dict:
+        basis, copy = self.reading.basis, self.reading.copy
         return {
             "model": self.model, "model_fingerprint": self.model_fingerprint,
             "tokenizer_fingerprint": self.tokenizer_fingerprint,
-            "n_tokens": len(self.token_ids), "n_vectors": self.vectors.shape[0], "d_model": self.vectors.shape[1],
+            "n_tokens": len(self.token_ids), "n_vectors": self.shape[0], "d_model": self.shape[1],
             "tokens_sha256": sha256_ids(self.token_ids), "text_sha256": sha256_text(self.text),
             "recipe": self.recipe.to_dict(), "seed": self.seed, "steps": self.steps, "steps_run": self.steps_run,
             "exact": self.exact, "diverged": self.diverged, "accuracy": self.accuracy,
             "first_mismatch": self.first_mismatch, "cramming_version": __version__, "prefix_token_id": self.prefix_id,
             "path_margin": self.path_margin, "run_conditions": self.conditions, "restarts": self.restarts,
-            **({"shared_copy": copy_hash(self.copy)} if self.copy is not None else {}),
+            **({"shared_copy": copy_hash(copy)} if copy is not None else {}),
+            **({"basis": basis.digest, "rank": basis.rank} if basis is not None else {}),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -162,7 +173,7 @@ class Compressed(CramResult):
         return self.path
 
     def summary(self) -> dict:
-        return {"tokens": len(self.token_ids), "vectors": self.vectors.shape[0], "steps": self.steps,
+        return {"tokens": len(self.token_ids), "vectors": self.shape[0], "steps": self.steps,
                 "steps_run": self.steps_run, "seconds": round(self.seconds, 3), "exact": self.exact,
                 "status": self.status, "accuracy": self.accuracy, "loss": self.loss, "path_margin": self.path_margin,
                 "storage": self.storage, "recipe": self.recipe.name, "path": str(self.path) if self.path else None}
@@ -219,47 +230,59 @@ def _compress(texts: Sequence[str], model: str | LoadedModel, *, n_vectors: int,
     warn_past_horizon(lm, longest, n_vectors)
     log.info(f"cramming {len(texts)} text(s) of up to {longest} tokens into {n_vectors} vector(s) each, "
              f"{recipe.name} at most {recipe.max_steps} steps, {torch.get_num_threads()} thread(s)")
-    start = starts(lm, recipe, [ids for _, ids in prepared], n_vectors, seed, warm_start)
-    copy = shared_copy(lm, prefix) if recipe.shared_copy else None
+    reading = Reading(model_basis(lm, n_vectors, prefix, recipe.rank) if recipe.rank else None,
+                      shared_copy(lm, prefix) if recipe.shared_copy else None)
+    start = starts(lm, recipe, [ids for _, ids in prepared], n_vectors, seed, warm_start, reading.basis)
     results = cram(lm.model, [ids for _, ids in prepared], start, recipe, prefix_id=prefix, on_step=on_step,
-                   copy=copy)
+                   reading=reading)
     conditions = {"device": lm.device.type, "batch_size": len(texts), "decoding_precision": "fp32",
                   "compute": compute(lm.device, recipe.bf16)}
     # The round trip that counts is from what the file will hold: each text's vectors as stored, decoded alone (a
     # file that is not exact then also says where its decode first goes wrong), ids and bytes compared.
     out = []
     for (text, ids), result in zip(prepared, results):
-        check = verify(lm.model, with_copy(storage.stored(result.vectors, recipe.storage), copy),
+        check = verify(lm.model, reading(storage.stored(result.vectors, recipe.storage)),
                        Expected.of(ids, text), prefix, lm.tokenizer, decoder=recipe.decoder)
         result.decoded_ids, result.exact = check.decoded_ids, result.exact and check.exact
         out.append(Compressed(**vars(result), text=text, recipe=recipe, seed=seed, model=lm.name,
                               model_fingerprint=lm.fingerprint, tokenizer_fingerprint=lm.tokenizer_fingerprint,
-                              prefix_id=prefix, conditions=conditions, copy=copy))
+                              prefix_id=prefix, conditions=conditions, reading=reading))
     return out
 
 
 def starts(lm: LoadedModel, recipe: Recipe, token_ids: list[list[int]], n_vectors: int, seed: int = 0,
-           warm_start: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+           warm_start: list[torch.Tensor | None] | None = None, basis: Basis | None = None) -> torch.Tensor:
     """[B, n, d] where the recipe starts cramming each text: a warm start where one is given, else the recipe's
     seeded init, plus the model's prior (recipe.prior), plus what the model's encoder predicts from the text
-    (recipe.encoder)."""
+    (recipe.encoder). In a basis, [B, 1, K]: the coefficients of the nearest point to that start, and a warm start
+    is the coefficients a file of the recipe stores (a shorter prefix's, say)."""
     prefix = prefix_token(lm.tokenizer, recipe)
     prior = model_prior(lm, n_vectors, prefix) if recipe.prior else None
     start = starting_vectors(recipe, n_vectors, lm.model.get_input_embeddings().weight, seed, len(token_ids), prior,
-                             warm_start)
+                             None if basis else warm_start)
+    fresh = [i for i, w in enumerate(warm_start or [None] * len(token_ids)) if w is None]
     if recipe.encoder:  # each text's own start: the common one plus what the encoder predicts from the text
         offsets = model_encoder(lm, n_vectors).offsets(lm, token_ids, prefix)
-        fresh = [i for i, w in enumerate(warm_start or [None] * len(token_ids)) if w is None]
         start[fresh] += offsets[fresh]
+    if basis is None:
+        return start
+    start = basis.project(start)
+    for i, w in enumerate(warm_start or []):
+        if w is None:
+            continue
+        if w.shape != start[i].shape:
+            raise CrammingError(f"warm starts in a basis of rank {basis.rank} must have shape {list(start[i].shape)}")
+        start[i] = w.float().cpu()
     return start
 
 
 def info(path: str | Path) -> dict:
-    """The metadata of a vector file, its vectors' shape, and payload_bytes: what its stored tensors take (the
-    vectors in their storage form; a shared copy, which the model holds, is not in the file)."""
-    vectors, meta = load_vectors(path)
-    n, d = vectors.shape
-    return {**meta, "shape": [n, d], "payload_bytes": forms.payload_bytes(n, d, meta["storage"])}
+    """The metadata of a vector file, its vectors' shape [n, d], and payload_bytes: what its stored tensors take (the
+    vectors, or their coefficients in the model's basis, in their storage form; the basis and a shared copy, which
+    the model holds, are not in the file)."""
+    stored, meta = load_vectors(path)
+    return {**meta, "shape": [meta["n_vectors"], meta["d_model"]] if "rank" in meta else list(stored.shape),
+            "payload_bytes": forms.payload_bytes(*stored.shape, meta["storage"])}
 
 
 @dataclass
@@ -278,44 +301,45 @@ def file_decoder(meta: dict) -> str:
     return meta.get("recipe", {}).get("decoder", "greedy")
 
 
-def file_copy(meta: dict, lm: LoadedModel) -> torch.Tensor | None:
-    """The shared copied vector a vector file is read with (None for a file that stores its own or reads greedily):
-    the model's, the very one whose hash the file records."""
-    if "shared_copy" not in meta:
-        return None
-    return shared_copy(lm, meta.get("prefix_token_id"), meta["shared_copy"])
+def file_reading(meta: dict, lm: LoadedModel) -> Reading:
+    """What the model adds to a vector file's stored tensor when reading it: its basis where the file stores
+    coefficients, its shared copied vector where the file's text comes back one-step with it; each the model's very
+    one whose hash the file records."""
+    prefix = meta.get("prefix_token_id")
+    return Reading(model_basis(lm, meta["n_vectors"], prefix, meta["rank"], meta["basis"]) if "basis" in meta else None,
+                   shared_copy(lm, prefix, meta["shared_copy"]) if "shared_copy" in meta else None)
 
 
 def _read(path: str | Path, model: str | LoadedModel | None, device: str
-          ) -> tuple[torch.Tensor, dict, LoadedModel, Decoded]:
-    """A vector file's vectors, metadata and model, and its greedy decode checked against its hashes."""
-    vectors, meta = load_vectors(path)
+          ) -> tuple[torch.Tensor, dict, LoadedModel, Reading, Decoded]:
+    """A vector file's stored tensor, metadata, model and reading, and its decode checked against its hashes."""
+    stored, meta = load_vectors(path)
     lm = file_model(meta, model, device, path)
     check_compatible(meta, lm.fingerprint, lm.tokenizer_fingerprint, lm.name, path)
+    reading = file_reading(meta, lm)
     bf16 = meta.get("run_conditions", {}).get("decoding_precision") == "bf16"  # the precision it was verified in
-    check = verify(lm.model, with_copy(vectors, file_copy(meta, lm)), Expected.of_file(meta),
+    check = verify(lm.model, reading(stored), Expected.of_file(meta),
                    meta.get("prefix_token_id"), lm.tokenizer, bf16=bf16, decoder=file_decoder(meta))
-    return vectors, meta, lm, Decoded(check.decoded_text, check.exact, len(check.decoded_ids),
-                                      meta.get("first_mismatch"), check.decoded_ids)
+    return stored, meta, lm, reading, Decoded(check.decoded_text, check.exact, len(check.decoded_ids),
+                                              meta.get("first_mismatch"), check.decoded_ids)
 
 
 def decode(path: str | Path, *, model: str | LoadedModel | None = None, device: str = "auto") -> Decoded:
     """Greedy-decode a vector file, exact or not, and check the result against the hashes stored in it."""
-    return _read(path, model, device)[3]
+    return _read(path, model, device)[4]
 
 
 def measure_file(path: str | Path, *, model: str | LoadedModel | None = None, device: str = "auto"
                  ) -> Measurement:
     """The paper's metrics of a vector file without cramming again: its text read back from the vectors, checked
     against the file's hashes, and scored with and without them (`seconds` is not recorded in a file: None)."""
-    vectors, meta, lm, decoded = _read(path, model, device)
+    stored, meta, lm, reading, decoded = _read(path, model, device)
     if not decoded.exact:
         raise CrammingError(f"{path} does not decode to its text, so its text cannot be read from it; measure it "
                             "from the text instead")
-    return Measurement(tokens=len(decoded.ids), vectors=vectors.shape[0], exact=True, diverged=False,
+    return Measurement(tokens=len(decoded.ids), vectors=meta["n_vectors"], exact=True, diverged=False,
                        steps=meta["steps"], seconds=None,
-                       **gains(decoded.ids, vectors, meta.get("prefix_token_id"), lm, file_decoder(meta),
-                               file_copy(meta, lm)))
+                       **gains(decoded.ids, stored, meta.get("prefix_token_id"), lm, file_decoder(meta), reading))
 
 
 def decompress(path: str | Path, *, model: str | LoadedModel | None = None, device: str = "auto") -> str:

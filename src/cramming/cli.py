@@ -206,13 +206,17 @@ def compress(
                                           "(every token from one forward pass; needs --vectors 2 or more)."),
     shared: bool = typer.Option(False, "--shared-copy", help="one-step with the model's shared copied vector: the "
                                 "file holds only the text's own vectors (--vectors 1 will do)."),
+    rank: Optional[int] = typer.Option(None, "--rank", help="Cram and store only K coefficients in the model's "
+                                       "shared basis (built once per model and vector count, shipped for the "
+                                       "default model's one vector)."),
 ) -> None:
     """Cram text(s) into memory vectors and verify the round trip. Exit 0 only when every text is exact."""
     sources, texts = gather_texts(text or [], files)
     paths = output_paths(sources, out)
     chosen = get_recipe(recipe, settings + ([f"precision={precision}"] if precision else [])
                         + ([f"decoder={decoder}"] if decoder else [])
-                        + (["decoder=one-step", "shared_copy=true"] if shared else []))
+                        + (["decoder=one-step", "shared_copy=true"] if shared else [])
+                        + ([f"rank={rank}"] if rank is not None else []))
     check_options(texts, n_vectors=vectors, max_tokens=tokens, decoder=chosen.decoder, shared_copy=chosen.shared_copy)
     storage_form = parse_form(storage_form) if storage_form is not None else None
     from cramming.core.threads import use_threads  # torch: once the input is known to be good
@@ -385,7 +389,8 @@ def certify(
         print(json.dumps(c.to_dict()))
         return
     table = Table("check", "result", show_header=False)
-    table.add_row("tokens, vectors x d", f"{c.tokens}, {c.n_vectors} x {c.d_model} (stored as {c.storage})")
+    stored = f"{c.rank} coefficients in the model's basis, " if c.rank else ""
+    table.add_row("tokens, vectors x d", f"{c.tokens}, {c.n_vectors} x {c.d_model} (stored as {stored}{c.storage})")
     table.add_row("smallest margin", f"{c.min_margin:.3f} logits (top-1 minus top-2 along the greedy path)")
     for check, ok in c.exact.items():
         table.add_row(f"exact: {check}", "[green]yes[/]" if ok else "[red]no[/]")

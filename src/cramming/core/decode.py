@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cramming.core.basis import Basis
 from cramming.core.precision import autocast
 
 
@@ -82,6 +83,24 @@ def with_copy(vectors: torch.Tensor, copy: torch.Tensor | None) -> torch.Tensor:
     if copy is None:
         return vectors
     return torch.cat([vectors, copy.to(vectors).expand(*vectors.shape[:-2], 1, -1)], dim=-2)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How what a file stores becomes what the model reads: the stored vectors themselves, or the vectors their
+    coefficients give in the model's shared basis (basis.py); then the model's shared copied vector after them,
+    where the file's text comes back one-step with it. Both are the model's, never the file's."""
+
+    basis: Basis | None = None
+    copy: torch.Tensor | None = None
+
+    def vectors(self, stored: torch.Tensor) -> torch.Tensor:
+        """[..., n, d] the text's own vectors from what is stored ([..., 1, K] coefficients under a basis)."""
+        return stored if self.basis is None else self.basis.expand(stored)
+
+    def __call__(self, stored: torch.Tensor) -> torch.Tensor:
+        """The model's input vectors: the text's own, then the shared copy where there is one."""
+        return with_copy(self.vectors(stored), self.copy)
 
 
 @torch.no_grad()

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from cramming.core import storage
-from cramming.core.decode import Expected, one_step_logits, verify, with_copy, with_prefix
+from cramming.core.decode import Expected, Reading, one_step_logits, verify, with_prefix
 from cramming.core.errors import CrammingError
 from cramming.core.inputs import check_vectors
 from cramming.core.precision import autocast, autocast_model
@@ -33,7 +33,7 @@ class CramResult:
     """One sample's outcome. `vectors` are the exact ones when `exact`, else the best seen."""
 
     token_ids: list[int]
-    vectors: torch.Tensor  # [n, d], float32, on the CPU
+    vectors: torch.Tensor  # [n, d], float32, on the CPU; under a basis (recipe.rank) their [1, K] coefficients
     exact: bool
     diverged: bool  # the loss turned NaN or infinite: the sample stopped there, `vectors` the best before it
     steps: int  # the step of `vectors`: optimizer steps applied to them (steps_run: all the sample ran)
@@ -208,15 +208,17 @@ class _Sample:
 
 def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor, recipe: Recipe, *,
          prefix_id: int | None = None, on_step: Callable[[StepInfo], None] | None = None,
-         copy: torch.Tensor | None = None) -> list[CramResult]:
+         reading: Reading = Reading()) -> list[CramResult]:
     """Cram each token list into its own vectors, starting from start[i] ([B, n, d], see starting_vectors), for
     at most recipe.max_steps steps. prefix_id is the token before the vectors when the recipe puts one there.
     recipe.required_margin > 0: a sample is done only when it decodes exactly and every token along its greedy
     path leads the runner-up by at least that many logits (vectors that survive rounding, quantization, another
     dtype). recipe.storage: the model sees the vectors as a file of that form will hold them (storage.py), the
     gradient passing straight through to the float32 vectors, so a sample is done when its stored form is exact.
-    recipe.shared_copy: `copy` [d] is the model's shared copied vector, read after each sample's own, never trained."""
-    check_inputs(token_ids, recipe, prefix_id, start.shape[1], copy)
+    `reading` holds what the model adds to what is trained, never trained itself: under recipe.rank the basis, so
+    only the [1, K] coefficients of each sample are trained (start [B, 1, K]), and under recipe.shared_copy the
+    model's copied vector, read after each sample's own."""
+    check_inputs(token_ids, recipe, prefix_id, start, reading)
     device = model.get_input_embeddings().weight.device
     lengths, targets, valid, text_embeds = batch_targets(model, token_ids)
     stepper = autocast_model(model, device, recipe.bf16)  # model itself, or its bf16 twin under bf16
@@ -232,7 +234,7 @@ def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor
         rows = torch.tensor([s.row for s in active], device=device)
         T = int(lengths[rows].max())  # trim padding no active sample needs
         raw = torch.stack([s.vectors for s in active])
-        vectors = with_copy(storage.straight_through(raw, recipe.storage), copy)
+        vectors = reading(storage.straight_through(raw, recipe.storage))
         losses, accuracies, lead, objective = score(stepper, vectors, text_embeds[rows, :T], targets[rows, :T],
                                                     valid[rows, :T], lengths[rows], [s.forced for s in active],
                                                     recipe, prefix_id)
@@ -264,11 +266,18 @@ def cram(model: torch.nn.Module, token_ids: list[list[int]], start: torch.Tensor
     return [s.result for s in samples]
 
 
-def check_inputs(token_ids: list[list[int]], recipe: Recipe, prefix_id: int | None, n_vectors: int,
-                 copy: torch.Tensor | None) -> None:
+def check_inputs(token_ids: list[list[int]], recipe: Recipe, prefix_id: int | None, start: torch.Tensor,
+                 reading: Reading) -> None:
     if not token_ids or any(len(t) == 0 for t in token_ids):
         raise CrammingError("cannot cram an empty text")
-    check_vectors(n_vectors, recipe.decoder, recipe.shared_copy)
+    basis, copy = reading.basis, reading.copy
+    check_vectors(start.shape[1] if basis is None else basis.n_vectors, recipe.decoder, recipe.shared_copy)
+    if recipe.rank != (basis.rank if basis is not None else None):
+        raise CrammingError(f"recipe {recipe.name!r} has rank {recipe.rank}, but the basis given has rank "
+                            f"{basis.rank if basis is not None else None}")
+    if basis is not None and start.shape[1:] != (1, basis.rank):
+        raise CrammingError(f"starts in a basis of rank {basis.rank} have shape [B, 1, {basis.rank}], "
+                            f"not {list(start.shape)}")
     if recipe.shared_copy != (copy is not None):
         raise CrammingError(f"recipe {recipe.name!r} {'reads' if recipe.shared_copy else 'does not read'} the "
                             f"model's shared copy, but one was {'not ' if copy is None else ''}given")

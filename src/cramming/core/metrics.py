@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from cramming.core.decode import with_copy
+from cramming.core.decode import Reading
 from cramming.core.loop import decoder_logits
 from cramming.core.precision import autocast
 
@@ -113,10 +113,10 @@ def baseline_bos(tokenizer) -> int | None:
     return bos if bos is not None and tokenizer("a")["input_ids"][:1] == [bos] else None
 
 
-def gains(token_ids: list[int], vectors: torch.Tensor, prefix_id: int | None, lm: LoadedModel,
-          decoder: str = "greedy", copy: torch.Tensor | None = None) -> dict:
-    """The metrics of a text and its [n, d] vectors that come from scoring it with and without them (with a shared
-    copied vector after them where the file reads one; capacity counts the text's own vectors).
+def gains(token_ids: list[int], stored: torch.Tensor, prefix_id: int | None, lm: LoadedModel,
+          decoder: str = "greedy", reading: Reading = Reading()) -> dict:
+    """The metrics of a text and its stored vectors that come from scoring it with and without them, as `reading`
+    gives them to the model (expanded from a basis, a shared copy after them; capacity counts the text's own).
 
     Both cross-entropies and both hit counts cover the same tokens, the ones the no-vector baseline can
     score, so that information gain and token gain compare like with like. accuracy_with covers every
@@ -124,12 +124,12 @@ def gains(token_ids: list[int], vectors: torch.Tensor, prefix_id: int | None, lm
     """
     ids = token_ids
     nats_without, hits_without = teacher_forced(lm.model, ids, None, baseline_bos(lm.tokenizer))
-    nats_with, hits_with = teacher_forced(lm.model, ids, with_copy(vectors, copy), None, prefix_id, decoder)
+    nats_with, hits_with = teacher_forced(lm.model, ids, reading(stored), None, prefix_id, decoder)
     skip = len(ids) - len(nats_without)  # 1 when the first token has no baseline score
     ce_without = summed_cross_entropy(nats_without)
     ce_with = summed_cross_entropy(nats_with[skip:])
     gain = token_gain(sum(hits_with[skip:]), sum(hits_without))
-    capacity = theoretical_capacity(lm.d_model, lm.vocab_size) * vectors.shape[0]
+    capacity = theoretical_capacity(lm.d_model, lm.vocab_size) * reading.vectors(stored).shape[0]
     return dict(
         scored_tokens=len(nats_without), first_token_scored=skip == 0,
         ce_without_bits=nats_to_bits(ce_without), ce_with_bits=nats_to_bits(ce_with),
@@ -142,6 +142,6 @@ def gains(token_ids: list[int], vectors: torch.Tensor, prefix_id: int | None, lm
 def measure(compressed: Compressed, lm: LoadedModel) -> Measurement:
     """Score a crammed text with and without its vectors (gains), beside how its cramming went."""
     r = compressed
-    return Measurement(tokens=len(r.token_ids), vectors=r.vectors.shape[0], exact=r.exact, diverged=r.diverged,
+    return Measurement(tokens=len(r.token_ids), vectors=r.shape[0], exact=r.exact, diverged=r.diverged,
                        steps=r.steps, seconds=r.seconds,
-                       **gains(r.token_ids, r.vectors, r.prefix_id, lm, r.recipe.decoder, r.copy))
+                       **gains(r.token_ids, r.vectors, r.prefix_id, lm, r.recipe.decoder, r.reading))

@@ -66,6 +66,9 @@ class Recipe:
     # one-step only: the copied vector is the model's shared one (model/copy_vector.py: trained once on other texts,
     # frozen), so only the text's own vectors are crammed and stored: a file holds e alone.
     shared_copy: bool = False
+    # Cram K coefficients in the model's shared basis instead of the vectors' n * d numbers (core/basis.py,
+    # model/basis.py): a file stores those K; None: the vectors themselves.
+    rank: int | None = None
     base: str | None = None  # the registry entry (name@version) this recipe is or was changed from; a label
 
     def __post_init__(self) -> None:
@@ -95,6 +98,7 @@ class Recipe:
             (not self.required_margin >= 0, f"required_margin must be >= 0, got {self.required_margin}"),
             (self.decoder not in ("greedy", "one-step"), f"decoder must be greedy or one-step, got {self.decoder!r}"),
             (self.shared_copy and self.decoder != "one-step", "shared_copy needs decoder one-step"),
+            (self.rank is not None and self.rank < 1, f"rank must be >= 1, got {self.rank}"),
             (self.base is not None and self.base not in REGISTRY,
              f"base must be a registry entry (name@version), got {self.base!r}"),
         ]
@@ -221,7 +225,7 @@ class Recipe:
 _HINTS = typing.get_type_hints(Recipe)
 _ADDED_LATER = {"precision": ("auto", "fp32"), "restart_decay": (1.0,), "encoder": (False,), "stall": (None,),
                 "wrong_weight": (1.0,), "required_margin": (0.0,), "storage": ("fp32",), "base": (None,),
-                "decoder": ("greedy",), "shared_copy": (False,)}
+                "decoder": ("greedy",), "shared_copy": (False,), "rank": (None,)}
 
 
 # Fields renamed since rows were stored: stored settings, specs and --set still read the first name.

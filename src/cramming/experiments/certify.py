@@ -13,9 +13,9 @@ from typing import Callable
 
 import torch
 
-from cramming.api import file_copy, file_decoder, file_model
+from cramming.api import file_decoder, file_model, file_reading
 from cramming.core import forms, storage
-from cramming.core.decode import DECODERS, Expected, verify, with_copy
+from cramming.core.decode import DECODERS, Expected, verify
 from cramming.files.vector_file import check_compatible, load_vectors
 from cramming.model.loading import LoadedModel
 
@@ -39,6 +39,7 @@ class Certificate:
     effective_bits: int | None
     noise_radius: float | None  # largest relative radius with >= `survival` of the noisy copies exact
     payload_bytes: dict[str, int] = field(default_factory=dict)  # form -> bytes of the vectors in it
+    rank: int | None = None  # the file stores this many coefficients in the model's basis, not the vectors
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,14 +59,15 @@ def certify(path: str | Path, *, model: str | LoadedModel | None = None, device:
 
     expected = Expected.of_file(meta)
 
-    copy = file_copy(meta, lm)  # a shared copied vector is the model's: only the file's own vectors are changed
+    # A basis and a shared copied vector are the model's: only what the file stores is changed (a basis'
+    # coefficients, where the file holds those).
+    reading = file_reading(meta, lm)
 
     def exact(batch: torch.Tensor, bf16: bool = False) -> list[bool]:
-        return [verify(lm.model, with_copy(v, copy), expected, prefix, lm.tokenizer, bf16=bf16, decoder=decoder).exact
+        return [verify(lm.model, reading(v), expected, prefix, lm.tokenizer, bf16=bf16, decoder=decoder).exact
                 for v in batch]
 
-    ids, leads = DECODERS[decoder](lm.model, with_copy(vectors, copy)[None], n_tokens, prefix, bf16=False,
-                                   margins=True)
+    ids, leads = DECODERS[decoder](lm.model, reading(vectors)[None], n_tokens, prefix, bf16=False, margins=True)
     margins = leads[0].tolist()  # top-1 minus top-2 at each token of the greedy path
 
     tell(2, f"decoding {3 + len(BITS)} storage forms")
@@ -86,10 +88,11 @@ def certify(path: str | Path, *, model: str | LoadedModel | None = None, device:
         radius = r
 
     tell(CHECKS, "done")
-    n, d = vectors.shape
-    payload = {form: forms.payload_bytes(n, d, form) for form in ("fp32", "fp16", "bf16")}
+    rows, width = vectors.shape  # what is stored: the vectors, or their coefficients in the model's basis
+    payload = {form: forms.payload_bytes(rows, width, form) for form in ("fp32", "fp16", "bf16")}
     if effective is not None:
-        payload[f"int{effective}"] = forms.payload_bytes(n, d, f"int{effective}")
+        payload[f"int{effective}"] = forms.payload_bytes(rows, width, f"int{effective}")
     text = lm.tokenizer.decode(ids[0].tolist()) if survived["stored"] else None
-    return Certificate(n_tokens, n, d, len(text.encode("utf-8")) if text is not None else None, meta["storage"],
-                       margins, min(margins), survived, effective, radius, payload)
+    return Certificate(n_tokens, meta["n_vectors"], meta.get("d_model", width),
+                       len(text.encode("utf-8")) if text is not None else None, meta["storage"], margins, min(margins),
+                       survived, effective, radius, payload, meta.get("rank"))

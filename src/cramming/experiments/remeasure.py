@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from cramming.api import file_copy, file_decoder
+from cramming.api import file_decoder, file_reading
 from cramming.core.metrics import gains
 from cramming.files.database import MEASURED, Store
 from cramming.files.vector_file import vector_metadata, vectors_of
@@ -38,7 +38,8 @@ def remeasure(store: Store, lm: LoadedModel) -> Remeasured:
         data = store.vector_file(r)
         ids = lm.tokenizer(store.text(r), add_special_tokens=False)["input_ids"]  # the ids it was crammed as
         meta = vector_metadata(data)
-        found = gains(ids, vectors_of(data), meta.get("prefix_token_id"), lm, file_decoder(meta), file_copy(meta, lm))
+        found = gains(ids, vectors_of(data), meta.get("prefix_token_id"), lm, file_decoder(meta),
+                      file_reading(meta, lm))
         updates.append((r, {m: found[m] for m in MEASURED}))
         moves.append(found["information_gain_bits"] - r["information_gain_bits"])
     store.update_metrics(updates)

@@ -63,10 +63,17 @@ def vector_metadata(data: bytes) -> dict:
     return decode_metadata(json.loads(data[8: 8 + size]).get("__metadata__", {}))
 
 
+def stored_shape(meta: dict) -> tuple[int, int | None]:
+    """The shape a vector file's tensor decodes to: [n, d], or [1, K] where it stores K coefficients in the model's
+    basis (core/basis.py); d is None in files older than its record."""
+    return (1, meta["rank"]) if "rank" in meta else (meta["n_vectors"], meta.get("d_model"))
+
+
 def vectors_of(data: bytes) -> torch.Tensor:
-    """The float32 vectors of a vector file's bytes (as a results row keeps them)."""
+    """The float32 stored vectors of a vector file's bytes (as a results row keeps them): [n, d], or [1, K]
+    coefficients in the model's basis (stored_shape)."""
     meta = vector_metadata(data)
-    return storage.decode(load(data), meta.get("storage", "fp32"), meta["n_vectors"], meta.get("d_model"))
+    return storage.decode(load(data), meta.get("storage", "fp32"), *stored_shape(meta))
 
 
 def save_vectors(path: str | Path, vectors: torch.Tensor, metadata: dict, form: str = "fp32") -> Path:
@@ -77,7 +84,7 @@ def save_vectors(path: str | Path, vectors: torch.Tensor, metadata: dict, form: 
 
 
 def load_vectors(path: str | Path) -> tuple[torch.Tensor, dict]:
-    """The vectors of a checked vector file, and its metadata as values (decode_metadata)."""
+    """The stored vectors of a checked vector file (stored_shape), and its metadata as values (decode_metadata)."""
     path = Path(path)
     if not path.is_file():
         raise CrammingError(f"no such vector file: {path}")
@@ -97,10 +104,11 @@ def load_vectors(path: str | Path) -> tuple[torch.Tensor, dict]:
         raise CrammingError(f"{path} is corrupted: its vectors do not match the checksum stored with them")
     form = meta.setdefault("storage", "fp32")
     try:
-        vectors = storage.decode(tensors, forms.parse_form(form), meta["n_vectors"], meta.get("d_model"))
+        vectors = storage.decode(tensors, forms.parse_form(form), *stored_shape(meta))
     except CrammingError as err:
         raise CrammingError(f"{path}: {err}") from None
-    if vectors.ndim != 2 or vectors.shape[0] != int(meta["n_vectors"]):
+    rows, width = stored_shape(meta)
+    if vectors.ndim != 2 or vectors.shape[0] != int(rows) or (width is not None and vectors.shape[1] != int(width)):
         raise CrammingError(f"{path}: vectors of shape {tuple(vectors.shape)} do not match its metadata")
     if not torch.isfinite(vectors).all():
         raise CrammingError(f"{path}: the vectors hold NaN or inf")
