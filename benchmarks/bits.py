@@ -5,8 +5,8 @@
     python benchmarks/bits.py --lengths 16,32 --margins 0 --precisions fp32,bf16   # cramming under CPU bf16
     python benchmarks/bits.py --lengths 64 --margins 2 --storages int3,int4        # crammed through k bits
     python benchmarks/bits.py --lengths 64 --margins 1 --precisions bf16 --anneal 6,5,4,3   # bits taken away in turn
-    python benchmarks/bits.py --lengths 32,64 --samples 5 --margins 0 --precisions bf16 --text-seed 6 \\
-        --ranks 16,32,64,128,256,full --db results/basis.sqlite       # K coefficients in the model's basis
+    python benchmarks/bits.py --lengths 32 --samples 5 --margins 0 --precisions bf16 --text-seed 6 \\
+        --ranks 128,256,full,64,32,16 --db results/basis.sqlite       # K coefficients in the model's basis
 
 Each (length, margin, precision, storage): the passages (book text, text seed 0, the recipes benchmark's
 passages) crammed as one batch into one vector of the default model with the default recipe and the budget, the

@@ -93,10 +93,10 @@ def rank_table(store: Store) -> str:
         exact = [r for r in rs if r["exact"]]
         bits = [r["effective_bits"] for r in exact if r["effective_bits"]]
         lines.append(f"| {length} | {rank_name(rs[0]['rank'])} | {len(exact)}/{len(rs)} | "
-                     f"{median([r['steps'] for r in exact])} | {median(bits)} ({min(bits, default='–')}-"
-                     f"{max(bits, default='–')}) | "
+                     f"{median([r['steps'] for r in exact])} | "
+                     f"{f'{median(bits)} ({min(bits)}-{max(bits)})' if bits else '–'} | "
                      f"{median([r['smallest_exact_payload'] for r in exact if r['smallest_exact_payload']])} | "
-                     f"{median([r['text_bytes'] for r in rs if r['text_bytes']])} |")
+                     f"{median([len(r['text'].encode('utf-8')) for r in rs])} |")
     return "\n".join(lines)
 
 
